@@ -1,0 +1,90 @@
+// `npm test`: provide a real PostgreSQL, prepare a migrated template database once, then run
+// node's test runner over the chosen tiers (default: unit, integration, e2e).
+//
+// PostgreSQL: SYNCV3_TEST_DB when set (e.g. postgres://postgres@127.0.0.1:5432/postgres), else an
+// embedded server started for this run in a temporary directory and deleted afterwards.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { createPool } from '../src/store/db.js';
+import { startEmbeddedPostgres } from '../src/store/embedded-postgres.js';
+import { loadMigrations, migrate } from '../src/store/migrate.js';
+import { createLogger } from '../src/telemetry/logger.js';
+import { freePort } from '../test/support/ports.js';
+
+const TIERS = ['unit', 'integration', 'e2e'] as const;
+const logger = createLogger({ level: 'warn', pretty: false });
+
+async function withAdmin(url: string, sql: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: 'inherit', env });
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    process.on('SIGINT', forward).on('SIGTERM', forward);
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const tiers = args.filter((a) => (TIERS as readonly string[]).includes(a));
+  const files = args.filter((a) => a.endsWith('.ts'));
+  const selected = tiers.length || files.length ? tiers : [...TIERS];
+  const patterns = [...selected.map((t) => `test/${t}/**/*.test.ts`), ...files];
+
+  if (selected.includes('e2e') || files.some((f) => f.includes('/e2e/'))) {
+    // The e2e tier runs the built proxy as a child process, as operators do.
+    const built = await run(process.execPath, [path.resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], process.env);
+    if (built !== 0) return built;
+  }
+
+  let serverUrl = process.env.SYNCV3_TEST_DB;
+  let cleanup = async () => {};
+  if (!serverUrl) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-test-pg-'));
+    const embedded = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), ephemeral: true }, logger);
+    serverUrl = embedded.connectionString;
+    cleanup = async () => {
+      await embedded.stop();
+      await rm(dir, { recursive: true, force: true });
+    };
+    console.log(`test database: embedded PostgreSQL (set SYNCV3_TEST_DB to use another)`);
+  } else {
+    console.log(`test database: ${new URL(serverUrl).host} (SYNCV3_TEST_DB)`);
+  }
+
+  const template = `syncv3_test_template_${process.pid}`;
+  try {
+    await withAdmin(serverUrl, `DROP DATABASE IF EXISTS ${template}`);
+    await withAdmin(serverUrl, `CREATE DATABASE ${template}`);
+    const templateUrl = new URL(serverUrl);
+    templateUrl.pathname = `/${template}`;
+    const pool = createPool({ connectionString: templateUrl.href, max: 1, idleTimeoutMs: 1000 }, logger);
+    await migrate(pool, await loadMigrations());
+    await pool.end();
+
+    const env = { ...process.env, SYNCV3_TEST_DB: serverUrl, SYNCV3_TEST_TEMPLATE: template };
+    const concurrency = process.env.SYNCV3_TEST_CONCURRENCY ?? String(Math.max(2, os.availableParallelism()));
+    return await run(
+      process.execPath,
+      ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...patterns],
+      env,
+    );
+  } finally {
+    await withAdmin(serverUrl, `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
+    await cleanup();
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,249 @@
+// Every SYNCV3_* environment variable, parsed and checked in one place.
+//
+// Names, meanings and defaults follow the archived Go proxy (matrix-org/sliding-sync) so that
+// this proxy is a drop-in replacement; variables that the Go proxy did not have are marked
+// "ours" in VARIABLES. A bad environment is reported as ONE message listing every problem,
+// because an operator fixing a container's env one variable per restart is a miserable loop.
+import { z } from 'zod';
+
+/** Where something listens or connects: TCP host and port, or a unix socket path. */
+export type Address = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/** The upstream homeserver: an http(s) base URL, or a unix socket that speaks plain HTTP. */
+export type Upstream = { kind: 'url'; baseUrl: string } | { kind: 'unix'; path: string };
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+/** One line per variable: shown in error messages and kept in step with .env.example by a test. */
+export const VARIABLES = {
+  SYNCV3_SERVER: 'the homeserver client-server API: a base URL (https://matrix.example.org) or a unix socket path',
+  SYNCV3_DB: 'PostgreSQL connection: a libpq string (user=… dbname=… host=…) or a postgres:// URL; unset = embedded PostgreSQL',
+  SYNCV3_SECRET:
+    'secret that encrypts stored access tokens; must never change; generated in SYNCV3_DATA_DIR if unset with the embedded database',
+  SYNCV3_BINDADDR: 'where the client API listens: host:port or a unix socket path (default 0.0.0.0:8008)',
+  SYNCV3_TLS_CERT: 'PEM certificate file; serve HTTPS (set together with SYNCV3_TLS_KEY)',
+  SYNCV3_TLS_KEY: 'PEM private key file; serve HTTPS (set together with SYNCV3_TLS_CERT)',
+  SYNCV3_PPROF: 'host:port of a separate debug listener serving CPU profiles and heap snapshots (unset = off)',
+  SYNCV3_PROM: 'host:port of a separate listener serving Prometheus /metrics (unset = off)',
+  SYNCV3_OTLP_URL: 'OTLP/HTTP endpoint that receives traces, e.g. http://otel-collector:4318 (unset = tracing off)',
+  SYNCV3_OTLP_USERNAME: 'basic-auth user for SYNCV3_OTLP_URL (set together with SYNCV3_OTLP_PASSWORD)',
+  SYNCV3_OTLP_PASSWORD: 'basic-auth password for SYNCV3_OTLP_URL (set together with SYNCV3_OTLP_USERNAME)',
+  SYNCV3_SENTRY_DSN: 'Sentry DSN that receives errors (unset = off)',
+  SYNCV3_LOG_LEVEL: 'trace, debug, info, warn, err (or error) or fatal (default info)',
+  SYNCV3_DEBUG: '1 or true: trace logging and fail-fast internal assertions (default off)',
+  SYNCV3_MAX_DB_CONN: 'maximum PostgreSQL connections in the pool; 0 = the default of 20',
+  SYNCV3_DB_IDLE_TIMEOUT_SECS: 'seconds an idle PostgreSQL connection is kept open (default 3600)',
+  SYNCV3_HTTP_TIMEOUT_SECS: 'timeout of requests to the homeserver, long polls included (default 300)',
+  SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: "timeout of a device's first (initial) /sync to the homeserver (default 1800)",
+  // ours
+  SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
+  SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
+  SYNCV3_SHUTDOWN_GRACE_SECS: 'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut (default 10)',
+} as const;
+
+export type VariableName = keyof typeof VARIABLES;
+
+const LOG_LEVELS = {
+  trace: 'trace',
+  debug: 'debug',
+  info: 'info',
+  warn: 'warn',
+  err: 'error',
+  error: 'error',
+  fatal: 'fatal',
+} as const;
+
+const unset = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+const optionalString = z.preprocess(unset, z.string().optional());
+
+function integer(defaultValue: number, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return z.preprocess(unset, z.string().prefault(String(defaultValue))).transform((raw, ctx) => {
+    const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!(n >= min && n <= max)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${raw}" is not a whole number from ${min} to ${max}`,
+      });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+function parseAddress(raw: string): Address | undefined {
+  if (raw.startsWith('/') || raw.startsWith('./')) return { kind: 'unix', path: raw };
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(raw);
+  if (!match) return undefined;
+  const port = Number(match[3]);
+  if (port > 65535) return undefined;
+  return { kind: 'tcp', host: match[1] ?? (match[2] || '0.0.0.0'), port };
+}
+
+const address = z.string().transform((raw, ctx) => {
+  const parsed = parseAddress(raw.trim());
+  if (!parsed) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${raw}" is neither host:port nor an absolute unix socket path`,
+    });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const upstream = z.string().transform((raw, ctx): Upstream => {
+  const value = raw.trim();
+  if (value.startsWith('/')) return { kind: 'unix', path: value };
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${raw}" is neither an http(s) URL nor an absolute unix socket path`,
+    });
+    return z.NEVER;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.addIssue({
+      code: 'custom',
+      message: `must use http or https, not ${url.protocol}`,
+    });
+    return z.NEVER;
+  }
+  return { kind: 'url', baseUrl: url.href.replace(/\/+$/, '') };
+});
+
+const httpUrl = z.url({
+  protocol: /^https?$/,
+  error: 'must be an http(s) URL',
+});
+
+const schema = z.object({
+  SYNCV3_SERVER: z.preprocess(unset, upstream),
+  SYNCV3_DB: optionalString,
+  SYNCV3_SECRET: optionalString,
+  SYNCV3_BINDADDR: z.preprocess(unset, address.prefault('0.0.0.0:8008')),
+  SYNCV3_TLS_CERT: optionalString,
+  SYNCV3_TLS_KEY: optionalString,
+  SYNCV3_PPROF: z.preprocess(unset, address.optional()),
+  SYNCV3_PROM: z.preprocess(unset, address.optional()),
+  SYNCV3_OTLP_URL: z.preprocess(unset, httpUrl.optional()),
+  SYNCV3_OTLP_USERNAME: optionalString,
+  SYNCV3_OTLP_PASSWORD: optionalString,
+  SYNCV3_SENTRY_DSN: z.preprocess(unset, httpUrl.optional()),
+  SYNCV3_LOG_LEVEL: z.preprocess(
+    (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
+    z.enum(Object.keys(LOG_LEVELS) as [keyof typeof LOG_LEVELS]).default('info'),
+  ),
+  SYNCV3_DEBUG: z.preprocess(
+    (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
+    z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
+  ),
+  SYNCV3_MAX_DB_CONN: integer(0, 0, 10_000),
+  SYNCV3_DB_IDLE_TIMEOUT_SECS: integer(3600, 1),
+  SYNCV3_HTTP_TIMEOUT_SECS: integer(300, 1),
+  SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
+  SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
+  SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
+  SYNCV3_SHUTDOWN_GRACE_SECS: integer(10, 0, 3600),
+});
+
+/** Rules between variables, checked on the raw values so they are reported with the rest. */
+function crossVariableProblems(env: Record<string, string | undefined>): [VariableName, string][] {
+  const isSet = (name: VariableName) => Boolean(env[name]?.trim());
+  const problems: [VariableName, string][] = [];
+  const together = (a: VariableName, b: VariableName) => {
+    if (isSet(a) !== isSet(b)) problems.push(isSet(a) ? [b, `must be set together with ${a}`] : [a, `must be set together with ${b}`]);
+  };
+  together('SYNCV3_TLS_CERT', 'SYNCV3_TLS_KEY');
+  together('SYNCV3_OTLP_USERNAME', 'SYNCV3_OTLP_PASSWORD');
+  if (isSet('SYNCV3_DB') && !isSet('SYNCV3_SECRET')) {
+    problems.push(['SYNCV3_SECRET', 'is required when SYNCV3_DB is set (only the embedded database may generate one)']);
+  }
+  return problems;
+}
+
+export interface Config {
+  server: Upstream;
+  /** undefined: run the embedded PostgreSQL under dataDir. */
+  db: string | undefined;
+  /** undefined only in embedded mode, where main.ts loads or generates one. */
+  secret: string | undefined;
+  bind: Address;
+  tls: { cert: string; key: string } | undefined;
+  pprof: Address | undefined;
+  prom: Address | undefined;
+  otlp:
+    | {
+        url: string;
+        username: string | undefined;
+        password: string | undefined;
+      }
+    | undefined;
+  sentryDsn: string | undefined;
+  logLevel: LogLevel;
+  debug: boolean;
+  maxDbConnections: number;
+  dbIdleTimeoutMs: number;
+  httpTimeoutMs: number;
+  httpInitialTimeoutMs: number;
+  dataDir: string;
+  embeddedDbPort: number;
+  shutdownGraceMs: number;
+}
+
+/** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(
+      `Invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+const describe = (name: VariableName, what: string) => `${name} ${what}. ${name}: ${VARIABLES[name]}`;
+
+function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
+  const name = String(issue.path[0]) as VariableName;
+  const missing = issue.code === 'invalid_type' && !env[name]?.trim();
+  return describe(name, missing ? 'is required but not set' : issue.message);
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const result = schema.safeParse(Object.fromEntries(Object.keys(VARIABLES).map((k) => [k, env[k]])));
+  const problems = [
+    ...(result.error?.issues.map((issue) => describeIssue(issue, env)) ?? []),
+    ...crossVariableProblems(env).map(([name, what]) => describe(name, what)),
+  ];
+  if (!result.success || problems.length) throw new ConfigError(problems);
+  const e = result.data;
+  const debug = ['1', 'true', 'yes'].includes(e.SYNCV3_DEBUG);
+  return {
+    server: e.SYNCV3_SERVER,
+    db: e.SYNCV3_DB,
+    secret: e.SYNCV3_SECRET,
+    bind: e.SYNCV3_BINDADDR,
+    tls: e.SYNCV3_TLS_CERT && e.SYNCV3_TLS_KEY ? { cert: e.SYNCV3_TLS_CERT, key: e.SYNCV3_TLS_KEY } : undefined,
+    pprof: e.SYNCV3_PPROF,
+    prom: e.SYNCV3_PROM,
+    otlp: e.SYNCV3_OTLP_URL
+      ? {
+          url: e.SYNCV3_OTLP_URL,
+          username: e.SYNCV3_OTLP_USERNAME,
+          password: e.SYNCV3_OTLP_PASSWORD,
+        }
+      : undefined,
+    sentryDsn: e.SYNCV3_SENTRY_DSN,
+    logLevel: debug ? 'trace' : LOG_LEVELS[e.SYNCV3_LOG_LEVEL],
+    debug,
+    maxDbConnections: e.SYNCV3_MAX_DB_CONN === 0 ? 20 : e.SYNCV3_MAX_DB_CONN,
+    dbIdleTimeoutMs: e.SYNCV3_DB_IDLE_TIMEOUT_SECS * 1000,
+    httpTimeoutMs: e.SYNCV3_HTTP_TIMEOUT_SECS * 1000,
+    httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
+    dataDir: e.SYNCV3_DATA_DIR,
+    embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
+    shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
+  };
+}

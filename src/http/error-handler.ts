@@ -1,0 +1,40 @@
+// Every error a route throws leaves as Matrix error JSON. Known client mistakes keep their
+// 4xx; anything unexpected is logged with the request id and answered with a bland 500 that
+// leaks nothing of the cause.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { MatrixError, notJson, tooLarge, unrecognized } from '../matrix-error.js';
+
+/** Fastify's own error codes for requests it could not parse. */
+function fromFastifyError(err: FastifyError, bodyLimit: number): MatrixError | undefined {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return tooLarge(bodyLimit);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new MatrixError(415, 'M_NOT_JSON', 'Content-Type must be application/json');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return notJson();
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new MatrixError(400, 'M_BAD_JSON', 'Content-Length does not match the body');
+    default:
+      // Fastify's body parser raises plain SyntaxErrors with a 400 status for malformed JSON.
+      if (err.statusCode === 400 && err instanceof SyntaxError) return notJson();
+      return undefined;
+  }
+}
+
+export function errorHandler(bodyLimit: number) {
+  return (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const matrix = err instanceof MatrixError ? err : fromFastifyError(err, bodyLimit);
+    if (matrix) {
+      if (matrix.statusCode >= 500) request.log.warn({ err }, 'request failed');
+      return reply.code(matrix.statusCode).send(matrix.toJSON());
+    }
+    request.log.error({ err }, 'unhandled error');
+    return reply.code(500).send({ errcode: 'M_UNKNOWN', error: 'Internal server error' });
+  };
+}
+
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
+  return reply.code(404).send(unrecognized(`Unrecognized request: ${request.method} ${request.url.split('?')[0]}`).toJSON());
+}

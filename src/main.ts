@@ -1,0 +1,51 @@
+// The process entry point: read the environment, start the proxy, and stop it on a signal.
+// The first SIGTERM/SIGINT drains gracefully; a second one exits at once.
+import { ConfigError, loadConfig } from './config.js';
+import { startProxy } from './proxy.js';
+import { SchemaError } from './store/migrate.js';
+import { createLogger } from './telemetry/logger.js';
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n\nSee .env.example for every variable.\n`);
+    process.exit(1);
+  }
+  const logger = createLogger({ level: config.logLevel });
+
+  let stopping = false;
+  let stop: (() => Promise<void>) | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting immediately');
+      process.exit(130);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    void (stop?.() ?? Promise.resolve()).then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  try {
+    const proxy = await startProxy(config, logger);
+    stop = proxy.stop;
+    if (stopping) await proxy.stop().then(() => process.exit(0));
+  } catch (err) {
+    if (err instanceof SchemaError) logger.fatal(err.message);
+    else logger.fatal({ err }, 'failed to start');
+    // Let pino flush its transport before exiting.
+    setTimeout(() => process.exit(1), 100);
+  }
+}
+
+await main();

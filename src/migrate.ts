@@ -1,0 +1,25 @@
+// `npm run migrate`: apply pending migrations to SYNCV3_DB and exit, for operators who migrate
+// as a separate deployment step before rolling out new proxies.
+import { createPool } from './store/db.js';
+import { loadMigrations, migrate, SchemaError } from './store/migrate.js';
+import { createLogger } from './telemetry/logger.js';
+
+const logger = createLogger({ level: 'info' });
+const connectionString = process.env.SYNCV3_DB?.trim();
+if (!connectionString) {
+  process.stderr.write(
+    'SYNCV3_DB is required: the PostgreSQL connection string to migrate (the embedded database migrates itself on start)\n',
+  );
+  process.exit(1);
+}
+const pool = createPool({ connectionString, max: 1, idleTimeoutMs: 1000 }, logger);
+try {
+  const migrations = await loadMigrations();
+  const applied = await migrate(pool, migrations);
+  logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'migrations applied' : 'nothing to apply');
+} catch (err) {
+  logger.fatal(err instanceof SchemaError ? err.message : { err }, 'migration failed');
+  process.exitCode = 1;
+} finally {
+  await pool.end();
+}

@@ -1,0 +1,101 @@
+// Assembles the running proxy from a Config: database (external or embedded), migrations,
+// secret, HTTP listener. Everything it starts is registered on one Lifecycle, so a failure
+// half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
+import { readFile, rm, stat } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import type { Address, Config } from './config.js';
+import { buildApp } from './http/app.js';
+import { Lifecycle } from './lifecycle.js';
+import { loadOrCreateSecret } from './secret-file.js';
+import { createPool, type Pool, ping } from './store/db.js';
+import { startEmbeddedPostgres } from './store/embedded-postgres.js';
+import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import type { Logger } from './telemetry/logger.js';
+
+export interface RunningProxy {
+  app: FastifyInstance;
+  pool: Pool;
+  /** Where the client API listens, e.g. `http://127.0.0.1:8008` or the unix socket path. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface ProxyOptions {
+  migrationsDir?: string;
+}
+
+async function removeStaleSocket(path: string) {
+  const info = await stat(path).catch(() => undefined);
+  if (info?.isSocket()) await rm(path);
+}
+
+async function listen(app: FastifyInstance, bind: Address, tls: boolean): Promise<string> {
+  if (bind.kind === 'unix') {
+    await removeStaleSocket(bind.path);
+    await app.listen({ path: bind.path });
+    return bind.path;
+  }
+  await app.listen({ host: bind.host, port: bind.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : bind.port;
+  const host = bind.host.includes(':') ? `[${bind.host}]` : bind.host;
+  return `${tls ? 'https' : 'http'}://${host}:${port}`;
+}
+
+/** Closes the listener, giving in-flight requests `graceMs` before their sockets are cut. */
+async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger) {
+  let timer: NodeJS.Timeout | undefined;
+  const cut = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      logger.warn({ graceMs }, 'in-flight requests outlived the shutdown grace period; closing their connections');
+      app.server.closeAllConnections();
+      resolve();
+    }, graceMs);
+  });
+  await Promise.race([app.close(), cut]);
+  clearTimeout(timer);
+}
+
+export async function startProxy(config: Config, logger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
+  const lifecycle = new Lifecycle(logger);
+  try {
+    let connectionString = config.db;
+    if (!connectionString) {
+      const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedDbPort }, logger);
+      lifecycle.onStop('embedded postgres', () => embedded.stop());
+      connectionString = embedded.connectionString;
+    }
+    // Needed by the token store (issue 3); loaded now so a bad data dir fails at startup.
+    const secret = config.secret ?? (await loadOrCreateSecret(config.dataDir, logger));
+    void secret;
+
+    const pool = createPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger);
+    lifecycle.onStop('database pool', () => pool.end());
+    const migrations = await loadMigrations(opts.migrationsDir);
+    const applied = await migrate(pool, migrations);
+    logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'database migrated' : 'database schema is current');
+
+    const app = buildApp(
+      {
+        logger,
+        ready: async () => {
+          await ping(pool);
+          const status = await migrationStatus(pool, migrations);
+          if (status.current !== status.latest) throw new Error(`schema at ${status.current}, expected ${status.latest}`);
+          return { schemaVersion: status.current };
+        },
+      },
+      { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
+    );
+    lifecycle.onStop('http listener', () => closeApp(app, config.shutdownGraceMs, logger));
+    const url = await listen(app, config.bind, Boolean(config.tls));
+    logger.info(
+      { url, upstream: config.server.kind === 'url' ? config.server.baseUrl : config.server.path },
+      'sliding sync proxy listening',
+    );
+    return { app, pool, url, stop: () => lifecycle.stop() };
+  } catch (err) {
+    await lifecycle.stop();
+    throw err;
+  }
+}

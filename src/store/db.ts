@@ -1,0 +1,52 @@
+// The PostgreSQL pool and the two ways code uses it: a single query, or a transaction.
+// Table modules take a `Queryable` so the same function runs inside or outside a transaction.
+import pg from 'pg';
+import type { Logger } from '../telemetry/logger.js';
+
+export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
+export type Pool = pg.Pool;
+
+// bigint columns (stream positions) come back as strings by default; positions stay well under
+// 2^53, and numbers compare and sort cheaply on the hot path.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number.parseInt(v, 10));
+
+export interface PoolOptions {
+  connectionString: string;
+  max: number;
+  idleTimeoutMs: number;
+  applicationName?: string;
+}
+
+export function createPool(opts: PoolOptions, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.connectionString,
+    max: opts.max,
+    idleTimeoutMillis: opts.idleTimeoutMs,
+    connectionTimeoutMillis: 10_000,
+    application_name: opts.applicationName ?? 'syncv3',
+  });
+  // An idle client losing its connection (database restart) emits on the pool; without a
+  // listener node would crash the process. The pool replaces the client on next use.
+  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle PostgreSQL connection lost'));
+  return pool;
+}
+
+/** Runs fn in one transaction; rolls back and rethrows on any error. */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function ping(db: Queryable): Promise<void> {
+  await db.query('SELECT 1');
+}

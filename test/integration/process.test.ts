@@ -1,0 +1,109 @@
+// The proxy as operators run it: `node dist/main.js` (here through tsx on src/) with env vars.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { freePort } from '../support/ports.js';
+
+const MAIN = path.resolve('src/main.ts');
+
+function startMain(env: Record<string, string>): ChildProcess {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
+  return spawn(process.execPath, ['--import', 'tsx', MAIN], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function collect(child: ChildProcess): { out: () => string; exit: Promise<number | null> } {
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  return { out: () => out, exit: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+}
+
+async function waitFor(url: string, timeoutMs: number): Promise<Response> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fetch(url);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** PIDs of postgres servers whose data directory is `dir`. */
+async function postgresUsing(dir: string): Promise<string[]> {
+  const pids: string[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('postgres') && cmd.includes(dir)) pids.push(pid);
+  }
+  return pids;
+}
+
+describe('the proxy process', () => {
+  it('exits 1 listing every missing or invalid variable, without a stack trace', async () => {
+    const child = startMain({ SYNCV3_DB: 'postgres://x/y', SYNCV3_BINDADDR: 'nowhere' });
+    const { out, exit } = collect(child);
+    assert.equal(await exit, 1);
+    const text = out();
+    assert.match(text, /Invalid configuration \(3 problems\)/);
+    assert.match(text, /SYNCV3_SERVER is required but not set/);
+    assert.match(text, /SYNCV3_SECRET is required when SYNCV3_DB is set/);
+    assert.match(text, /SYNCV3_BINDADDR "nowhere" is neither host:port/);
+    assert.doesNotMatch(text, /\n\s+at /, 'no stack trace');
+  });
+
+  it('runs on an embedded PostgreSQL, reuses it on restart, and leaves nothing running after SIGTERM', async (t) => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-data-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    const [port, dbPort] = [await freePort(), await freePort()];
+    const env = {
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_BINDADDR: `127.0.0.1:${port}`,
+      SYNCV3_DATA_DIR: dataDir,
+      SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
+    };
+
+    for (const round of ['first start', 'restart']) {
+      const child = startMain(env);
+      const { out, exit } = collect(child);
+      t.after(() => child.kill('SIGKILL'));
+      const health = await waitFor(`http://127.0.0.1:${port}/health`, 60_000);
+      assert.equal(health.status, 200, round);
+      const ready = await fetch(`http://127.0.0.1:${port}/ready`);
+      assert.equal(ready.status, 200, round);
+      assert.equal((await postgresUsing(dataDir)).length > 0, true, `${round}: embedded postgres runs`);
+      child.kill('SIGTERM');
+      assert.equal(await exit, 0, `${round}: clean exit\n${out()}`);
+      assert.deepEqual(await postgresUsing(dataDir), [], `${round}: no postgres left behind`);
+      if (round === 'first start') {
+        assert.match(out(), /initialising embedded PostgreSQL cluster/);
+        assert.match(out(), /generated a new secret/);
+      } else {
+        assert.doesNotMatch(out(), /initialising|generated a new secret/, 'the cluster and secret are reused');
+      }
+    }
+    assert.equal((await stat(path.join(dataDir, 'secret'))).mode & 0o777, 0o600);
+  });
+
+  it('exits with an error when the database cannot be reached', async () => {
+    const port = await freePort();
+    const child = startMain({
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_DB: `postgres://postgres@127.0.0.1:${port}/none`,
+      SYNCV3_SECRET: 's',
+      SYNCV3_BINDADDR: '127.0.0.1:0',
+    });
+    const { out, exit } = collect(child);
+    assert.equal(await exit, 1);
+    assert.match(out(), /failed to start/);
+  });
+});

@@ -1,0 +1,29 @@
+// Runs the whole proxy in-process on a loopback port against a fresh test database.
+import type { TestContext } from 'node:test';
+import { type Config, loadConfig } from '../../src/config.js';
+import { type RunningProxy, startProxy } from '../../src/proxy.js';
+import { createTestDatabase, type TestDatabase, testLogger } from './db.js';
+
+export interface TestProxy extends RunningProxy {
+  db: TestDatabase;
+  config: Config;
+}
+
+export async function startTestProxy(
+  t: TestContext,
+  env: Record<string, string> = {},
+  opts: { db?: TestDatabase; migrationsDir?: string } = {},
+): Promise<TestProxy> {
+  const db = opts.db ?? (await createTestDatabase(t));
+  const config = loadConfig({
+    SYNCV3_SERVER: 'http://127.0.0.1:1',
+    SYNCV3_DB: db.url,
+    SYNCV3_SECRET: 'test-secret',
+    SYNCV3_BINDADDR: '127.0.0.1:0',
+    SYNCV3_SHUTDOWN_GRACE_SECS: '1',
+    ...env,
+  });
+  const proxy = await startProxy(config, testLogger, { migrationsDir: opts.migrationsDir });
+  t.after(() => proxy.stop());
+  return { ...proxy, db, config };
+}
