@@ -10,7 +10,8 @@ const ALLOWED: Record<string, string[]> = {
   store: ['telemetry'],
   bus: ['telemetry'],
   upstream: ['telemetry'],
-  ingest: ['store', 'bus', 'telemetry'],
+  // ingest consumes upstream's validated response types; it never calls the homeserver (undici is upstream's alone).
+  ingest: ['upstream', 'store', 'bus', 'telemetry'],
   poller: ['upstream', 'ingest', 'store', 'bus', 'telemetry'],
   cache: ['bus', 'store', 'telemetry'],
   sync: ['cache', 'bus', 'store', 'telemetry'],

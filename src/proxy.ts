@@ -3,18 +3,28 @@
 // half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
 import { readFile, rm, stat } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
+import { type Bus, createInProcessBus } from './bus/bus.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
+import { createAccumulator } from './ingest/accumulator.js';
 import { Lifecycle } from './lifecycle.js';
+import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poller.js';
+import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
+import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
 import { createPool, type Pool, ping } from './store/db.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import { createTokenCipher } from './store/token-cipher.js';
 import type { Logger } from './telemetry/logger.js';
+import { createHomeserverClient } from './upstream/homeserver-client.js';
 
 export interface RunningProxy {
   app: FastifyInstance;
   pool: Pool;
+  bus: Bus;
+  pollers: PollerManager;
+  registry: DeviceRegistry;
   /** Where the client API listens, e.g. `http://127.0.0.1:8008` or the unix socket path. */
   url: string;
   stop(): Promise<void>;
@@ -22,6 +32,9 @@ export interface RunningProxy {
 
 export interface ProxyOptions {
   migrationsDir?: string;
+  /** Tests shorten backoffs and timeouts; production takes the defaults and the config's timeouts. */
+  poller?: Partial<PollerOptions>;
+  registry?: Partial<DeviceRegistryOptions>;
 }
 
 async function removeStaleSocket(path: string) {
@@ -65,15 +78,35 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       lifecycle.onStop('embedded postgres', () => embedded.stop());
       connectionString = embedded.connectionString;
     }
-    // Needed by the token store (issue 3); loaded now so a bad data dir fails at startup.
     const secret = config.secret ?? (await loadOrCreateSecret(config.dataDir, logger));
-    void secret;
 
     const pool = createPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger);
     lifecycle.onStop('database pool', () => pool.end());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
     logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'database migrated' : 'database schema is current');
+
+    const bus = createInProcessBus(logger);
+    const homeserver = createHomeserverClient(config.server);
+    lifecycle.onStop('homeserver client', () => homeserver.close());
+    const cipher = createTokenCipher(secret);
+    const accumulator = createAccumulator({ pool, bus, logger });
+    const pollers = new PollerManager(
+      { homeserver, accumulator, pool, bus, cipher, logger: logger.child({ component: 'poller' }) },
+      {
+        ...DEFAULT_POLLER_OPTIONS,
+        httpTimeoutMs: config.httpTimeoutMs,
+        initialTimeoutMs: config.httpInitialTimeoutMs,
+        ...opts.poller,
+        idleDays: 30,
+        firstPollConcurrency: 16,
+      },
+    );
+    lifecycle.onStop('pollers', () => pollers.stopAll());
+    const registry = new DeviceRegistry(
+      { pool, homeserver, cipher, pollers, logger: logger.child({ component: 'auth' }) },
+      { ...DEFAULT_REGISTRY_OPTIONS, whoamiTimeoutMs: config.httpTimeoutMs, ...opts.registry },
+    );
 
     const app = buildApp(
       {
@@ -93,7 +126,12 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       { url, upstream: config.server.kind === 'url' ? config.server.baseUrl : config.server.path },
       'sliding sync proxy listening',
     );
-    return { app, pool, url, stop: () => lifecycle.stop() };
+    // Serving does not wait for every device to resume; first polls are throttled inside.
+    void pollers.resumeAll().then(
+      (n) => logger.info({ devices: n }, 'pollers resumed'),
+      (err) => logger.error({ err }, 'resuming pollers failed'),
+    );
+    return { app, pool, bus, pollers, registry, url, stop: () => lifecycle.stop() };
   } catch (err) {
     await lifecycle.stop();
     throw err;

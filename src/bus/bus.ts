@@ -1,0 +1,36 @@
+// Typed pub/sub between ingest (publisher) and caches/sync (subscribers). In-process by
+// default; a Postgres LISTEN/NOTIFY implementation of the same interface lets several proxy
+// processes share one database. Subscribers run synchronously in publish order, so a
+// subscriber must only update memory and wake waiters, never do I/O inline.
+import type { Logger } from '../telemetry/logger.js';
+import type { BusMessages, BusTopic } from './messages.js';
+
+export type Handler<T extends BusTopic> = (message: BusMessages[T]) => void;
+
+export interface Bus {
+  publish<T extends BusTopic>(topic: T, message: BusMessages[T]): void;
+  /** Returns the unsubscribe function. */
+  subscribe<T extends BusTopic>(topic: T, handler: Handler<T>): () => void;
+}
+
+export function createInProcessBus(logger: Logger): Bus {
+  const handlers = new Map<BusTopic, Set<Handler<never>>>();
+  return {
+    publish(topic, message) {
+      for (const handler of handlers.get(topic) ?? []) {
+        try {
+          (handler as Handler<typeof topic>)(message);
+        } catch (err) {
+          // One broken subscriber must not starve the others or the publisher.
+          logger.error({ err, topic }, 'bus subscriber failed');
+        }
+      }
+    },
+    subscribe(topic, handler) {
+      const set = handlers.get(topic) ?? new Set();
+      handlers.set(topic, set);
+      set.add(handler as Handler<never>);
+      return () => set.delete(handler as Handler<never>);
+    },
+  };
+}

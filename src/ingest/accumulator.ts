@@ -1,0 +1,286 @@
+// The accumulator: one v2 /sync response for one device becomes stored facts in ONE
+// transaction, together with the device's new `since`. Either all of it is stored and the
+// homeserver's position advances, or none of it is and the same response is fetched again.
+// After commit, the bus hears what changed (ids and positions only).
+import type { Bus } from '../bus/bus.js';
+import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
+import { type Pool, withTransaction } from '../store/db.js';
+import {
+  advanceSince,
+  type DeviceRef,
+  insertToDevice,
+  lockIngest,
+  nextPosition,
+  updateKeyCounts,
+  upsertDeviceListChanges,
+} from '../store/device-inbox-table.js';
+import { eventForRedaction, findEvents, insertEvents, insertTransactionIds, markInTimeline, storeRedacted } from '../store/events-table.js';
+import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
+import { applyStateChanges, currentStateOf, roomVersions, stateKeyOf, upsertRooms } from '../store/room-state-table.js';
+import {
+  currentMemberships,
+  type Membership,
+  type MembershipUpdate,
+  type RoomCountsUpdate,
+  updateRoomCounts,
+  upsertMemberships,
+} from '../store/user-rooms-table.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
+import { redactEvent, redactionTarget } from './redact.js';
+import { planEvents, planStateChanges, type RoomBlock } from './room-events.js';
+
+export interface IngestSummary {
+  /** The highest position this response took (0 when it stored nothing positional). */
+  pos: number;
+  newEvents: number;
+  rooms: number;
+  toDevice: number;
+}
+
+export interface Accumulator {
+  ingest(device: DeviceRef, response: SyncResponse): Promise<IngestSummary>;
+}
+
+type Published = () => void;
+
+export function createAccumulator(deps: { pool: Pool; bus: Bus; logger: Logger }): Accumulator {
+  return {
+    async ingest(device, response) {
+      const publish: Published[] = [];
+      const summary = await withTransaction(deps.pool, (tx) => ingestInTransaction(tx, device, response, deps.bus, publish));
+      for (const p of publish) p();
+      return summary;
+    },
+  };
+}
+
+function roomBlocks(response: SyncResponse): RoomBlock[] {
+  return [
+    ...Object.entries(response.rooms.join).map(([roomId, room]) => ({ roomId, room })),
+    ...Object.entries(response.rooms.leave).map(([roomId, room]) => ({ roomId, room })),
+  ];
+}
+
+const membershipOf = (event: RoomEvent): Membership | undefined => {
+  const m = event.content.membership;
+  return m === 'join' || m === 'invite' || m === 'knock' || m === 'leave' || m === 'ban' ? m : undefined;
+};
+
+async function ingestInTransaction(
+  tx: Parameters<Parameters<typeof withTransaction>[1]>[0],
+  device: DeviceRef,
+  response: SyncResponse,
+  bus: Bus,
+  publish: Published[],
+): Promise<IngestSummary> {
+  await lockIngest(tx);
+  const blocks = roomBlocks(response);
+  const roomIds = blocks.map((b) => b.roomId);
+
+  // Events: dedup against the store, insert the new ones in the homeserver's order.
+  const allIds = blocks.flatMap(({ room }) => [...room.state, ...room.timeline.events].map((e) => e.event_id));
+  const knownBefore = await findEvents(tx, allIds);
+  const plan = planEvents(blocks, knownBefore);
+  const stateBlockPos = plan.inserts.length || blocks.some((b) => b.room.state.length) ? await nextPosition(tx) : 0;
+  const inserted = await insertEvents(tx, plan.inserts);
+  const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
+  const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
+  await markInTimeline(
+    tx,
+    promoted,
+    new Map(plan.promote.filter((p) => p.prevBatch).map((p) => [nidOf(p.eventId) as number, p.prevBatch as string])),
+  );
+  await insertTransactionIds(
+    tx,
+    plan.txnIds.map((t) => ({ ...t, ...device })),
+  );
+
+  // Rooms and their current state.
+  const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
+  const current = await currentStateOf(tx, roomIds);
+  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids);
+  await upsertRooms(
+    tx,
+    blocks.map(({ roomId, room }) => {
+      const create = [...room.state, ...room.timeline.events].find((e) => e.type === 'm.room.create' && e.state_key === '');
+      const version = create ? String(create.content.room_version ?? '1') : undefined;
+      return {
+        roomId,
+        roomVersion: version,
+        joined: room.summary?.['m.joined_member_count'],
+        invited: room.summary?.['m.invited_member_count'],
+      };
+    }),
+  );
+  await applyStateChanges(
+    tx,
+    stateChanges.map((c) => ({ ...c, pos: c.atEvent ? c.eventNid : stateBlockPos })),
+  );
+  await applyRedactions(tx, blocks, newTimelineNids, nidOf);
+
+  // Everything else of this response takes one position after all its events.
+  const pos = await nextPosition(tx);
+  const membershipChanged = await storeMemberships(tx, device.userId, response, blocks, nidOf, pos);
+  const countsChanged = await storeRoomCounts(tx, device.userId, response, pos);
+  const accountData = accountDataRows(device.userId, response, pos);
+  await upsertAccountData(tx, accountData);
+  const receipts = receiptRows(response, pos);
+  await upsertReceipts(tx, receipts);
+  const toDevicePos = await insertToDevice(
+    tx,
+    device,
+    response.to_device.map((m) => JSON.stringify(m)),
+  );
+  const lists = response.device_lists;
+  await upsertDeviceListChanges(tx, device, lists?.changed ?? [], lists?.left ?? [], pos);
+  const keys = await updateKeyCounts(
+    tx,
+    device,
+    response.device_one_time_keys_count && JSON.stringify(response.device_one_time_keys_count),
+    response.device_unused_fallback_key_types && JSON.stringify(response.device_unused_fallback_key_types),
+    pos,
+  );
+  await advanceSince(tx, device, response.next_batch);
+
+  // After commit: tell the serving side, room by room and user by user.
+  for (const { roomId, room } of blocks) {
+    const newEvents = room.timeline.events.filter((e) => newTimelineNids.has(nidOf(e.event_id) as number)).length;
+    const stateChanged = stateChanges.some((c) => c.roomId === roomId);
+    if (newEvents || stateChanged) publish.push(() => bus.publish('room.changed', { roomId, pos, newEvents, stateChanged }));
+    const typing = room.ephemeral.find((e) => e.type === 'm.typing');
+    if (typing && Array.isArray(typing.content.user_ids)) {
+      const userIds = typing.content.user_ids.filter((u): u is string => typeof u === 'string');
+      publish.push(() => bus.publish('room.typing', { roomId, userIds }));
+    }
+  }
+  for (const roomId of new Set(receipts.map((r) => r.roomId))) publish.push(() => bus.publish('room.receipts', { roomId, pos }));
+  const userRooms = new Set([...membershipChanged, ...countsChanged, ...accountData.filter((a) => a.roomId).map((a) => a.roomId)]);
+  if (userRooms.size) publish.push(() => bus.publish('user.rooms_changed', { userId: device.userId, roomIds: [...userRooms], pos }));
+  const globalTypes = accountData.filter((a) => !a.roomId).map((a) => a.type);
+  if (globalTypes.length) publish.push(() => bus.publish('user.account_data', { userId: device.userId, types: globalTypes, pos }));
+  const listsChanged = Boolean(lists && (lists.changed.length || lists.left.length));
+  if (toDevicePos || listsChanged || keys) {
+    publish.push(() =>
+      bus.publish('device.data', {
+        ...device,
+        pos: Math.max(pos, toDevicePos ?? 0),
+        toDevice: response.to_device.length,
+        deviceLists: listsChanged,
+        keys,
+      }),
+    );
+  }
+  return { pos: Math.max(pos, toDevicePos ?? 0), newEvents: inserted.size, rooms: blocks.length, toDevice: response.to_device.length };
+}
+
+async function applyRedactions(
+  tx: Parameters<typeof eventForRedaction>[0],
+  blocks: RoomBlock[],
+  newTimelineNids: Set<number>,
+  nidOf: (id: string) => number | undefined,
+) {
+  const redactions = blocks.flatMap(({ roomId, room }) =>
+    room.timeline.events
+      .filter((e) => e.type === 'm.room.redaction' && newTimelineNids.has(nidOf(e.event_id) as number))
+      .map((redaction) => ({ roomId, redaction })),
+  );
+  if (redactions.length === 0) return;
+  const versions = await roomVersions(tx, [...new Set(redactions.map((r) => r.roomId))]);
+  for (const { roomId, redaction } of redactions) {
+    const targetId = redactionTarget(redaction);
+    const target = targetId ? await eventForRedaction(tx, targetId) : undefined;
+    // A redaction only applies within its own room; one for an event we never saw is moot.
+    if (!target || target.redacted || target.roomId !== roomId) continue;
+    const redacted = redactEvent(JSON.parse(target.json), versions.get(roomId) ?? '1', redaction);
+    await storeRedacted(tx, target.nid, JSON.stringify(redacted));
+  }
+}
+
+/** The polling user's own memberships; returns the rooms whose membership changed. */
+async function storeMemberships(
+  tx: Parameters<typeof currentMemberships>[0],
+  userId: string,
+  response: SyncResponse,
+  blocks: RoomBlock[],
+  nidOf: (id: string) => number | undefined,
+  pos: number,
+): Promise<string[]> {
+  const { join, leave, invite, knock } = response.rooms;
+  const ids = [...Object.keys(join), ...Object.keys(leave), ...Object.keys(invite), ...Object.keys(knock)];
+  if (ids.length === 0) return [];
+  const before = await currentMemberships(tx, userId, ids);
+  const updates: MembershipUpdate[] = [];
+  const ownMemberEvent = (block: RoomBlock) =>
+    [...block.room.state, ...block.room.timeline.events].filter((e) => e.type === 'm.room.member' && e.state_key === userId).at(-1);
+
+  for (const block of blocks) {
+    const isLeave = block.roomId in leave;
+    const own = ownMemberEvent(block);
+    const membership: Membership = isLeave ? (own && membershipOf(own) === 'ban' ? 'ban' : 'leave') : 'join';
+    if (before.get(block.roomId) === membership) continue;
+    // Leaves take effect at the leave event, so nothing after it is ever served.
+    const at = own && membershipOf(own) === membership ? nidOf(own.event_id) : undefined;
+    updates.push({ userId, roomId: block.roomId, membership, pos: at ?? pos, inviteState: null });
+  }
+  for (const [roomId, room] of Object.entries(invite)) {
+    if (before.get(roomId) !== 'invite')
+      updates.push({ userId, roomId, membership: 'invite', pos, inviteState: JSON.stringify(room.invite_state) });
+  }
+  for (const [roomId, room] of Object.entries(knock)) {
+    if (before.get(roomId) !== 'knock')
+      updates.push({ userId, roomId, membership: 'knock', pos, inviteState: JSON.stringify(room.knock_state) });
+  }
+  await upsertMemberships(tx, updates);
+  return updates.map((u) => u.roomId);
+}
+
+async function storeRoomCounts(tx: Parameters<typeof updateRoomCounts>[0], userId: string, response: SyncResponse, pos: number) {
+  const updates: RoomCountsUpdate[] = [];
+  for (const [roomId, room] of Object.entries(response.rooms.join)) {
+    const unread = room.unread_notifications;
+    const heroes = room.summary?.['m.heroes'];
+    if (!unread && !heroes && !room.unread_thread_notifications) continue;
+    updates.push({
+      userId,
+      roomId,
+      notificationCount: unread?.notification_count,
+      highlightCount: unread?.highlight_count,
+      threadCounts: room.unread_thread_notifications && JSON.stringify(room.unread_thread_notifications),
+      heroes: heroes && JSON.stringify(heroes),
+      pos,
+    });
+  }
+  await updateRoomCounts(tx, updates);
+  return updates.map((u) => u.roomId);
+}
+
+function accountDataRows(userId: string, response: SyncResponse, pos: number): AccountDataRow[] {
+  const rows: AccountDataRow[] = response.account_data.map((e) => ({ userId, roomId: '', type: e.type, json: JSON.stringify(e), pos }));
+  for (const [roomId, room] of Object.entries(response.rooms.join)) {
+    for (const e of room.account_data) rows.push({ userId, roomId, type: e.type, json: JSON.stringify(e), pos });
+  }
+  return rows;
+}
+
+/** m.receipt content: { eventId: { receiptType: { userId: { ts, thread_id? } } } } */
+function receiptRows(response: SyncResponse, pos: number): ReceiptRow[] {
+  const rows: ReceiptRow[] = [];
+  for (const [roomId, room] of Object.entries(response.rooms.join)) {
+    for (const edu of room.ephemeral) {
+      if (edu.type !== 'm.receipt') continue;
+      for (const [eventId, byType] of Object.entries(edu.content)) {
+        if (typeof byType !== 'object' || byType === null) continue;
+        for (const [receiptType, byUser] of Object.entries(byType as Record<string, unknown>)) {
+          if (typeof byUser !== 'object' || byUser === null) continue;
+          for (const [userId, data] of Object.entries(byUser as Record<string, unknown>)) {
+            const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
+            const threadId = typeof d.thread_id === 'string' ? d.thread_id : '';
+            rows.push({ roomId, receiptType, userId, threadId, eventId, data: JSON.stringify(d), pos });
+          }
+        }
+      }
+    }
+  }
+  return rows;
+}

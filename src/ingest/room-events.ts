@@ -1,0 +1,122 @@
+// Deciding, without I/O, what a v2 response's room blocks mean for the event store: which
+// events are new, which of them belong to the visible timeline, where gaps are, and which
+// state changes they make. Kept pure so the rules are unit-testable on their own.
+import type { KnownEvent, NewEvent } from '../store/events-table.js';
+import type { JoinedRoomSync, RoomEvent } from '../upstream/sync-response.js';
+
+export interface RoomBlock {
+  roomId: string;
+  room: JoinedRoomSync;
+}
+
+/** The stored JSON of an event: as received, minus the sender device's transaction id. */
+export function storedJson(event: RoomEvent): { json: string; txnId: string | undefined } {
+  const txnId = event.unsigned?.transaction_id;
+  if (typeof txnId !== 'string') return { json: JSON.stringify(event), txnId: undefined };
+  const { transaction_id: _, ...unsigned } = event.unsigned as Record<string, unknown>;
+  return { json: JSON.stringify({ ...event, unsigned }), txnId };
+}
+
+export interface EventPlan {
+  /** Events to insert, in the order their positions must follow. */
+  inserts: NewEvent[];
+  /** Known events that only ever came from state blocks and now appear in a timeline. */
+  promote: { eventId: string; prevBatch: string | undefined }[];
+  /** Transaction ids found on new events (only the sending device's poller sees them). */
+  txnIds: { eventId: string; txnId: string }[];
+}
+
+/**
+ * Timeline rules:
+ * - events already stored are not stored again (dedup by id);
+ * - a new event that comes before an event we already have in this chunk is older than our
+ *   timeline (another poller got further first): it is stored, but kept out of the timeline,
+ *   because giving it a position after newer events would scramble the order;
+ * - the first event of a `limited` chunk marks a gap, and carries the chunk's prev_batch.
+ */
+export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>): EventPlan {
+  const plan: EventPlan = { inserts: [], promote: [], txnIds: [] };
+  const seen = new Set<string>();
+  const add = (roomId: string, event: RoomEvent, inTimeline: boolean, prevBatch: string | undefined, gapBefore: boolean) => {
+    if (seen.has(event.event_id)) return;
+    seen.add(event.event_id);
+    const { json, txnId } = storedJson(event);
+    if (txnId) plan.txnIds.push({ eventId: event.event_id, txnId });
+    plan.inserts.push({
+      eventId: event.event_id,
+      roomId,
+      type: event.type,
+      stateKey: event.state_key,
+      sender: event.sender,
+      originServerTs: event.origin_server_ts,
+      inTimeline,
+      prevBatch,
+      gapBefore,
+      json,
+    });
+  };
+
+  for (const { roomId, room } of blocks) {
+    for (const event of room.state) if (!known.has(event.event_id)) add(roomId, event, false, undefined, false);
+    const timeline = room.timeline.events;
+    let lastKnown = -1;
+    timeline.forEach((e, i) => {
+      if (known.get(e.event_id)?.inTimeline) lastKnown = i;
+    });
+    timeline.forEach((event, i) => {
+      const prevBatch = i === 0 ? room.timeline.prevBatch : undefined;
+      const existing = known.get(event.event_id);
+      if (existing) {
+        if (!existing.inTimeline && i > lastKnown) plan.promote.push({ eventId: event.event_id, prevBatch });
+        return;
+      }
+      const inTimeline = i > lastKnown;
+      add(roomId, event, inTimeline, prevBatch, inTimeline && i === 0 && room.timeline.limited);
+    });
+  }
+  return plan;
+}
+
+export interface PlannedStateChange {
+  roomId: string;
+  type: string;
+  stateKey: string;
+  eventNid: number;
+  /** undefined: takes effect at the state block's position (before the timeline). */
+  atEvent: boolean;
+}
+
+/**
+ * State rules: a state-block entry changes current state unless it names an event we already
+ * had that is older than the current one (a poller lagging behind another tells us old news;
+ * applying it would roll state back). Timeline state events change state at their own position,
+ * but only when new and in the timeline.
+ */
+export function planStateChanges(
+  blocks: RoomBlock[],
+  knownBefore: Map<string, KnownEvent>,
+  nidOf: (eventId: string) => number | undefined,
+  current: Map<string, number>,
+  keyOf: (roomId: string, type: string, stateKey: string) => string,
+  newTimelineNids: Set<number>,
+): PlannedStateChange[] {
+  const changes: PlannedStateChange[] = [];
+  const apply = (roomId: string, event: RoomEvent, atEvent: boolean) => {
+    const nid = nidOf(event.event_id);
+    if (nid === undefined || event.state_key === undefined) return;
+    const key = keyOf(roomId, event.type, event.state_key);
+    const cur = current.get(key);
+    if (cur === nid) return;
+    if (!atEvent && cur !== undefined && knownBefore.has(event.event_id) && nid < cur) return;
+    current.set(key, nid);
+    changes.push({ roomId, type: event.type, stateKey: event.state_key, eventNid: nid, atEvent });
+  };
+  for (const { roomId, room } of blocks) {
+    for (const event of room.state) apply(roomId, event, false);
+    for (const event of room.timeline.events) {
+      const nid = nidOf(event.event_id);
+      if (event.state_key !== undefined && nid !== undefined && newTimelineNids.has(nid)) apply(roomId, event, true);
+    }
+  }
+  return changes;
+}

@@ -1,0 +1,213 @@
+// One device's v2 /sync loop: fetch, ingest (with the new `since`, in one transaction), repeat.
+// It knows nothing of sliding sync. Faults are survived: transient ones back off with jitter,
+// rate limits wait as told, a response that cannot be used is retried a few times and then
+// skipped past (recorded for operators) so one poison response cannot stall a device forever.
+// A dead token ends the loop.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Accumulator } from '../ingest/accumulator.js';
+import type { Pool } from '../store/db.js';
+import { recordPollerProblem, skipTo } from '../store/devices-table.js';
+import type { Logger } from '../telemetry/logger.js';
+import { UpstreamError } from '../upstream/errors.js';
+import type { Homeserver } from '../upstream/homeserver-client.js';
+
+export interface PollerOptions {
+  httpTimeoutMs: number;
+  initialTimeoutMs: number;
+  /** Long-poll timeout asked of the homeserver. */
+  longPollMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** How often the same position may fail with a bad response before it is skipped. */
+  poisonThreshold: number;
+  timelineLimit: number;
+  initialTimelineLimit: number;
+}
+
+export const DEFAULT_POLLER_OPTIONS: PollerOptions = {
+  httpTimeoutMs: 300_000,
+  initialTimeoutMs: 1_800_000,
+  longPollMs: 30_000,
+  backoffBaseMs: 1_000,
+  backoffMaxMs: 60_000,
+  poisonThreshold: 3,
+  timelineLimit: 50,
+  // One event per room keeps a big account's initial sync fast, and its prev_batch then points
+  // right before the event we have, so clients can paginate back through /messages.
+  initialTimelineLimit: 1,
+};
+
+export interface PollerDeps {
+  homeserver: Homeserver;
+  accumulator: Accumulator;
+  pool: Pool;
+  logger: Logger;
+  /** The token was rejected: returns a newer token of the device to continue with, if any. */
+  onTokenDead(token: string, err: UpstreamError): Promise<string | undefined>;
+  onInitialSyncDone(): void;
+  /** Bounds how many first polls (possibly huge initial syncs) run at once. */
+  firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+const NO_PRESENCE = { presence: { not_types: ['*'] } };
+
+export class DevicePoller {
+  readonly userId: string;
+  readonly deviceId: string;
+  #token: string;
+  #since: string | undefined;
+  #abort = new AbortController();
+  #done: Promise<void> | undefined;
+  #initialDone = Promise.withResolvers<void>();
+  #initialIsDone = false;
+  #toDeviceOnlyFirst: boolean;
+
+  constructor(
+    private readonly deps: PollerDeps,
+    private readonly opts: PollerOptions,
+    device: { userId: string; deviceId: string; since: string | null; initialSyncDone: boolean },
+    token: string,
+    toDeviceOnlyFirst = false,
+  ) {
+    this.userId = device.userId;
+    this.deviceId = device.deviceId;
+    this.#token = token;
+    this.#since = device.since ?? undefined;
+    this.#toDeviceOnlyFirst = toDeviceOnlyFirst;
+    if (device.initialSyncDone) this.#markInitialDone();
+  }
+
+  get running(): boolean {
+    return this.#done !== undefined && !this.#abort.signal.aborted;
+  }
+
+  start(): void {
+    this.#done ??= this.#loop().catch((err) => this.deps.logger.error({ err }, 'poller crashed'));
+  }
+
+  /** A refreshed token for the same device: the next poll uses it, from the same position. */
+  updateToken(token: string): void {
+    this.#token = token;
+  }
+
+  /** Resolves once the device's initial v2 sync is stored (at once if it already is). */
+  waitForInitialSync(signal?: AbortSignal): Promise<void> {
+    if (!signal) return this.#initialDone.promise;
+    return Promise.race([
+      this.#initialDone.promise,
+      new Promise<void>((_, reject) => {
+        if (signal.aborted) reject(signal.reason);
+        signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+      }),
+    ]);
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort(new Error('poller stopped'));
+    await this.#done;
+  }
+
+  #markInitialDone() {
+    if (this.#initialIsDone) return;
+    this.#initialIsDone = true;
+    this.#initialDone.resolve();
+  }
+
+  #filter(): Record<string, unknown> {
+    if (this.#since === undefined && this.#toDeviceOnlyFirst) return { ...NO_PRESENCE, room: { rooms: [] } };
+    const limit = this.#since === undefined ? this.opts.initialTimelineLimit : this.opts.timelineLimit;
+    return { ...NO_PRESENCE, room: { timeline: { limit } } };
+  }
+
+  async #loop(): Promise<void> {
+    const log = this.deps.logger;
+    const signal = this.#abort.signal;
+    let failures = 0;
+    let first = true;
+    while (!signal.aborted) {
+      const initial = this.#since === undefined;
+      try {
+        const poll = () =>
+          this.deps.homeserver.sync(
+            this.#token,
+            // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
+            { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
+            { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
+          );
+        const { response, stats } = first ? await this.deps.firstPollSlot(poll) : await poll();
+        if (stats.droppedEvents) log.warn({ dropped: stats.droppedEvents, since: this.#since }, 'dropped malformed events from /sync');
+        const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response);
+        if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
+        this.#since = response.next_batch;
+        failures = 0;
+        first = false;
+        if (initial) {
+          this.#markInitialDone();
+          this.deps.onInitialSyncDone();
+        }
+      } catch (err) {
+        if (signal.aborted) break;
+        failures++;
+        const wait = await this.#handleFailure(err, failures).catch((e) => {
+          log.warn({ err: e }, 'handling a poll failure failed (database down?); backing off');
+          return this.opts.backoffMaxMs;
+        });
+        if (wait === 'stop') break;
+        await sleep(wait, undefined, { signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Decides what a failed poll means: how long to wait, or that the loop is over. */
+  async #handleFailure(err: unknown, failures: number): Promise<number | 'stop'> {
+    const log = this.deps.logger;
+    const backoff = () => {
+      const capped = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(failures - 1, 20));
+      return Math.round(capped / 2 + Math.random() * (capped / 2));
+    };
+    if (!(err instanceof UpstreamError)) {
+      // Most likely the database (restart, network): the same response is fetched again later.
+      log.warn({ err, failures }, 'storing a /sync response failed; retrying');
+      return backoff();
+    }
+    if (err.tokenDead) {
+      const next = await this.deps.onTokenDead(this.#token, err);
+      if (!next) {
+        log.info({ status: err.details.status }, 'token rejected by the homeserver; poller stopped');
+        return 'stop';
+      }
+      this.#token = next;
+      return 0;
+    }
+    if (err.kind === 'rate_limited') {
+      const wait = err.details.retryAfterMs ?? backoff();
+      log.warn({ retryAfterMs: wait }, 'rate limited by the homeserver');
+      return wait;
+    }
+    if (err.kind === 'bad_response') return this.#poison(err, backoff);
+    log.warn({ kind: err.kind, error: err.message, failures }, 'polling the homeserver failed; backing off');
+    return backoff();
+  }
+
+  async #poison(err: UpstreamError, backoff: () => number): Promise<number> {
+    const since = this.#since ?? '';
+    const body = err.details.body as { next_batch?: unknown } | undefined;
+    const next = typeof body?.next_batch === 'string' && body.next_batch ? body.next_batch : undefined;
+    const device = { userId: this.userId, deviceId: this.deviceId };
+    const count = await recordPollerProblem(this.deps.pool, { ...device, since, problem: err.message, skipped: false });
+    if (count >= this.opts.poisonThreshold && next) {
+      await recordPollerProblem(this.deps.pool, { ...device, since, problem: err.message, skipped: true });
+      await skipTo(this.deps.pool, this.userId, this.deviceId, next);
+      this.#since = next;
+      if (since === '') {
+        // The initial sync itself was unusable: waiting clients proceed with what we have.
+        this.#markInitialDone();
+        this.deps.onInitialSyncDone();
+      }
+      this.deps.logger.error({ since, next, problem: err.message }, 'skipped an unusable /sync response after repeated failures');
+      return 0;
+    }
+    this.deps.logger.warn({ since, failures: count, problem: err.message }, 'unusable /sync response; retrying');
+    return backoff();
+  }
+}

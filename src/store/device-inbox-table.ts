@@ -1,0 +1,124 @@
+// Per-device data the homeserver hands over exactly once: to-device messages, device list
+// changes, one-time-key counts. Losing any of it breaks encryption for that device, so it is
+// written in the same transaction as the `since` that acknowledged it upstream.
+import type { Queryable } from './db.js';
+
+export interface DeviceRef {
+  userId: string;
+  deviceId: string;
+}
+
+export async function insertToDevice(db: Queryable, device: DeviceRef, messages: string[]): Promise<number | undefined> {
+  if (messages.length === 0) return undefined;
+  const { rows } = await db.query<{ pos: number }>(
+    `INSERT INTO to_device_messages (user_id, device_id, json)
+     SELECT $1, $2, j FROM unnest($3::text[]) WITH ORDINALITY AS u(j, ord) ORDER BY ord
+     RETURNING pos`,
+    [device.userId, device.deviceId, messages],
+  );
+  return Math.max(...rows.map((r) => r.pos));
+}
+
+/** Up to `limit` messages after `after` (exclusive), oldest first. */
+export async function toDeviceAfter(
+  db: Queryable,
+  device: DeviceRef,
+  after: number,
+  limit: number,
+): Promise<{ pos: number; json: string }[]> {
+  const { rows } = await db.query(
+    `SELECT pos, json FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND pos > $3 ORDER BY pos LIMIT $4`,
+    [device.userId, device.deviceId, after, limit],
+  );
+  return rows;
+}
+
+/** Deletes what the device acknowledged: every message up to and including `upTo`. */
+export async function ackToDevice(db: Queryable, device: DeviceRef, upTo: number): Promise<number> {
+  const res = await db.query('DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND pos <= $3', [
+    device.userId,
+    device.deviceId,
+    upTo,
+  ]);
+  return res.rowCount ?? 0;
+}
+
+export async function upsertDeviceListChanges(
+  db: Queryable,
+  device: DeviceRef,
+  changed: string[],
+  left: string[],
+  pos: number,
+): Promise<void> {
+  const targets = [...changed.map((u) => [u, 'changed']), ...left.map((u) => [u, 'left'])];
+  if (targets.length === 0) return;
+  await db.query(
+    `INSERT INTO device_list_changes (user_id, device_id, target_user_id, kind, pos)
+     SELECT DISTINCT ON (t) $1, $2, t, k, $5 FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(t, k, ord) ORDER BY t, ord DESC
+     ON CONFLICT (user_id, device_id, target_user_id) DO UPDATE SET kind = excluded.kind, pos = excluded.pos`,
+    [device.userId, device.deviceId, targets.map((t) => t[0]), targets.map((t) => t[1]), pos],
+  );
+}
+
+export async function deviceListChangesSince(
+  db: Queryable,
+  device: DeviceRef,
+  since: number,
+): Promise<{ changed: string[]; left: string[] }> {
+  const { rows } = await db.query<{ target_user_id: string; kind: string }>(
+    'SELECT target_user_id, kind FROM device_list_changes WHERE user_id = $1 AND device_id = $2 AND pos > $3',
+    [device.userId, device.deviceId, since],
+  );
+  return {
+    changed: rows.filter((r) => r.kind === 'changed').map((r) => r.target_user_id),
+    left: rows.filter((r) => r.kind === 'left').map((r) => r.target_user_id),
+  };
+}
+
+/** Stores key counts when they differ from what is stored; returns whether they did. */
+export async function updateKeyCounts(
+  db: Queryable,
+  device: DeviceRef,
+  otkCounts: string | undefined,
+  fallbackKeyTypes: string | undefined,
+  pos: number,
+): Promise<boolean> {
+  if (otkCounts === undefined && fallbackKeyTypes === undefined) return false;
+  const res = await db.query(
+    `UPDATE devices SET otk_counts = COALESCE($3, otk_counts), fallback_key_types = COALESCE($4, fallback_key_types), keys_pos = $5
+      WHERE user_id = $1 AND device_id = $2
+        AND (otk_counts IS DISTINCT FROM COALESCE($3, otk_counts) OR fallback_key_types IS DISTINCT FROM COALESCE($4, fallback_key_types))`,
+    [device.userId, device.deviceId, otkCounts ?? null, fallbackKeyTypes ?? null, pos],
+  );
+  return (res.rowCount ?? 0) > 0;
+}
+
+export async function keyCounts(
+  db: Queryable,
+  device: DeviceRef,
+): Promise<{ otkCounts: string | null; fallbackKeyTypes: string | null; pos: number } | undefined> {
+  const { rows } = await db.query(
+    'SELECT otk_counts AS "otkCounts", fallback_key_types AS "fallbackKeyTypes", keys_pos AS pos FROM devices WHERE user_id = $1 AND device_id = $2',
+    [device.userId, device.deviceId],
+  );
+  return rows[0];
+}
+
+/** Stores the device's new position upstream; marks its initial sync done. */
+export async function advanceSince(db: Queryable, device: DeviceRef, since: string): Promise<void> {
+  await db.query(
+    'UPDATE devices SET since = $3, initial_sync_at = COALESCE(initial_sync_at, now()) WHERE user_id = $1 AND device_id = $2',
+    [device.userId, device.deviceId, since],
+  );
+}
+
+/** Takes the next stream position (for facts that are not events). */
+export async function nextPosition(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ pos: number }>(`SELECT nextval('stream_pos') AS pos`);
+  return rows[0]?.pos as number;
+}
+
+/** Serialises ingest transactions (across processes too), so positions commit in order. */
+export async function lockIngest(db: Queryable): Promise<void> {
+  await db.query('SELECT pg_advisory_xact_lock(7587000001)');
+}

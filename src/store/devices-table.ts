@@ -1,0 +1,115 @@
+// Devices and their access tokens. A device keeps its poller position (`since`) across token
+// refreshes: a new token for a known device continues where the old one stopped.
+import type { Queryable } from './db.js';
+
+export interface DeviceRow {
+  userId: string;
+  deviceId: string;
+  since: string | null;
+  initialSyncDone: boolean;
+}
+
+export interface DeviceWithToken extends DeviceRow {
+  tokenEncrypted: Buffer;
+}
+
+const DEVICE_COLUMNS = `d.user_id AS "userId", d.device_id AS "deviceId", d.since, d.initial_sync_at IS NOT NULL AS "initialSyncDone"`;
+
+export async function findByTokenHash(db: Queryable, tokenHash: Buffer): Promise<DeviceRow | undefined> {
+  const { rows } = await db.query<DeviceRow>(
+    `SELECT ${DEVICE_COLUMNS} FROM tokens t JOIN devices d USING (user_id, device_id) WHERE t.token_hash = $1`,
+    [tokenHash],
+  );
+  return rows[0];
+}
+
+/** Records a token seen for the first time; creates its device if new. */
+export async function insertToken(
+  db: Queryable,
+  t: { tokenHash: Buffer; tokenEncrypted: Buffer; userId: string; deviceId: string },
+): Promise<DeviceRow> {
+  await db.query(`INSERT INTO devices (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [t.userId, t.deviceId]);
+  await db.query(
+    `INSERT INTO tokens (token_hash, token_encrypted, user_id, device_id) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (token_hash) DO UPDATE SET last_seen_at = now()`,
+    [t.tokenHash, t.tokenEncrypted, t.userId, t.deviceId],
+  );
+  const found = await findByTokenHash(db, t.tokenHash);
+  if (!found) throw new Error('token vanished right after insert');
+  return found;
+}
+
+/** Marks a token and its device as used now; cheap enough to skip when done recently. */
+export async function touchToken(db: Queryable, tokenHash: Buffer): Promise<void> {
+  await db.query(
+    `WITH t AS (UPDATE tokens SET last_seen_at = now() WHERE token_hash = $1 RETURNING user_id, device_id)
+     UPDATE devices d SET last_seen_at = now() FROM t WHERE d.user_id = t.user_id AND d.device_id = t.device_id`,
+    [tokenHash],
+  );
+}
+
+export async function deleteTokensOfDevice(db: Queryable, userId: string, deviceId: string): Promise<void> {
+  await db.query('DELETE FROM tokens WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+}
+
+export async function deleteToken(db: Queryable, tokenHash: Buffer): Promise<void> {
+  await db.query('DELETE FROM tokens WHERE token_hash = $1', [tokenHash]);
+}
+
+/** The newest token of every device seen within `maxIdleDays`: what the pollers resume with at startup. */
+export async function devicesToPoll(db: Queryable, maxIdleDays: number): Promise<DeviceWithToken[]> {
+  const { rows } = await db.query<DeviceWithToken>(
+    `SELECT DISTINCT ON (d.user_id, d.device_id) ${DEVICE_COLUMNS}, t.token_encrypted AS "tokenEncrypted"
+       FROM devices d JOIN tokens t USING (user_id, device_id)
+      WHERE d.last_seen_at > now() - make_interval(days => $1)
+      ORDER BY d.user_id, d.device_id, t.last_seen_at DESC`,
+    [maxIdleDays],
+  );
+  return rows;
+}
+
+/** The newest token of one device. */
+export async function latestToken(db: Queryable, userId: string, deviceId: string): Promise<Buffer | undefined> {
+  const { rows } = await db.query<{ token_encrypted: Buffer }>(
+    'SELECT token_encrypted FROM tokens WHERE user_id = $1 AND device_id = $2 ORDER BY last_seen_at DESC LIMIT 1',
+    [userId, deviceId],
+  );
+  return rows[0]?.token_encrypted;
+}
+
+export async function getDevice(db: Queryable, userId: string, deviceId: string): Promise<DeviceRow | undefined> {
+  const { rows } = await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.user_id = $1 AND d.device_id = $2`, [
+    userId,
+    deviceId,
+  ]);
+  return rows[0];
+}
+
+/** Devices unseen for longer than `days`: their pollers stop. */
+export async function idleDevices(db: Queryable, days: number): Promise<{ userId: string; deviceId: string }[]> {
+  const { rows } = await db.query(
+    `SELECT user_id AS "userId", device_id AS "deviceId" FROM devices WHERE last_seen_at <= now() - make_interval(days => $1)`,
+    [days],
+  );
+  return rows;
+}
+
+/** Records an unusable upstream response; returns how often this position has failed. */
+export async function recordPollerProblem(
+  db: Queryable,
+  p: { userId: string; deviceId: string; since: string; problem: string; skipped: boolean },
+): Promise<number> {
+  const { rows } = await db.query<{ failures: number }>(
+    `INSERT INTO poller_problems (user_id, device_id, since, failures, problem, skipped) VALUES ($1, $2, $3, 1, $4, $5)
+     ON CONFLICT (user_id, device_id, since)
+     DO UPDATE SET failures = poller_problems.failures + 1, problem = $4, skipped = $5, last_seen_at = now()
+     RETURNING failures`,
+    [p.userId, p.deviceId, p.since, p.problem, p.skipped],
+  );
+  return rows[0]?.failures ?? 1;
+}
+
+/** Advances a device past a response it cannot use, without ingesting it. */
+export async function skipTo(db: Queryable, userId: string, deviceId: string, since: string): Promise<void> {
+  await db.query('UPDATE devices SET since = $3 WHERE user_id = $1 AND device_id = $2', [userId, deviceId, since]);
+}

@@ -1,0 +1,47 @@
+// The latest receipt per (room, type, user, thread). Private read receipts (m.read.private)
+// are stored like the others; readers must serve them only to their own user.
+import type { Queryable } from './db.js';
+
+export interface ReceiptRow {
+  roomId: string;
+  receiptType: string;
+  userId: string;
+  threadId: string;
+  eventId: string;
+  data: string;
+  pos: number;
+}
+
+export async function upsertReceipts(db: Queryable, rows: ReceiptRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.query(
+    `INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, data, pos)
+     SELECT DISTINCT ON (r, rt, u, th) r, rt, u, th, e, d, p
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+            WITH ORDINALITY AS x(r, rt, u, th, e, d, p, ord)
+      ORDER BY r, rt, u, th, ord DESC
+     ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id, data = excluded.data, pos = excluded.pos
+       WHERE receipts.event_id IS DISTINCT FROM excluded.event_id OR receipts.data IS DISTINCT FROM excluded.data`,
+    [
+      rows.map((r) => r.roomId),
+      rows.map((r) => r.receiptType),
+      rows.map((r) => r.userId),
+      rows.map((r) => r.threadId),
+      rows.map((r) => r.eventId),
+      rows.map((r) => r.data),
+      rows.map((r) => r.pos),
+    ],
+  );
+}
+
+/** Receipts of a room newer than `since` that `viewer` may see. */
+export async function receiptsSince(db: Queryable, roomId: string, viewer: string, since: number): Promise<ReceiptRow[]> {
+  const { rows } = await db.query<ReceiptRow>(
+    `SELECT room_id AS "roomId", receipt_type AS "receiptType", user_id AS "userId", thread_id AS "threadId",
+            event_id AS "eventId", data, pos
+       FROM receipts WHERE room_id = $1 AND pos > $3 AND (receipt_type <> 'm.read.private' OR user_id = $2)
+      ORDER BY pos`,
+    [roomId, viewer, since],
+  );
+  return rows;
+}

@@ -1,0 +1,94 @@
+// A user's relation to each room (membership, invite state, unread counts, heroes), as that
+// user's own pollers reported it.
+import type { Queryable } from './db.js';
+
+export type Membership = 'join' | 'invite' | 'knock' | 'leave' | 'ban';
+
+export interface MembershipUpdate {
+  userId: string;
+  roomId: string;
+  membership: Membership;
+  pos: number;
+  /** JSON array of stripped state (invites and knocks); null clears it. */
+  inviteState: string | null;
+}
+
+export interface RoomCountsUpdate {
+  userId: string;
+  roomId: string;
+  notificationCount: number | undefined;
+  highlightCount: number | undefined;
+  threadCounts: string | undefined;
+  heroes: string | undefined;
+  pos: number;
+}
+
+export interface UserRoomRow {
+  roomId: string;
+  membership: Membership;
+  membershipPos: number;
+  inviteState: string | null;
+  heroes: string | null;
+  notificationCount: number;
+  highlightCount: number;
+  threadCounts: string | null;
+}
+
+export async function currentMemberships(db: Queryable, userId: string, roomIds: string[]): Promise<Map<string, Membership>> {
+  const { rows } = await db.query<{ room_id: string; membership: Membership }>(
+    'SELECT room_id, membership FROM user_rooms WHERE user_id = $1 AND room_id = ANY($2::text[])',
+    [userId, roomIds],
+  );
+  return new Map(rows.map((r) => [r.room_id, r.membership]));
+}
+
+export async function upsertMemberships(db: Queryable, updates: MembershipUpdate[]): Promise<void> {
+  if (updates.length === 0) return;
+  await db.query(
+    `INSERT INTO user_rooms (user_id, room_id, membership, membership_pos, invite_state)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+     ON CONFLICT (user_id, room_id) DO UPDATE SET
+       membership = excluded.membership, membership_pos = excluded.membership_pos, invite_state = excluded.invite_state`,
+    [
+      updates.map((u) => u.userId),
+      updates.map((u) => u.roomId),
+      updates.map((u) => u.membership),
+      updates.map((u) => u.pos),
+      updates.map((u) => u.inviteState),
+    ],
+  );
+}
+
+/** Unread counts and heroes; absent values keep what is stored. Rows must exist (joined rooms). */
+export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[]): Promise<void> {
+  if (updates.length === 0) return;
+  await db.query(
+    `UPDATE user_rooms ur SET
+       notification_count = COALESCE(u.n, ur.notification_count),
+       highlight_count = COALESCE(u.h, ur.highlight_count),
+       thread_counts = COALESCE(u.tc, ur.thread_counts),
+       heroes = COALESCE(u.he, ur.heroes),
+       counts_pos = u.pos
+      FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::bigint[]) AS u(uid, rid, n, h, tc, he, pos)
+     WHERE ur.user_id = u.uid AND ur.room_id = u.rid`,
+    [
+      updates.map((u) => u.userId),
+      updates.map((u) => u.roomId),
+      updates.map((u) => u.notificationCount ?? null),
+      updates.map((u) => u.highlightCount ?? null),
+      updates.map((u) => u.threadCounts ?? null),
+      updates.map((u) => u.heroes ?? null),
+      updates.map((u) => u.pos),
+    ],
+  );
+}
+
+export async function userRooms(db: Queryable, userId: string): Promise<UserRoomRow[]> {
+  const { rows } = await db.query<UserRoomRow>(
+    `SELECT room_id AS "roomId", membership, membership_pos AS "membershipPos", invite_state AS "inviteState", heroes,
+            notification_count AS "notificationCount", highlight_count AS "highlightCount", thread_counts AS "threadCounts"
+       FROM user_rooms WHERE user_id = $1`,
+    [userId],
+  );
+  return rows;
+}

@@ -1,0 +1,115 @@
+// The only code that speaks HTTP to the homeserver. One undici Agent (keep-alive, pipelining
+// off) for every request; a unix socket upstream is the same client with a socketPath.
+import { Agent, request, errors as undiciErrors } from 'undici';
+import type { Upstream } from '../config.js';
+import { errorFromResponse, UpstreamError } from './errors.js';
+import { type ParseStats, parseSyncResponse, type SyncResponse } from './sync-response.js';
+
+export interface Whoami {
+  userId: string;
+  deviceId: string;
+}
+
+export interface SyncParams {
+  since?: string;
+  /** Long-poll timeout the homeserver may hold the request for, in ms. */
+  timeoutMs: number;
+  /** A filter definition, sent inline as JSON. */
+  filter?: Record<string, unknown>;
+  setPresence?: 'offline' | 'online' | 'unavailable';
+}
+
+export interface RequestOptions {
+  /** Whole-request budget in ms (headers and body). */
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface Homeserver {
+  whoami(token: string, opts: RequestOptions): Promise<Whoami>;
+  sync(token: string, params: SyncParams, opts: RequestOptions): Promise<{ response: SyncResponse; stats: ParseStats }>;
+  close(): Promise<void>;
+}
+
+export const USER_AGENT = 'syncv3-proxy/0.1';
+
+export function createHomeserverClient(upstream: Upstream): Homeserver {
+  const origin = upstream.kind === 'url' ? upstream.baseUrl : 'http://localhost';
+  const dispatcher = new Agent({
+    connect: upstream.kind === 'unix' ? { socketPath: upstream.path } : {},
+    keepAliveTimeout: 60_000,
+    // Per-request timeouts below; the Agent's own defaults (300 s) would cut the 30-min initial sync.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
+
+  async function getJson(path: string, token: string, opts: RequestOptions): Promise<unknown> {
+    const timeout = AbortSignal.timeout(opts.timeoutMs);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(`${origin}${path}`, {
+        dispatcher,
+        method: 'GET',
+        headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, accept: 'application/json' },
+        signal,
+      });
+    } catch (err) {
+      throw transportError(err, timeout.aborted, opts.timeoutMs);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw transportError(err, timeout.aborted, opts.timeoutMs);
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        throw new UpstreamError('bad_response', `${path.split('?')[0]}: body is not JSON (${text.length} bytes)`, {
+          status: res.statusCode,
+        });
+      }
+    }
+    if (res.statusCode < 200 || res.statusCode >= 300) {
+      const retryAfter = res.headers['retry-after'];
+      throw errorFromResponse(res.statusCode, body, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
+    }
+    return body;
+  }
+
+  return {
+    async whoami(token, opts) {
+      const body = (await getJson('/_matrix/client/v3/account/whoami', token, opts)) as Record<string, unknown> | null;
+      if (typeof body?.user_id !== 'string' || typeof body.device_id !== 'string') {
+        // Appservice users and some tokens have no device; sliding sync needs one to poll for.
+        throw new UpstreamError('bad_response', 'whoami answered without user_id and device_id', { body });
+      }
+      return { userId: body.user_id, deviceId: body.device_id };
+    },
+
+    async sync(token, params, opts) {
+      const query = new URLSearchParams({ timeout: String(params.timeoutMs) });
+      if (params.since) query.set('since', params.since);
+      if (params.filter) query.set('filter', JSON.stringify(params.filter));
+      if (params.setPresence) query.set('set_presence', params.setPresence);
+      const body = await getJson(`/_matrix/client/v3/sync?${query}`, token, opts);
+      const parsed = parseSyncResponse(body);
+      if ('error' in parsed) throw new UpstreamError('bad_response', parsed.error, { body });
+      return parsed;
+    },
+
+    close: () => dispatcher.close(),
+  };
+}
+
+function transportError(err: unknown, timedOut: boolean, timeoutMs: number): Error {
+  if (timedOut) return new UpstreamError('timeout', `no answer within ${timeoutMs} ms`, {}, { cause: err });
+  // The caller's own signal (shutdown): not an upstream fault; let it propagate as an abort.
+  if (err instanceof Error && err.name === 'AbortError') return err;
+  const code = (err as { code?: string }).code;
+  const what = err instanceof undiciErrors.UndiciError || code ? `${code ?? ''} ${(err as Error).message}`.trim() : String(err);
+  return new UpstreamError('network', what, {}, { cause: err });
+}
