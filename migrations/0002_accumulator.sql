@@ -12,7 +12,15 @@ CREATE TABLE rooms (
   room_version text,
   -- The homeserver's counts from the latest v2 `summary` that carried them.
   joined_count integer,
-  invited_count integer
+  invited_count integer,
+  -- Position of the latest timeline event (recency order of joined rooms).
+  latest_nid bigint NOT NULL DEFAULT 0,
+  -- Latest event of a "bump" type (messages, not reactions or receipts) and its timestamp:
+  -- MSC4186 bump_stamp and MSC3575 timestamp.
+  bump_nid bigint NOT NULL DEFAULT 0,
+  bump_ts bigint NOT NULL DEFAULT 0,
+  -- Position of the latest state change.
+  state_pos bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE events (
@@ -45,6 +53,8 @@ CREATE TABLE room_state (
   type text NOT NULL,
   state_key text NOT NULL,
   event_nid bigint NOT NULL REFERENCES events (nid),
+  -- content.membership of m.room.member events, for member counts and heroes without parsing JSON.
+  membership text,
   PRIMARY KEY (room_id, type, state_key)
 );
 
@@ -66,6 +76,8 @@ CREATE TABLE user_rooms (
   membership text NOT NULL CHECK (membership IN ('join', 'invite', 'knock', 'leave', 'ban')),
   -- Where the membership took this value. For leave/ban nothing after it is visible.
   membership_pos bigint NOT NULL,
+  -- A leave made by someone else (kick): such rooms stay listed until forgotten.
+  kicked boolean NOT NULL DEFAULT false,
   -- Stripped state of an invite or knock (JSON array), shown until the membership changes.
   invite_state text,
   -- From the v2 summary: the homeserver's choice of heroes for this user (JSON array).
@@ -156,4 +168,38 @@ CREATE TABLE poller_problems (
   skipped boolean NOT NULL DEFAULT false,
   last_seen_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (user_id, device_id, since)
+);
+
+-- Sliding sync connections, keyed by (user, device, conn_id). The client's `pos` names a
+-- connection position; the rooms table below holds what the CONFIRMED position has sent, and
+-- `pending` the small diff of the latest unconfirmed response, so that retrying the confirmed
+-- pos works and a write costs what changed rather than the whole connection.
+CREATE SEQUENCE connection_pos AS bigint;
+
+CREATE TABLE connections (
+  id bigserial PRIMARY KEY,
+  user_id text NOT NULL,
+  device_id text NOT NULL,
+  conn_id text NOT NULL,
+  confirmed_pos bigint NOT NULL,
+  -- The stream position the confirmed response was computed at.
+  confirmed_stream bigint NOT NULL,
+  pending_pos bigint,
+  pending_stream bigint,
+  -- JSON: per-room entries and extension positions the pending response changed.
+  pending text,
+  -- JSON: extension positions of the confirmed response (e.g. account data, device lists).
+  extensions text NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  last_used_at timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (user_id, device_id, conn_id),
+  FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
+);
+
+CREATE TABLE connection_rooms (
+  connection_id bigint NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+  room_id text NOT NULL,
+  -- JSON: stream position sent up to, effective config, lazily sent members.
+  sent text NOT NULL,
+  PRIMARY KEY (connection_id, room_id)
 );

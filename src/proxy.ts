@@ -4,6 +4,10 @@
 import { readFile, rm, stat } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { type Bus, createInProcessBus } from './bus/bus.js';
+import { RoomMetaCache } from './cache/room-meta-cache.js';
+import { StreamTracker } from './cache/stream-tracker.js';
+import { TypingCache } from './cache/typing-cache.js';
+import { UserCaches } from './cache/user-cache.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { createAccumulator } from './ingest/accumulator.js';
@@ -12,10 +16,15 @@ import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poll
 import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
+import { deleteIdleConnections } from './store/connections-table.js';
 import { createPool, type Pool, ping } from './store/db.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import { currentStreamPos } from './store/room-reads.js';
 import { createTokenCipher } from './store/token-cipher.js';
+import { ConnectionManager } from './sync/connections.js';
+import { SyncEngine } from './sync/engine.js';
+import { Extensions } from './sync/extensions/index.js';
 import type { Logger } from './telemetry/logger.js';
 import { createHomeserverClient } from './upstream/homeserver-client.js';
 
@@ -36,6 +45,9 @@ export interface ProxyOptions {
   poller?: Partial<PollerOptions>;
   registry?: Partial<DeviceRegistryOptions>;
 }
+
+/** Connections unused this long are deleted (Synapse: 7 days). */
+const CONNECTION_IDLE_SECS = 7 * 24 * 3600;
 
 async function removeStaleSocket(path: string) {
   const info = await stat(path).catch(() => undefined);
@@ -108,6 +120,32 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       { ...DEFAULT_REGISTRY_OPTIONS, whoamiTimeoutMs: config.httpTimeoutMs, ...opts.registry },
     );
 
+    // Read before any poller runs: nothing is in flight, so the sequence is the committed position.
+    const stream = new StreamTracker(bus, await currentStreamPos(pool));
+    const metas = new RoomMetaCache(pool, bus);
+    const users = new UserCaches(pool, bus, metas);
+    const connections = new ConnectionManager(pool, { maxPerDevice: 10, maxInMemory: 10_000 });
+    const engine = new SyncEngine({
+      pool,
+      bus,
+      logger,
+      users,
+      metas,
+      stream,
+      connections,
+      extensions: new Extensions(new TypingCache(bus)),
+    });
+    bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
+      void connections.dropDevice(userId, deviceId).catch((err) => logger.warn({ err }, 'dropping connections failed'));
+    });
+    const expiry = setInterval(() => {
+      deleteIdleConnections(pool, CONNECTION_IDLE_SECS).then(
+        (n) => n && logger.info({ connections: n }, 'expired idle connections'),
+        (err) => logger.warn({ err }, 'expiring connections failed'),
+      );
+    }, 3_600_000).unref();
+    lifecycle.onStop('connection expiry', async () => clearInterval(expiry));
+
     const app = buildApp(
       {
         logger,
@@ -117,6 +155,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           if (status.current !== status.latest) throw new Error(`schema at ${status.current}, expected ${status.latest}`);
           return { schemaVersion: status.current };
         },
+        slidingSync: { registry, engine },
       },
       { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
     );

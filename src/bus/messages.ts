@@ -3,8 +3,18 @@
 // is small, and one lost or late message cannot carry stale data.
 
 export interface BusMessages {
-  /** New timeline events (up to `pos`) or a state change in a room. */
-  'room.changed': { roomId: string; pos: number; newEvents: number; stateChanged: boolean };
+  /** Every ingest commit: positions up to `pos` are now readable. Readers never go past it. */
+  'stream.advanced': { pos: number };
+  /** New timeline events or state changes in a room, with the room's new recency positions. */
+  'room.changed': {
+    roomId: string;
+    pos: number;
+    newEvents: number;
+    /** Position of the latest state change, when state changed. */
+    statePos: number | undefined;
+    latestNid: number;
+    bump: { nid: number; ts: number } | undefined;
+  };
   /** A user's room set or per-room data changed: membership, invite, unread counts, heroes, room account data. */
   'user.rooms_changed': { userId: string; roomIds: string[]; pos: number };
   /** Global account data of a user changed. */

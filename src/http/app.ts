@@ -2,14 +2,18 @@
 // server on port 0 (or through inject) and main.ts stays a thin composition root.
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import { notJson } from '../matrix-error.js';
 import type { Logger } from '../telemetry/logger.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { healthRoutes, type ReadinessCheck } from './health-routes.js';
+import { type SlidingSyncDeps, slidingSyncRoutes } from './sliding-sync-routes.js';
 
 export interface AppDeps {
   logger: Logger;
   ready: ReadinessCheck;
+  /** Absent in tests of the bare service. */
+  slidingSync?: SlidingSyncDeps;
 }
 
 export interface AppOptions {
@@ -39,6 +43,15 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   // Fastify types HTTPS servers apart; routes and hooks are the same, so one type serves both.
   const app = (opts.https ? Fastify({ ...base, https: opts.https } as FastifyServerOptions) : Fastify(base)) as FastifyInstance;
   app.setErrorHandler(errorHandler(bodyLimit));
+  // Like Synapse, read any request body as JSON whatever its Content-Type: clients (and curl)
+  // do not all send application/json.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, body === '' ? undefined : JSON.parse(body as string));
+    } catch {
+      done(notJson(), undefined);
+    }
+  });
   app.setNotFoundHandler(notFoundHandler);
   cors(app);
   app.addHook('onResponse', async (request, reply) => {
@@ -48,5 +61,6 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
     );
   });
   healthRoutes(app, deps.ready);
+  if (deps.slidingSync) slidingSyncRoutes(app, deps.slidingSync);
   return app;
 }

@@ -16,7 +16,7 @@ import {
 } from '../store/device-inbox-table.js';
 import { eventForRedaction, findEvents, insertEvents, insertTransactionIds, markInTimeline, storeRedacted } from '../store/events-table.js';
 import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
-import { applyStateChanges, currentStateOf, roomVersions, stateKeyOf, upsertRooms } from '../store/room-state-table.js';
+import { applyStateChanges, currentStateOf, type RoomUpsert, roomVersions, stateKeyOf, upsertRooms } from '../store/room-state-table.js';
 import {
   currentMemberships,
   type Membership,
@@ -100,19 +100,10 @@ async function ingestInTransaction(
   const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
   const current = await currentStateOf(tx, roomIds);
   const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids);
-  await upsertRooms(
-    tx,
-    blocks.map(({ roomId, room }) => {
-      const create = [...room.state, ...room.timeline.events].find((e) => e.type === 'm.room.create' && e.state_key === '');
-      const version = create ? String(create.content.room_version ?? '1') : undefined;
-      return {
-        roomId,
-        roomVersion: version,
-        joined: room.summary?.['m.joined_member_count'],
-        invited: room.summary?.['m.invited_member_count'],
-      };
-    }),
+  const roomRows = blocks.map(({ roomId, room }) =>
+    roomUpsert(roomId, room, (e) => (newTimelineNids.has(nidOf(e.event_id) as number) ? nidOf(e.event_id) : undefined)),
   );
+  await upsertRooms(tx, roomRows);
   await applyStateChanges(
     tx,
     stateChanges.map((c) => ({ ...c, pos: c.atEvent ? c.eventNid : stateBlockPos })),
@@ -144,16 +135,25 @@ async function ingestInTransaction(
   await advanceSince(tx, device, response.next_batch);
 
   // After commit: tell the serving side, room by room and user by user.
-  for (const { roomId, room } of blocks) {
+  const statePosByRoom = new Map<string, number>();
+  for (const c of stateChanges) {
+    const at = c.atEvent ? c.eventNid : stateBlockPos;
+    statePosByRoom.set(c.roomId, Math.max(statePosByRoom.get(c.roomId) ?? 0, at));
+  }
+  blocks.forEach(({ roomId, room }, i) => {
+    const row = roomRows[i] as RoomUpsert;
     const newEvents = room.timeline.events.filter((e) => newTimelineNids.has(nidOf(e.event_id) as number)).length;
-    const stateChanged = stateChanges.some((c) => c.roomId === roomId);
-    if (newEvents || stateChanged) publish.push(() => bus.publish('room.changed', { roomId, pos, newEvents, stateChanged }));
+    const statePos = statePosByRoom.get(roomId);
+    if (newEvents || statePos) {
+      const bump = row.bumpNid ? { nid: row.bumpNid, ts: row.bumpTs } : undefined;
+      publish.push(() => bus.publish('room.changed', { roomId, pos, newEvents, statePos, latestNid: row.latestNid, bump }));
+    }
     const typing = room.ephemeral.find((e) => e.type === 'm.typing');
     if (typing && Array.isArray(typing.content.user_ids)) {
       const userIds = typing.content.user_ids.filter((u): u is string => typeof u === 'string');
       publish.push(() => bus.publish('room.typing', { roomId, userIds }));
     }
-  }
+  });
   for (const roomId of new Set(receipts.map((r) => r.roomId))) publish.push(() => bus.publish('room.receipts', { roomId, pos }));
   const userRooms = new Set([...membershipChanged, ...countsChanged, ...accountData.filter((a) => a.roomId).map((a) => a.roomId)]);
   if (userRooms.size) publish.push(() => bus.publish('user.rooms_changed', { userId: device.userId, roomIds: [...userRooms], pos }));
@@ -171,7 +171,46 @@ async function ingestInTransaction(
       }),
     );
   }
-  return { pos: Math.max(pos, toDevicePos ?? 0), newEvents: inserted.size, rooms: blocks.length, toDevice: response.to_device.length };
+  const maxPos = Math.max(pos, toDevicePos ?? 0);
+  // First, so subscribers reading the store for the messages below may read up to maxPos.
+  publish.unshift(() => bus.publish('stream.advanced', { pos: maxPos }));
+  return { pos: maxPos, newEvents: inserted.size, rooms: blocks.length, toDevice: response.to_device.length };
+}
+
+/** MSC4186's fixed bump types: what makes a room jump up the list (not reactions, edits of state, ...). */
+export const BUMP_EVENT_TYPES = new Set([
+  'm.room.create',
+  'm.room.message',
+  'm.room.encrypted',
+  'm.sticker',
+  'm.call.invite',
+  'm.poll.start',
+  'm.beacon_info',
+]);
+
+function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEvent) => number | undefined): RoomUpsert {
+  const create = [...room.state, ...room.timeline.events].find((e) => e.type === 'm.room.create' && e.state_key === '');
+  let latestNid = 0;
+  let bumpNid = 0;
+  let bumpTs = 0;
+  for (const e of room.timeline.events) {
+    const nid = newNid(e);
+    if (nid === undefined) continue;
+    latestNid = Math.max(latestNid, nid);
+    if (BUMP_EVENT_TYPES.has(e.type) && nid > bumpNid) {
+      bumpNid = nid;
+      bumpTs = e.origin_server_ts;
+    }
+  }
+  return {
+    roomId,
+    roomVersion: create ? String(create.content.room_version ?? '1') : undefined,
+    joined: room.summary?.['m.joined_member_count'],
+    invited: room.summary?.['m.invited_member_count'],
+    latestNid,
+    bumpNid,
+    bumpTs,
+  };
 }
 
 async function applyRedactions(
@@ -221,15 +260,16 @@ async function storeMemberships(
     if (before.get(block.roomId) === membership) continue;
     // Leaves take effect at the leave event, so nothing after it is ever served.
     const at = own && membershipOf(own) === membership ? nidOf(own.event_id) : undefined;
-    updates.push({ userId, roomId: block.roomId, membership, pos: at ?? pos, inviteState: null });
+    const kicked = membership === 'leave' && own !== undefined && own.sender !== userId;
+    updates.push({ userId, roomId: block.roomId, membership, pos: at ?? pos, inviteState: null, kicked });
   }
   for (const [roomId, room] of Object.entries(invite)) {
     if (before.get(roomId) !== 'invite')
-      updates.push({ userId, roomId, membership: 'invite', pos, inviteState: JSON.stringify(room.invite_state) });
+      updates.push({ userId, roomId, membership: 'invite', pos, inviteState: JSON.stringify(room.invite_state), kicked: false });
   }
   for (const [roomId, room] of Object.entries(knock)) {
     if (before.get(roomId) !== 'knock')
-      updates.push({ userId, roomId, membership: 'knock', pos, inviteState: JSON.stringify(room.knock_state) });
+      updates.push({ userId, roomId, membership: 'knock', pos, inviteState: JSON.stringify(room.knock_state), kicked: false });
   }
   await upsertMemberships(tx, updates);
   return updates.map((u) => u.roomId);

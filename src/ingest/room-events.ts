@@ -9,12 +9,18 @@ export interface RoomBlock {
   room: JoinedRoomSync;
 }
 
-/** The stored JSON of an event: as received, minus the sender device's transaction id. */
+/**
+ * The stored JSON of an event: as received, minus what belongs to one viewer or one moment.
+ * Events are shared by every user who sees them, so `unsigned` loses `transaction_id` (the
+ * sending device's, kept apart), `membership` (MSC4115: the viewer's membership at the event)
+ * and `age` (true only when it was sent: clients compute local timestamps from it).
+ */
 export function storedJson(event: RoomEvent): { json: string; txnId: string | undefined } {
-  const txnId = event.unsigned?.transaction_id;
-  if (typeof txnId !== 'string') return { json: JSON.stringify(event), txnId: undefined };
-  const { transaction_id: _, ...unsigned } = event.unsigned as Record<string, unknown>;
-  return { json: JSON.stringify({ ...event, unsigned }), txnId };
+  if (!event.unsigned) return { json: JSON.stringify(event), txnId: undefined };
+  const { transaction_id: txnId, membership: _m, age: _a, ...unsigned } = event.unsigned;
+  const { unsigned: _u, ...rest } = event;
+  const json = JSON.stringify(Object.keys(unsigned).length ? { ...rest, unsigned } : rest);
+  return { json, txnId: typeof txnId === 'string' ? txnId : undefined };
 }
 
 export interface EventPlan {
@@ -82,8 +88,9 @@ export interface PlannedStateChange {
   type: string;
   stateKey: string;
   eventNid: number;
-  /** undefined: takes effect at the state block's position (before the timeline). */
+  /** false: takes effect at the state block's position (before the timeline). */
   atEvent: boolean;
+  membership: string | undefined;
 }
 
 /**
@@ -109,7 +116,9 @@ export function planStateChanges(
     if (cur === nid) return;
     if (!atEvent && cur !== undefined && knownBefore.has(event.event_id) && nid < cur) return;
     current.set(key, nid);
-    changes.push({ roomId, type: event.type, stateKey: event.state_key, eventNid: nid, atEvent });
+    const membership =
+      event.type === 'm.room.member' && typeof event.content.membership === 'string' ? event.content.membership : undefined;
+    changes.push({ roomId, type: event.type, stateKey: event.state_key, eventNid: nid, atEvent, membership });
   };
   for (const { roomId, room } of blocks) {
     for (const event of room.state) apply(roomId, event, false);

@@ -30,3 +30,13 @@ export async function accountDataSince(db: Queryable, userId: string, since: num
   );
   return rows;
 }
+
+/** Room account data of a user in the given rooms. */
+export async function roomAccountData(db: Queryable, userId: string, roomIds: string[]): Promise<AccountDataRow[]> {
+  if (roomIds.length === 0) return [];
+  const { rows } = await db.query<AccountDataRow>(
+    `SELECT user_id AS "userId", room_id AS "roomId", type, json, pos FROM account_data WHERE user_id = $1 AND room_id = ANY($2::text[]) ORDER BY pos`,
+    [userId, roomIds],
+  );
+  return rows;
+}

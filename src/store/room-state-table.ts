@@ -9,6 +9,7 @@ export interface StateChange {
   stateKey: string;
   eventNid: number;
   pos: number;
+  membership: string | undefined;
 }
 
 export interface RoomState {
@@ -42,35 +43,56 @@ export async function applyStateChanges(db: Queryable, changes: StateChange[]): 
     changes.map((c) => c.pos),
   ];
   await db.query(
+    `UPDATE rooms SET state_pos = GREATEST(state_pos, u.p) FROM (SELECT r, max(p) AS p FROM unnest($1::text[], $2::bigint[]) AS x(r, p) GROUP BY r) u
+      WHERE rooms.room_id = u.r`,
+    [changes.map((c) => c.roomId), changes.map((c) => c.pos)],
+  );
+  await db.query(
     `INSERT INTO state_changes (room_id, type, state_key, event_nid, pos)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])`,
     cols,
   );
   // Several changes of one key in one batch: the last (highest pos) wins.
   await db.query(
-    `INSERT INTO room_state (room_id, type, state_key, event_nid)
-     SELECT DISTINCT ON (r, t, k) r, t, k, n
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(r, t, k, n, p)
-      ORDER BY r, t, k, p DESC
-     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_nid = excluded.event_nid`,
-    cols,
+    `INSERT INTO room_state (room_id, type, state_key, event_nid, membership)
+     SELECT DISTINCT ON (r, t, k) r, t, k, n, m
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) WITH ORDINALITY AS u(r, t, k, n, p, m, ord)
+      ORDER BY r, t, k, p DESC, ord DESC
+     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_nid = excluded.event_nid, membership = excluded.membership`,
+    [...cols, changes.map((c) => c.membership ?? null)],
   );
 }
 
-export async function upsertRooms(db: Queryable, rooms: { roomId: string; roomVersion?: string; joined?: number; invited?: number }[]) {
+export interface RoomUpsert {
+  roomId: string;
+  roomVersion: string | undefined;
+  joined: number | undefined;
+  invited: number | undefined;
+  latestNid: number;
+  bumpNid: number;
+  bumpTs: number;
+}
+
+export async function upsertRooms(db: Queryable, rooms: RoomUpsert[]) {
   if (rooms.length === 0) return;
   await db.query(
-    `INSERT INTO rooms (room_id, room_version, joined_count, invited_count)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])
+    `INSERT INTO rooms (room_id, room_version, joined_count, invited_count, latest_nid, bump_nid, bump_ts)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::bigint[], $7::bigint[])
      ON CONFLICT (room_id) DO UPDATE SET
        room_version = COALESCE(excluded.room_version, rooms.room_version),
        joined_count = COALESCE(excluded.joined_count, rooms.joined_count),
-       invited_count = COALESCE(excluded.invited_count, rooms.invited_count)`,
+       invited_count = COALESCE(excluded.invited_count, rooms.invited_count),
+       latest_nid = GREATEST(rooms.latest_nid, excluded.latest_nid),
+       bump_nid = GREATEST(rooms.bump_nid, excluded.bump_nid),
+       bump_ts = CASE WHEN excluded.bump_nid > rooms.bump_nid THEN excluded.bump_ts ELSE rooms.bump_ts END`,
     [
       rooms.map((r) => r.roomId),
       rooms.map((r) => r.roomVersion ?? null),
       rooms.map((r) => r.joined ?? null),
       rooms.map((r) => r.invited ?? null),
+      rooms.map((r) => r.latestNid),
+      rooms.map((r) => r.bumpNid),
+      rooms.map((r) => r.bumpTs),
     ],
   );
 }

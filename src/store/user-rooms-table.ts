@@ -9,6 +9,7 @@ export interface MembershipUpdate {
   roomId: string;
   membership: Membership;
   pos: number;
+  kicked: boolean;
   /** JSON array of stripped state (invites and knocks); null clears it. */
   inviteState: string | null;
 }
@@ -27,6 +28,7 @@ export interface UserRoomRow {
   roomId: string;
   membership: Membership;
   membershipPos: number;
+  kicked: boolean;
   inviteState: string | null;
   heroes: string | null;
   notificationCount: number;
@@ -45,16 +47,17 @@ export async function currentMemberships(db: Queryable, userId: string, roomIds:
 export async function upsertMemberships(db: Queryable, updates: MembershipUpdate[]): Promise<void> {
   if (updates.length === 0) return;
   await db.query(
-    `INSERT INTO user_rooms (user_id, room_id, membership, membership_pos, invite_state)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-     ON CONFLICT (user_id, room_id) DO UPDATE SET
-       membership = excluded.membership, membership_pos = excluded.membership_pos, invite_state = excluded.invite_state`,
+    `INSERT INTO user_rooms (user_id, room_id, membership, membership_pos, invite_state, kicked)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::boolean[])
+     ON CONFLICT (user_id, room_id) DO UPDATE SET membership = excluded.membership,
+       membership_pos = excluded.membership_pos, invite_state = excluded.invite_state, kicked = excluded.kicked`,
     [
       updates.map((u) => u.userId),
       updates.map((u) => u.roomId),
       updates.map((u) => u.membership),
       updates.map((u) => u.pos),
       updates.map((u) => u.inviteState),
+      updates.map((u) => u.kicked),
     ],
   );
 }
@@ -85,7 +88,7 @@ export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[
 
 export async function userRooms(db: Queryable, userId: string): Promise<UserRoomRow[]> {
   const { rows } = await db.query<UserRoomRow>(
-    `SELECT room_id AS "roomId", membership, membership_pos AS "membershipPos", invite_state AS "inviteState", heroes,
+    `SELECT room_id AS "roomId", membership, membership_pos AS "membershipPos", kicked, invite_state AS "inviteState", heroes,
             notification_count AS "notificationCount", highlight_count AS "highlightCount", thread_counts AS "threadCounts"
        FROM user_rooms WHERE user_id = $1`,
     [userId],

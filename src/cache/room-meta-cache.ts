@@ -1,0 +1,145 @@
+// Per-room metadata that lists filter and sort on: name, avatar, encryption, room type,
+// space children, counts and recency. Loaded lazily in batches from the store; recency is
+// updated from bus messages without I/O, and a state change marks the room for reload.
+import type { Bus } from '../bus/bus.js';
+import type { Pool } from '../store/db.js';
+import { roomMeta, type StateRow } from '../store/room-reads.js';
+
+export interface RoomMeta {
+  roomId: string;
+  name: string | undefined;
+  avatar: string | undefined;
+  encrypted: boolean;
+  /** `m.room.create` content.type; null for an ordinary room, undefined while unknown. */
+  roomType: string | null | undefined;
+  tombstoned: boolean;
+  spaceChildren: Set<string>;
+  joinedCount: number | undefined;
+  invitedCount: number | undefined;
+  latestNid: number;
+  bumpNid: number;
+  bumpTs: number;
+  statePos: number;
+  /** Position of the latest receipt in the room. */
+  receiptPos: number;
+}
+
+function emptyMeta(roomId: string): RoomMeta {
+  return {
+    roomId,
+    name: undefined,
+    avatar: undefined,
+    encrypted: false,
+    roomType: undefined,
+    tombstoned: false,
+    spaceChildren: new Set(),
+    joinedCount: undefined,
+    invitedCount: undefined,
+    latestNid: 0,
+    bumpNid: 0,
+    bumpTs: 0,
+    statePos: 0,
+    receiptPos: 0,
+  };
+}
+
+function applyState(meta: RoomMeta, row: StateRow) {
+  const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content ?? {};
+  switch (row.type) {
+    case 'm.room.name':
+      meta.name = typeof content.name === 'string' && content.name.trim() ? content.name : undefined;
+      break;
+    case 'm.room.avatar':
+      meta.avatar = typeof content.url === 'string' && content.url ? content.url : undefined;
+      break;
+    case 'm.room.encryption':
+      meta.encrypted = typeof content.algorithm === 'string';
+      break;
+    case 'm.room.create':
+      meta.roomType = typeof content.type === 'string' ? content.type : null;
+      break;
+    case 'm.room.tombstone':
+      meta.tombstoned = typeof content.replacement_room === 'string';
+      break;
+    case 'm.space.child':
+      // A child without `via` was removed from the space.
+      if (Array.isArray(content.via) && content.via.length > 0) meta.spaceChildren.add(row.stateKey);
+      break;
+  }
+}
+
+export class RoomMetaCache {
+  #rooms = new Map<string, RoomMeta>();
+  /** Rooms whose state changed since loaded, with a counter so a change during a reload is not lost. */
+  #stale = new Map<string, number>();
+  #listeners = new Set<(roomId: string) => void>();
+
+  constructor(
+    private readonly pool: Pool,
+    bus: Bus,
+  ) {
+    bus.subscribe('room.changed', (m) => {
+      const meta = this.#rooms.get(m.roomId);
+      if (!meta) return;
+      meta.latestNid = Math.max(meta.latestNid, m.latestNid);
+      if (m.bump && m.bump.nid > meta.bumpNid) {
+        meta.bumpNid = m.bump.nid;
+        meta.bumpTs = m.bump.ts;
+      }
+      if (m.statePos) {
+        meta.statePos = Math.max(meta.statePos, m.statePos);
+        this.#stale.set(m.roomId, (this.#stale.get(m.roomId) ?? 0) + 1);
+      }
+      for (const l of this.#listeners) l(m.roomId);
+    });
+    bus.subscribe('room.receipts', (m) => {
+      const meta = this.#rooms.get(m.roomId);
+      if (meta) meta.receiptPos = Math.max(meta.receiptPos, m.pos);
+    });
+  }
+
+  /** Called after a room's recency may have changed (user caches re-sort it). */
+  onRecencyChange(listener: (roomId: string) => void): void {
+    this.#listeners.add(listener);
+  }
+
+  get(roomId: string): RoomMeta | undefined {
+    return this.#rooms.get(roomId);
+  }
+
+  /** Loads (or reloads, when stale) the given rooms in one batch. */
+  async ensure(roomIds: Iterable<string>): Promise<void> {
+    const todo = [...roomIds].filter((id) => !this.#rooms.has(id) || this.#stale.has(id));
+    if (todo.length === 0) return;
+    const generations = new Map(todo.map((id) => [id, this.#stale.get(id)]));
+    const { rooms, state } = await roomMeta(this.pool, todo);
+    const fresh = new Map(todo.map((id) => [id, emptyMeta(id)]));
+    for (const r of rooms) {
+      const meta = fresh.get(r.roomId) as RoomMeta;
+      meta.joinedCount = r.joinedCount ?? undefined;
+      meta.invitedCount = r.invitedCount ?? undefined;
+      meta.latestNid = r.latestNid;
+      meta.bumpNid = r.bumpNid;
+      meta.bumpTs = r.bumpTs;
+      meta.statePos = r.statePos;
+      meta.receiptPos = r.receiptPos;
+    }
+    for (const row of state) applyState(fresh.get(row.roomId) as RoomMeta, row);
+    for (const [id, meta] of fresh) {
+      const old = this.#rooms.get(id);
+      // A bus message may have raced the query: never go back in recency.
+      if (old) {
+        meta.latestNid = Math.max(meta.latestNid, old.latestNid);
+        if (old.bumpNid > meta.bumpNid) Object.assign(meta, { bumpNid: old.bumpNid, bumpTs: old.bumpTs });
+        meta.statePos = Math.max(meta.statePos, old.statePos);
+        meta.receiptPos = Math.max(meta.receiptPos, old.receiptPos);
+      }
+      this.#rooms.set(id, meta);
+      if (this.#stale.get(id) === generations.get(id)) this.#stale.delete(id);
+    }
+  }
+
+  get size(): number {
+    return this.#rooms.size;
+  }
+}

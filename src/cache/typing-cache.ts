@@ -1,0 +1,26 @@
+// Who is typing in each room: ephemeral, so memory only, fed by the bus. Each change gets a
+// serial so connections can tell whether they have sent the latest list.
+import type { Bus } from '../bus/bus.js';
+
+export interface Typing {
+  userIds: string[];
+  serial: number;
+}
+
+export class TypingCache {
+  #rooms = new Map<string, Typing>();
+  #serial = 0;
+
+  constructor(bus: Bus) {
+    bus.subscribe('room.typing', ({ roomId, userIds }) => {
+      const before = this.#rooms.get(roomId);
+      const sorted = [...userIds].sort();
+      if (before && before.userIds.join('\0') === sorted.join('\0')) return;
+      this.#rooms.set(roomId, { userIds: sorted, serial: ++this.#serial });
+    });
+  }
+
+  get(roomId: string): Typing | undefined {
+    return this.#rooms.get(roomId);
+  }
+}

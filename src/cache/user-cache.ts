@@ -1,0 +1,199 @@
+// Per-user read model: the user's rooms (membership, invite state, counts, heroes), their
+// tags and DM set, and the rooms ordered by recency. The order is kept sorted incrementally:
+// a room whose recency changes moves by binary search, never a full sort per request or event.
+import type { Bus } from '../bus/bus.js';
+import type { Pool } from '../store/db.js';
+import { classifyingAccountData, type UserRoomWithData, userRoomsByIds } from '../store/user-reads.js';
+import type { Membership } from '../store/user-rooms-table.js';
+import type { RoomMetaCache } from './room-meta-cache.js';
+
+export interface UserRoom {
+  roomId: string;
+  membership: Membership;
+  membershipPos: number;
+  kicked: boolean;
+  /** JSON array text of stripped state, for invites and knocks. */
+  inviteState: string | null;
+  heroes: string[] | undefined;
+  notificationCount: number;
+  highlightCount: number;
+  accountDataPos: number;
+}
+
+function toUserRoom(r: UserRoomWithData): UserRoom {
+  return {
+    roomId: r.roomId,
+    membership: r.membership,
+    membershipPos: r.membershipPos,
+    kicked: r.kicked,
+    inviteState: r.inviteState,
+    heroes: r.heroes ? (JSON.parse(r.heroes) as string[]) : undefined,
+    notificationCount: r.notificationCount,
+    highlightCount: r.highlightCount,
+    accountDataPos: r.accountDataPos,
+  };
+}
+
+export class UserCache {
+  readonly rooms = new Map<string, UserRoom>();
+  readonly tags = new Map<string, Set<string>>();
+  dmRooms = new Set<string>();
+  /** Room ids, most recent first. */
+  #order: string[] = [];
+  #keys = new Map<string, number>();
+  staleRooms = new Set<string>();
+  staleClassification = false;
+
+  constructor(
+    readonly userId: string,
+    private readonly metas: RoomMetaCache,
+  ) {}
+
+  /** MSC4186 recency: a joined room's latest event; otherwise the user's membership change. */
+  sortKey(roomId: string): number {
+    const room = this.rooms.get(roomId);
+    if (!room) return 0;
+    if (room.membership !== 'join') return room.membershipPos;
+    return Math.max(this.metas.get(roomId)?.latestNid ?? 0, room.membershipPos);
+  }
+
+  get order(): readonly string[] {
+    return this.#order;
+  }
+
+  /** Where a room with `key` belongs: descending key, then room id for a stable order. */
+  #search(key: number, roomId: string): number {
+    let lo = 0;
+    let hi = this.#order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const other = this.#order[mid] as string;
+      const otherKey = this.#keys.get(other) ?? 0;
+      if (otherKey > key || (otherKey === key && other < roomId)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Moves one room to its place (or removes it when the user no longer has it). */
+  reposition(roomId: string): void {
+    const oldKey = this.#keys.get(roomId);
+    if (oldKey !== undefined) {
+      const at = this.#search(oldKey, roomId);
+      if (this.#order[at] === roomId) this.#order.splice(at, 1);
+      this.#keys.delete(roomId);
+    }
+    if (!this.rooms.has(roomId)) return;
+    const key = this.sortKey(roomId);
+    this.#keys.set(roomId, key);
+    this.#order.splice(this.#search(key, roomId), 0, roomId);
+  }
+
+  setRooms(rows: UserRoomWithData[], replaceAll: boolean): string[] {
+    const changed = new Set(rows.map((r) => r.roomId));
+    if (replaceAll) for (const id of this.rooms.keys()) changed.add(id);
+    if (replaceAll) this.rooms.clear();
+    for (const r of rows) this.rooms.set(r.roomId, toUserRoom(r));
+    return [...changed];
+  }
+
+  setClassification(rows: { roomId: string; type: string; json: string }[]): void {
+    this.tags.clear();
+    this.dmRooms = new Set();
+    for (const row of rows) {
+      const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content ?? {};
+      if (row.type === 'm.direct') {
+        for (const ids of Object.values(content))
+          if (Array.isArray(ids)) for (const id of ids) if (typeof id === 'string') this.dmRooms.add(id);
+      } else if (row.type === 'm.tag' && typeof content.tags === 'object' && content.tags) {
+        this.tags.set(row.roomId, new Set(Object.keys(content.tags)));
+      }
+    }
+  }
+}
+
+export class UserCaches {
+  #users = new Map<string, UserCache>();
+  #loading = new Map<string, Promise<UserCache>>();
+  /** room id -> users whose cache holds it, to re-sort on recency changes. */
+  #roomUsers = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly pool: Pool,
+    bus: Bus,
+    private readonly metas: RoomMetaCache,
+  ) {
+    bus.subscribe('user.rooms_changed', ({ userId, roomIds }) => {
+      const user = this.#users.get(userId);
+      if (!user) return;
+      for (const id of roomIds) user.staleRooms.add(id);
+      // Room account data (m.tag) arrives with this message too.
+      user.staleClassification = true;
+    });
+    bus.subscribe('user.account_data', ({ userId, types }) => {
+      const user = this.#users.get(userId);
+      if (user && types.includes('m.direct')) user.staleClassification = true;
+    });
+    metas.onRecencyChange((roomId) => {
+      for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.reposition(roomId);
+    });
+  }
+
+  peek(userId: string): UserCache | undefined {
+    return this.#users.get(userId);
+  }
+
+  /** The user's cache, loaded or refreshed, with metadata of all their rooms loaded. */
+  async get(userId: string): Promise<UserCache> {
+    let user = this.#users.get(userId);
+    if (!user) {
+      const loading = this.#loading.get(userId) ?? this.#load(userId);
+      this.#loading.set(userId, loading);
+      user = await loading.finally(() => this.#loading.delete(userId));
+    }
+    await this.#refresh(user);
+    return user;
+  }
+
+  async #load(userId: string): Promise<UserCache> {
+    const user = new UserCache(userId, this.metas);
+    const [rows, classification] = await Promise.all([
+      userRoomsByIds(this.pool, userId, undefined),
+      classifyingAccountData(this.pool, userId),
+    ]);
+    user.setRooms(rows, true);
+    user.setClassification(classification);
+    await this.metas.ensure(user.rooms.keys());
+    for (const id of user.rooms.keys()) this.#index(id, userId);
+    for (const id of user.rooms.keys()) user.reposition(id);
+    this.#users.set(userId, user);
+    return user;
+  }
+
+  async #refresh(user: UserCache): Promise<void> {
+    let changed: string[] = [];
+    if (user.staleRooms.size) {
+      changed = [...user.staleRooms];
+      user.staleRooms.clear();
+      const rows = await userRoomsByIds(this.pool, user.userId, changed);
+      const found = new Set(rows.map((r) => r.roomId));
+      user.setRooms(rows, false);
+      for (const id of changed) if (!found.has(id)) user.rooms.delete(id);
+      for (const id of changed) this.#index(id, user.userId);
+    }
+    if (user.staleClassification) {
+      user.staleClassification = false;
+      user.setClassification(await classifyingAccountData(this.pool, user.userId));
+    }
+    // Reloads only rooms whose state changed; recency moves already happened on the bus.
+    await this.metas.ensure(user.rooms.keys());
+    // A membership change moves its room (an invite accepted sorts by its latest event).
+    for (const id of changed) user.reposition(id);
+  }
+
+  #index(roomId: string, userId: string) {
+    const set = this.#roomUsers.get(roomId) ?? new Set();
+    set.add(userId);
+    this.#roomUsers.set(roomId, set);
+  }
+}

@@ -1,0 +1,98 @@
+// Persistence of sliding sync connections (see migration 0002 for the model).
+import type { Queryable } from './db.js';
+
+export interface ConnectionRow {
+  id: number;
+  confirmedPos: number;
+  confirmedStream: number;
+  pendingPos: number | null;
+  pendingStream: number | null;
+  pending: string | null;
+  extensions: string;
+}
+
+export interface ConnectionKey {
+  userId: string;
+  deviceId: string;
+  connId: string;
+}
+
+const COLUMNS = `id, confirmed_pos AS "confirmedPos", confirmed_stream AS "confirmedStream", pending_pos AS "pendingPos",
+  pending_stream AS "pendingStream", pending, extensions`;
+
+export async function findConnection(db: Queryable, k: ConnectionKey): Promise<ConnectionRow | undefined> {
+  const { rows } = await db.query<ConnectionRow>(
+    `SELECT ${COLUMNS} FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3`,
+    [k.userId, k.deviceId, k.connId],
+  );
+  return rows[0];
+}
+
+export async function connectionRooms(db: Queryable, id: number): Promise<{ room_id: string; sent: string }[]> {
+  const { rows } = await db.query('SELECT room_id, sent FROM connection_rooms WHERE connection_id = $1', [id]);
+  return rows;
+}
+
+/** Replaces any connection with this key by a fresh one. */
+export async function createConnection(db: Queryable, k: ConnectionKey): Promise<ConnectionRow> {
+  await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3', [k.userId, k.deviceId, k.connId]);
+  const { rows } = await db.query<ConnectionRow>(
+    `INSERT INTO connections (user_id, device_id, conn_id, confirmed_pos, confirmed_stream)
+     VALUES ($1, $2, $3, nextval('connection_pos'), 0) RETURNING ${COLUMNS}`,
+    [k.userId, k.deviceId, k.connId],
+  );
+  return rows[0] as ConnectionRow;
+}
+
+/** Records the response just computed; returns its pos. */
+export async function setPending(db: Queryable, id: number, stream: number, pending: string): Promise<number> {
+  const { rows } = await db.query<{ pos: number }>(
+    `UPDATE connections SET pending_pos = nextval('connection_pos'), pending_stream = $2, pending = $3, last_used_at = now()
+      WHERE id = $1 RETURNING pending_pos AS pos`,
+    [id, stream, pending],
+  );
+  if (!rows[0]) throw new Error('connection vanished');
+  return rows[0].pos;
+}
+
+/** The client used the pending pos: it becomes the confirmed state. */
+export async function confirmPending(
+  db: Queryable,
+  id: number,
+  rooms: { roomId: string; sent: string }[],
+  extensions: string,
+): Promise<void> {
+  if (rooms.length) {
+    await db.query(
+      `INSERT INTO connection_rooms (connection_id, room_id, sent) SELECT $1, * FROM unnest($2::text[], $3::text[])
+       ON CONFLICT (connection_id, room_id) DO UPDATE SET sent = excluded.sent`,
+      [id, rooms.map((r) => r.roomId), rooms.map((r) => r.sent)],
+    );
+  }
+  await db.query(
+    `UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
+       pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
+     WHERE id = $1`,
+    [id, extensions],
+  );
+}
+
+export async function deleteConnectionsOfDevice(db: Queryable, userId: string, deviceId: string): Promise<void> {
+  await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+}
+
+/** Keeps the `keep` most recently used connections of a device; returns the conn_ids deleted. */
+export async function trimConnections(db: Queryable, userId: string, deviceId: string, keep: number): Promise<string[]> {
+  const { rows } = await db.query<{ conn_id: string }>(
+    `DELETE FROM connections WHERE id IN (
+       SELECT id FROM connections WHERE user_id = $1 AND device_id = $2 ORDER BY last_used_at DESC OFFSET $3)
+     RETURNING conn_id`,
+    [userId, deviceId, keep],
+  );
+  return rows.map((r) => r.conn_id);
+}
+
+export async function deleteIdleConnections(db: Queryable, idleSeconds: number): Promise<number> {
+  const res = await db.query('DELETE FROM connections WHERE last_used_at < now() - make_interval(secs => $1)', [idleSeconds]);
+  return res.rowCount ?? 0;
+}

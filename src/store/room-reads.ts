@@ -1,0 +1,202 @@
+// Reads that build sliding sync room results: timelines, state filtered by required_state,
+// state deltas, and the per-room metadata the caches keep. Batched over rooms, because a
+// response covers a window of rooms and round trips dominate.
+import type { Queryable } from './db.js';
+
+export interface TimelineRow {
+  roomId: string;
+  nid: number;
+  type: string;
+  sender: string;
+  stateKey: string | null;
+  prevBatch: string | null;
+  gapBefore: boolean;
+  eventId: string;
+  json: string;
+}
+
+export interface TimelineQuery {
+  roomId: string;
+  /** Exclusive lower bound (0 = from the beginning). */
+  after: number;
+  /** Inclusive upper bound. */
+  upTo: number;
+  /** Rows to return; one more is read to tell whether older events exist. */
+  limit: number;
+}
+
+/** The latest `limit` (+1) timeline events of each room in (after, upTo], newest first. */
+export async function latestTimelines(db: Queryable, queries: TimelineQuery[]): Promise<Map<string, TimelineRow[]>> {
+  const out = new Map<string, TimelineRow[]>();
+  if (queries.length === 0) return out;
+  const { rows } = await db.query<TimelineRow>(
+    `SELECT q.room_id AS "roomId", e.nid, e.type, e.sender, e.state_key AS "stateKey", e.prev_batch AS "prevBatch",
+            e.gap_before AS "gapBefore", e.event_id AS "eventId", e.json
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) AS q(room_id, after, up_to, lim)
+       CROSS JOIN LATERAL (
+         SELECT * FROM events ev
+          WHERE ev.room_id = q.room_id AND ev.in_timeline AND ev.nid > q.after AND ev.nid <= q.up_to
+          ORDER BY ev.nid DESC LIMIT q.lim + 1
+       ) e
+      ORDER BY e.nid DESC`,
+    [queries.map((q) => q.roomId), queries.map((q) => q.after), queries.map((q) => q.upTo), queries.map((q) => q.limit)],
+  );
+  for (const r of rows) {
+    const list = out.get(r.roomId) ?? [];
+    out.set(r.roomId, list);
+    list.push(r);
+  }
+  return out;
+}
+
+/** The nearest pagination token at or after `nid` in the room (for prev_batch), if any. */
+export async function prevBatchFrom(db: Queryable, roomId: string, nid: number): Promise<string | undefined> {
+  const { rows } = await db.query<{ prev_batch: string }>(
+    `SELECT prev_batch FROM events WHERE room_id = $1 AND in_timeline AND nid >= $2 AND prev_batch IS NOT NULL ORDER BY nid LIMIT 1`,
+    [roomId, nid],
+  );
+  return rows[0]?.prev_batch;
+}
+
+/** What required_state asks for, in SQL-friendly form (see sync/required-state.ts). */
+export interface StateSelector {
+  all: boolean;
+  /** Types wanted with every state key. */
+  types: string[];
+  /** State keys wanted with every type. */
+  keys: string[];
+  /** Exact (type, state_key) pairs. */
+  pairTypes: string[];
+  pairKeys: string[];
+}
+
+export interface StateRow {
+  roomId: string;
+  type: string;
+  stateKey: string;
+  nid: number;
+  json: string;
+}
+
+const SELECTED = `($2::boolean OR s.type = ANY($3::text[]) OR s.state_key = ANY($4::text[])
+  OR (s.type, s.state_key) IN (SELECT * FROM unnest($5::text[], $6::text[])))`;
+
+const selectorParams = (sel: StateSelector) => [sel.all, sel.types, sel.keys, sel.pairTypes, sel.pairKeys];
+
+/** Current state of rooms matching the selector. */
+export async function currentState(db: Queryable, roomIds: string[], sel: StateSelector): Promise<StateRow[]> {
+  if (roomIds.length === 0) return [];
+  const { rows } = await db.query<StateRow>(
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+       FROM room_state s JOIN events e ON e.nid = s.event_nid
+      WHERE s.room_id = ANY($1::text[]) AND ${SELECTED}`,
+    [roomIds, ...selectorParams(sel)],
+  );
+  return rows;
+}
+
+/** State of one room as of stream position `pos` (rooms the user left: nothing after the leave). */
+export async function stateAsOf(db: Queryable, roomId: string, pos: number, sel: StateSelector): Promise<StateRow[]> {
+  const { rows } = await db.query<StateRow>(
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+       FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
+              WHERE room_id = $1::text[] [1] AND pos <= $7 ORDER BY type, state_key, pos DESC) s
+       JOIN events e ON e.nid = s.event_nid
+      WHERE ${SELECTED}`,
+    [[roomId], ...selectorParams(sel), pos],
+  );
+  return rows;
+}
+
+/** State keys that changed in (after, upTo], with their value as of upTo, matching the selector. */
+export async function stateChangedBetween(
+  db: Queryable,
+  roomId: string,
+  after: number,
+  upTo: number,
+  sel: StateSelector,
+): Promise<StateRow[]> {
+  const { rows } = await db.query<StateRow>(
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+       FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
+              WHERE room_id = $1::text[] [1] AND pos > $7 AND pos <= $8 ORDER BY type, state_key, pos DESC) s
+       JOIN events e ON e.nid = s.event_nid
+      WHERE ${SELECTED}`,
+    [[roomId], ...selectorParams(sel), after, upTo],
+  );
+  return rows;
+}
+
+/** Member events of the given users in a room (current, or as of `pos` when given). */
+export async function memberEvents(db: Queryable, roomId: string, userIds: string[], pos?: number): Promise<StateRow[]> {
+  if (userIds.length === 0) return [];
+  const sel: StateSelector = { all: false, types: [], keys: [], pairTypes: userIds.map(() => 'm.room.member'), pairKeys: userIds };
+  return pos === undefined ? currentState(db, [roomId], sel) : stateAsOf(db, roomId, pos, sel);
+}
+
+export interface RoomMetaRow {
+  roomId: string;
+  joinedCount: number | null;
+  invitedCount: number | null;
+  latestNid: number;
+  bumpNid: number;
+  bumpTs: number;
+  statePos: number;
+  receiptPos: number;
+}
+
+/** The state types room metadata is computed from (name, avatar, encryption, type, space children, tombstone). */
+export const META_STATE_TYPES = ['m.room.create', 'm.room.name', 'm.room.avatar', 'm.room.encryption', 'm.room.tombstone', 'm.space.child'];
+
+export async function roomMeta(db: Queryable, roomIds: string[]): Promise<{ rooms: RoomMetaRow[]; state: StateRow[] }> {
+  if (roomIds.length === 0) return { rooms: [], state: [] };
+  const [rooms, state] = await Promise.all([
+    // The homeserver's summary counts when it sent them (only with lazy-loaded members);
+    // otherwise counted from the stored member state.
+    db.query<RoomMetaRow>(
+      `SELECT r.room_id AS "roomId",
+              COALESCE(r.joined_count, m.joined) AS "joinedCount", COALESCE(r.invited_count, m.invited) AS "invitedCount",
+              r.latest_nid AS "latestNid", r.bump_nid AS "bumpNid", r.bump_ts AS "bumpTs", r.state_pos AS "statePos",
+              COALESCE((SELECT max(pos) FROM receipts rc WHERE rc.room_id = r.room_id), 0) AS "receiptPos"
+         FROM rooms r
+         LEFT JOIN LATERAL (
+           SELECT count(*) FILTER (WHERE s.membership = 'join')::int AS joined, count(*) FILTER (WHERE s.membership = 'invite')::int AS invited
+             FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
+         ) m ON r.joined_count IS NULL OR r.invited_count IS NULL
+        WHERE r.room_id = ANY($1::text[])`,
+      [roomIds],
+    ),
+    currentState(db, roomIds, { all: false, types: META_STATE_TYPES, keys: [], pairTypes: [], pairKeys: [] }),
+  ]);
+  return { rooms: rooms.rows, state };
+}
+
+/**
+ * Heroes when the homeserver sent none: joined and invited members other than `except`,
+ * earliest first; left and banned ones when nobody else is there (Synapse's rule).
+ */
+export async function fallbackHeroes(db: Queryable, roomId: string, except: string, limit: number): Promise<StateRow[]> {
+  const { rows } = await db.query<StateRow>(
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+       FROM room_state s JOIN events e ON e.nid = s.event_nid
+      WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.state_key <> $2
+      ORDER BY (s.membership IN ('join', 'invite')) DESC, e.nid LIMIT $3`,
+    [roomId, except, limit],
+  );
+  return rows;
+}
+
+/** Transaction ids this device owns among the given events. */
+export async function transactionIdsFor(db: Queryable, userId: string, deviceId: string, eventIds: string[]): Promise<Map<string, string>> {
+  if (eventIds.length === 0) return new Map();
+  const { rows } = await db.query<{ event_id: string; txn_id: string }>(
+    'SELECT event_id, txn_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND event_id = ANY($3::text[])',
+    [userId, deviceId, eventIds],
+  );
+  return new Map(rows.map((r) => [r.event_id, r.txn_id]));
+}
+
+export async function currentStreamPos(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ pos: number }>(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS pos FROM stream_pos`);
+  return rows[0]?.pos ?? 0;
+}

@@ -1,0 +1,233 @@
+// The sliding sync engine: one request in, one response out, whatever the wire protocol.
+// Compute first; return at once when there is data, no pos, or timeout 0; otherwise wait for
+// bus activity relevant to this user and recompute, until data or the timeout.
+
+import type { Bus } from '../bus/bus.js';
+import type { BusTopic } from '../bus/messages.js';
+import type { RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { StreamTracker } from '../cache/stream-tracker.js';
+import type { UserCache, UserCaches } from '../cache/user-cache.js';
+import { unknownToken } from '../matrix-error.js';
+import type { Pool } from '../store/db.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
+import type { Extensions } from './extensions/index.js';
+import { computeList, isListable } from './lists.js';
+import { compileRequiredState, deserializeStateConfig, type StateConfig, stateConfigGrew, unionStateConfigs } from './required-state.js';
+import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js';
+import type { RoomConfig, SyncRequest, SyncResponse } from './types.js';
+
+export interface Device {
+  userId: string;
+  deviceId: string;
+}
+
+export interface EngineDeps {
+  pool: Pool;
+  bus: Bus;
+  logger: Logger;
+  users: UserCaches;
+  metas: RoomMetaCache;
+  stream: StreamTracker;
+  connections: ConnectionManager;
+  extensions: Extensions;
+}
+
+interface Computed {
+  response: Omit<SyncResponse, 'pos'>;
+  sent: Map<string, RoomSent>;
+  ext: ExtensionPositions;
+  stream: number;
+  hasData: boolean;
+}
+
+interface EffectiveConfig {
+  timelineLimit: number;
+  state: StateConfig;
+}
+
+export class SyncEngine {
+  constructor(private readonly deps: EngineDeps) {}
+
+  async sync(device: Device, req: SyncRequest, signal: AbortSignal): Promise<SyncResponse> {
+    const key = { ...device, connId: req.connId };
+    const conn = await this.deps.connections.resolve(key, req.pos);
+    // One request per connection at a time: a newer one (the client gave up on the old
+    // long-poll) aborts the older, which then commits nothing.
+    const previous = conn.inFlight;
+    previous?.abort.abort();
+    await previous?.done.catch(() => undefined);
+    const abort = new AbortController();
+    const linked = AbortSignal.any([signal, abort.signal]);
+    const work = this.#run(conn, device, req, linked);
+    conn.inFlight = { abort, done: work };
+    try {
+      return await work;
+    } finally {
+      if (conn.inFlight?.abort === abort) conn.inFlight = undefined;
+    }
+  }
+
+  async #run(conn: Connection, device: Device, req: SyncRequest, signal: AbortSignal): Promise<SyncResponse> {
+    this.#applySubscriptions(conn, req);
+    let computed = await this.#compute(conn, device, req);
+    const deadline = Date.now() + req.timeoutMs;
+    while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
+      const woke = await this.#waitForActivity(device, req, deadline - Date.now(), signal);
+      if (signal.aborted) throw signal.reason ?? new Error('aborted');
+      if (woke === 'expired') throw unknownToken(false);
+      computed = await this.#compute(conn, device, req);
+    }
+    if (signal.aborted) throw signal.reason ?? new Error('aborted');
+    const pos = await this.deps.connections.commit(conn, computed.stream, computed.sent, { ...computed.ext, subs: conn.ext.subs });
+    return { pos, ...computed.response };
+  }
+
+  /** Room subscriptions are sticky until unsubscribed (js-sdk sends them once; rust-sdk every time). */
+  #applySubscriptions(conn: Connection, req: SyncRequest) {
+    const subs = new Map(conn.ext.subs ?? []);
+    for (const [roomId, cfg] of req.roomSubscriptions) subs.set(roomId, cfg);
+    for (const roomId of req.unsubscribeRooms) subs.delete(roomId);
+    conn.ext.subs = [...subs];
+  }
+
+  async #compute(conn: Connection, device: Device, req: SyncRequest): Promise<Computed> {
+    const upTo = this.deps.stream.current;
+    const user = await this.deps.users.get(device.userId);
+    const from = conn.stream;
+    const candidates = user.order.filter((id) => isListable(id, user, from));
+
+    const configs = new Map<string, EffectiveConfig>();
+    const addConfig = (roomId: string, cfg: RoomConfig) => {
+      const state = compileRequiredState(cfg.requiredState, device.userId);
+      const prev = configs.get(roomId);
+      configs.set(
+        roomId,
+        prev
+          ? { timelineLimit: Math.max(prev.timelineLimit, cfg.timelineLimit), state: unionStateConfigs(prev.state, state) }
+          : { timelineLimit: cfg.timelineLimit, state },
+      );
+    };
+    const lists: SyncResponse['lists'] = {};
+    const listRooms = new Map<string, string[]>();
+    for (const [name, list] of req.lists) {
+      const window = computeList(list, candidates, user, this.deps.metas);
+      lists[name] = window.result;
+      listRooms.set(name, window.roomIds);
+      for (const id of window.roomIds) addConfig(id, list);
+    }
+    for (const [roomId, cfg] of conn.ext.subs ?? []) if (user.rooms.has(roomId)) addConfig(roomId, cfg);
+
+    const plans = [...configs].map(([roomId, cfg]) => this.#plan(conn, user, roomId, cfg)).filter((p): p is RoomPlan => p !== undefined);
+    const ctx: BuildContext = {
+      pool: this.deps.pool,
+      userId: device.userId,
+      deviceId: device.deviceId,
+      user,
+      metas: this.deps.metas,
+      upTo,
+      from,
+    };
+    const built = await buildRooms(ctx, plans);
+    const rooms: SyncResponse['rooms'] = {};
+    const sent = new Map<string, RoomSent>();
+    for (const [roomId, b] of built) {
+      const room = user.rooms.get(roomId);
+      sent.set(roomId, { ...b.sent, nc: room?.notificationCount, hc: room?.highlightCount });
+      if (b.result) rooms[roomId] = b.result;
+    }
+    const ext = await this.deps.extensions.compute({
+      pool: this.deps.pool,
+      device,
+      user,
+      metas: this.deps.metas,
+      request: req.extensions,
+      positions: conn.ext,
+      roomsSent: conn.rooms,
+      initial: req.pos === undefined,
+      from,
+      upTo,
+      listRooms,
+      subscribedRooms: (conn.ext.subs ?? []).map(([id]) => id).filter((id) => user.rooms.has(id)),
+      sentRooms: rooms,
+    });
+    // Extension positions per room live in the same room memory as the room's own.
+    for (const [roomId, update] of ext.rooms) {
+      const base = sent.get(roomId) ?? conn.rooms.get(roomId);
+      if (base) sent.set(roomId, { ...base, ...update });
+    }
+    return {
+      response: { lists, rooms, extensions: ext.data },
+      sent,
+      ext: ext.positions,
+      stream: upTo,
+      hasData: Object.keys(rooms).length > 0 || ext.wakes,
+    };
+  }
+
+  /** Whether (and how) a room in scope is sent; undefined when the client is up to date. */
+  #plan(conn: Connection, user: UserCache, roomId: string, cfg: EffectiveConfig): RoomPlan | undefined {
+    const room = user.rooms.get(roomId);
+    if (!room) return undefined;
+    const sent = conn.rooms.get(roomId);
+    const meta = this.deps.metas.get(roomId);
+    // Never sent, or newly joined (e.g. after an invite): from scratch.
+    const initial = !sent || (room.membership === 'join' && sent.m !== 'join');
+    const plan: RoomPlan = {
+      roomId,
+      timelineLimit: cfg.timelineLimit,
+      state: cfg.state,
+      sent,
+      initial,
+      expandTimeline: false,
+      expandState: false,
+    };
+    if (initial) return plan;
+    plan.expandTimeline = cfg.timelineLimit > sent.tl;
+    plan.expandState = stateConfigGrew(deserializeStateConfig(sent.rs), cfg.state);
+    const upTo = room.membership === 'join' ? Number.POSITIVE_INFINITY : room.membershipPos;
+    const newData =
+      Math.min(Math.max(meta?.latestNid ?? 0, meta?.statePos ?? 0), upTo) > sent.pos ||
+      (room.membership !== 'join' && sent.pos < room.membershipPos);
+    const countsChanged =
+      room.notificationCount !== sent.nc || room.highlightCount !== sent.hc || user.dmRooms.has(roomId) !== Boolean(sent.dm);
+    const membershipChanged = room.membership !== sent.m;
+    return newData || countsChanged || membershipChanged || plan.expandTimeline || plan.expandState ? plan : undefined;
+  }
+
+  /** Resolves on the first bus message relevant to this request, or after `ms`. */
+  #waitForActivity(device: Device, req: SyncRequest, ms: number, signal: AbortSignal): Promise<'woke' | 'timeout' | 'expired'> {
+    const { bus, users } = this.deps;
+    return new Promise((resolve) => {
+      const unsubscribe: (() => void)[] = [];
+      const finish = (why: 'woke' | 'timeout' | 'expired') => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        for (const u of unsubscribe) u();
+        resolve(why);
+      };
+      const onAbort = () => finish('timeout');
+      const timer = setTimeout(() => finish('timeout'), Math.max(0, ms));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const inRooms = (roomId: string) => users.peek(device.userId)?.rooms.has(roomId) ?? false;
+      const on = <T extends BusTopic>(
+        topic: T,
+        relevant: (m: Parameters<Parameters<typeof bus.subscribe<T>>[1]>[0]) => boolean,
+        why: 'woke' | 'expired' = 'woke',
+      ) => unsubscribe.push(bus.subscribe(topic, (m) => relevant(m) && finish(why)));
+      on('room.changed', (m) => inRooms(m.roomId));
+      on('user.rooms_changed', (m) => m.userId === device.userId);
+      on('user.account_data', (m) => m.userId === device.userId && req.extensions.accountData !== undefined);
+      on('room.receipts', (m) => req.extensions.receipts !== undefined && inRooms(m.roomId));
+      on('room.typing', (m) => req.extensions.typing !== undefined && inRooms(m.roomId));
+      on(
+        'device.data',
+        (m) =>
+          m.userId === device.userId &&
+          m.deviceId === device.deviceId &&
+          (req.extensions.toDevice !== undefined || req.extensions.e2ee !== undefined),
+      );
+      on('device.token_expired', (m) => m.userId === device.userId && m.deviceId === device.deviceId, 'expired');
+    });
+  }
+}

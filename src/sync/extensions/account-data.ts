@@ -1,0 +1,35 @@
+// account_data (MSC3959): global account data (all of it on a connection's first response,
+// the changed types afterwards) and room account data for rooms in scope: all of it for a room
+// never sent on this connection, otherwise changes since the room was last sent, so a room
+// that changed while out of scope gets them when it comes back.
+import { accountDataSince, roomAccountData } from '../../store/account-data-table.js';
+import type { RoomSent } from '../connections.js';
+import { RawJson } from '../json.js';
+import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
+
+export async function accountDataExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
+  const req = ctx.request.accountData;
+  if (!req) return undefined;
+  const globalSince = ctx.positions.accountData ?? 0;
+  const global = (await accountDataSince(ctx.pool, ctx.device.userId, globalSince)).filter((r) => r.roomId === '');
+
+  const scope = roomsInScope(ctx, req);
+  const due = scope.filter((id) => {
+    const from = ctx.roomsSent.get(id)?.ad;
+    return from === undefined || (ctx.user.rooms.get(id)?.accountDataPos ?? 0) > from;
+  });
+  const rows = await roomAccountData(ctx.pool, ctx.device.userId, due);
+  const rooms: Record<string, RawJson[]> = {};
+  for (const row of rows) {
+    const from = ctx.roomsSent.get(row.roomId)?.ad ?? 0;
+    if (row.pos <= from) continue;
+    rooms[row.roomId] = [...(rooms[row.roomId] ?? []), new RawJson(row.json)];
+  }
+  const roomPositions = new Map<string, Partial<RoomSent>>(scope.map((id) => [id, { ad: ctx.upTo }]));
+  return {
+    data: { global: global.map((r) => new RawJson(r.json)), rooms },
+    wakes: global.length > 0 || Object.keys(rooms).length > 0,
+    positions: { accountData: ctx.upTo },
+    rooms: roomPositions,
+  };
+}

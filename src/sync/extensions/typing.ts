@@ -1,0 +1,23 @@
+// typing (MSC3961/MSC4508): the full list of typers per joined room in scope, when the room
+// comes into scope and whenever it changes. Never for rooms the user is not joined to.
+import type { RoomSent } from '../connections.js';
+import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
+
+export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
+  const req = ctx.request.typing;
+  if (!req) return undefined;
+  const rooms: Record<string, unknown> = {};
+  const positions = new Map<string, Partial<RoomSent>>();
+  for (const roomId of roomsInScope(ctx, req)) {
+    if (ctx.user.rooms.get(roomId)?.membership !== 'join') continue;
+    const typing = ctx.typing.get(roomId);
+    const serial = typing ? String(typing.serial) : '';
+    const last = ctx.roomsSent.get(roomId)?.ty;
+    positions.set(roomId, { ty: serial });
+    // First time in scope: only worth sending when someone is typing.
+    if (last === undefined ? typing?.userIds.length : serial !== last) {
+      rooms[roomId] = { type: 'm.typing', content: { user_ids: typing?.userIds ?? [] } };
+    }
+  }
+  return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
+}

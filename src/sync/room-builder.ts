@@ -1,0 +1,266 @@
+// Builds room results for the rooms a response sends: from scratch (initial), as the delta
+// since the position the connection sent the room up to, or expanded (timeline_limit or
+// required_state grew). Reads are batched over rooms; events go out as their stored JSON.
+import type { RoomMeta, RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { UserCache, UserRoom } from '../cache/user-cache.js';
+import type { Pool } from '../store/db.js';
+import {
+  currentState,
+  fallbackHeroes,
+  latestTimelines,
+  memberEvents,
+  prevBatchFrom,
+  type StateRow,
+  stateAsOf,
+  stateChangedBetween,
+  type TimelineRow,
+  transactionIdsFor,
+} from '../store/room-reads.js';
+import type { RoomSent } from './connections.js';
+import { RawJson } from './json.js';
+import { type StateConfig, serializeStateConfig, toSelector, wants } from './required-state.js';
+import type { RoomResult } from './types.js';
+
+export interface RoomPlan {
+  roomId: string;
+  timelineLimit: number;
+  state: StateConfig;
+  sent: RoomSent | undefined;
+  /** Send from scratch (never sent, newly joined, or membership changed). */
+  initial: boolean;
+  expandTimeline: boolean;
+  expandState: boolean;
+}
+
+export interface BuildContext {
+  pool: Pool;
+  userId: string;
+  deviceId: string;
+  user: UserCache;
+  metas: RoomMetaCache;
+  /** Stream position the response is computed at. */
+  upTo: number;
+  /** Stream position of the confirmed response (0 on a new connection). */
+  from: number;
+}
+
+export interface BuiltRoom {
+  result: RoomResult | undefined;
+  sent: RoomSent;
+}
+
+const MEMBER = 'm.room.member';
+
+/** Where a room's data stops: now for joined rooms, at the membership event otherwise. */
+function roomUpTo(ctx: BuildContext, room: UserRoom): number {
+  return room.membership === 'join' ? ctx.upTo : Math.min(ctx.upTo, room.membershipPos);
+}
+
+const hasContent = (r: RoomResult) =>
+  Boolean(
+    r.initial ||
+      r.name !== undefined ||
+      r.avatar !== undefined ||
+      r.heroes ||
+      r.joined_count !== undefined ||
+      r.invited_count !== undefined ||
+      r.required_state?.length ||
+      r.timeline?.length ||
+      r.invite_state,
+  );
+
+export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, BuiltRoom>> {
+  const out = new Map<string, BuiltRoom>();
+  const eventPlans: RoomPlan[] = [];
+  for (const plan of plans) {
+    const room = ctx.user.rooms.get(plan.roomId);
+    if (!room) continue;
+    if (room.membership === 'invite' || room.membership === 'knock') out.set(plan.roomId, buildInvite(ctx, plan, room));
+    else eventPlans.push(plan);
+  }
+  const timelines = await latestTimelines(
+    ctx.pool,
+    eventPlans
+      .filter((p) => p.timelineLimit > 0)
+      .map((p) => {
+        const room = ctx.user.rooms.get(p.roomId) as UserRoom;
+        const fromScratch = p.initial || p.expandTimeline;
+        return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
+      }),
+  );
+  const state = await loadState(ctx, eventPlans);
+  const txnIds = await transactionIdsFor(
+    ctx.pool,
+    ctx.userId,
+    ctx.deviceId,
+    [...timelines.values()]
+      .flat()
+      .filter((r) => r.sender === ctx.userId)
+      .map((r) => r.eventId),
+  );
+  for (const plan of eventPlans) {
+    out.set(plan.roomId, await buildJoinedOrLeft(ctx, plan, timelines.get(plan.roomId) ?? [], state.get(plan.roomId) ?? [], txnIds));
+  }
+  return out;
+}
+
+/** Batched state loads: joined rooms sharing a config in one query; left rooms as of their leave. */
+async function loadState(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, StateRow[]>> {
+  const out = new Map<string, StateRow[]>();
+  const add = (rows: StateRow[]) => {
+    for (const r of rows) {
+      const list = out.get(r.roomId) ?? [];
+      out.set(r.roomId, list);
+      list.push(r);
+    }
+  };
+  const groups = new Map<string, { cfg: StateConfig; roomIds: string[] }>();
+  for (const plan of plans) {
+    const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
+    const fromScratch = plan.initial || plan.expandState;
+    if (fromScratch && room.membership === 'join') {
+      const k = JSON.stringify(serializeStateConfig(plan.state));
+      const g = groups.get(k) ?? { cfg: plan.state, roomIds: [] };
+      groups.set(k, g);
+      g.roomIds.push(plan.roomId);
+    } else if (fromScratch) {
+      add(await stateAsOf(ctx.pool, plan.roomId, roomUpTo(ctx, room), toSelector(plan.state)));
+    } else if ((ctx.metas.get(plan.roomId)?.statePos ?? 0) > (plan.sent?.pos ?? 0)) {
+      add(await stateChangedBetween(ctx.pool, plan.roomId, plan.sent?.pos ?? 0, roomUpTo(ctx, room), toSelector(plan.state)));
+    }
+  }
+  for (const g of groups.values()) add(await currentState(ctx.pool, g.roomIds, toSelector(g.cfg)));
+  return out;
+}
+
+function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRoom {
+  const sent: RoomSent = { pos: ctx.upTo, tl: plan.timelineLimit, rs: serializeStateConfig(plan.state), m: room.membership };
+  const fresh = plan.initial || plan.sent?.m !== room.membership;
+  const dm = ctx.user.dmRooms.has(plan.roomId);
+  sent.dm = dm;
+  if (!fresh) return { result: undefined, sent: { ...plan.sent, ...sent } };
+  const result: RoomResult = {
+    initial: true,
+    invite_state: new RawJson(room.inviteState ?? '[]'),
+    bump_stamp: room.membershipPos,
+    notification_count: 0,
+    highlight_count: 0,
+  };
+  if (dm) result.is_dm = true;
+  return { result, sent };
+}
+
+async function buildJoinedOrLeft(
+  ctx: BuildContext,
+  plan: RoomPlan,
+  rows: TimelineRow[],
+  stateRows: StateRow[],
+  txnIds: Map<string, string>,
+): Promise<BuiltRoom> {
+  const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
+  const meta = ctx.metas.get(plan.roomId);
+  const fromScratch = plan.initial;
+  const result: RoomResult = {};
+  if (fromScratch) result.initial = true;
+
+  // Timeline: newest first from the store, oldest first on the wire.
+  const returned = rows.slice(0, plan.timelineLimit).reverse();
+  if (plan.timelineLimit > 0) {
+    result.timeline = returned.map((r) => withTxnId(r, txnIds));
+    const oldest = returned[0];
+    result.limited =
+      rows.length > plan.timelineLimit || returned.some((r, i) => r.gapBefore && (i > 0 || fromScratch || plan.expandTimeline));
+    if (oldest) {
+      const token = oldest.prevBatch ?? (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
+      if (token) result.prev_batch = token;
+    }
+    result.num_live = ctx.from > 0 ? returned.filter((r) => r.nid > ctx.from).length : 0;
+    if (plan.expandTimeline && !fromScratch) result.unstable_expanded_timeline = true;
+  }
+
+  // required_state, plus lazily loaded members of the timeline's senders and targets.
+  const lazySent = new Set(fromScratch ? [] : (plan.sent?.lazy ?? []));
+  let required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey));
+  if (plan.state.lazyMembers) {
+    const wanted = new Set<string>();
+    for (const r of returned) {
+      wanted.add(r.sender);
+      if (r.type === MEMBER && r.stateKey) wanted.add(r.stateKey);
+    }
+    const already = new Set(required.filter((s) => s.type === MEMBER).map((s) => s.stateKey));
+    const missing = [...wanted].filter((u) => !lazySent.has(u) && !already.has(u));
+    const members = await memberEvents(ctx.pool, plan.roomId, missing, room.membership === 'join' ? undefined : roomUpTo(ctx, room));
+    required = [...required, ...members];
+    for (const u of wanted) lazySent.add(u);
+  }
+  if (required.length) result.required_state = required.map((s) => new RawJson(s.json));
+
+  const sent: RoomSent = {
+    ...plan.sent,
+    pos: roomUpTo(ctx, room),
+    tl: plan.timelineLimit,
+    rs: serializeStateConfig(plan.state),
+    m: room.membership,
+  };
+  if (plan.state.lazyMembers) sent.lazy = [...lazySent];
+  await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
+  return { result: fromScratch || hasContent(result) ? result : undefined, sent };
+}
+
+/** Name, avatar, heroes, counts: all of them from scratch, otherwise only what changed. */
+async function addMetadata(
+  ctx: BuildContext,
+  plan: RoomPlan,
+  room: UserRoom,
+  meta: RoomMeta | undefined,
+  result: RoomResult,
+  sent: RoomSent,
+  fromScratch: boolean,
+) {
+  const changed = <T>(now: T | undefined, before: T | undefined) => (fromScratch ? now !== undefined : now !== undefined && now !== before);
+  const joined = room.membership === 'join';
+  if (changed(meta?.name, plan.sent?.name)) result.name = meta?.name;
+  if (changed(meta?.avatar, plan.sent?.avatar)) result.avatar = meta?.avatar;
+  sent.name = meta?.name;
+  sent.avatar = meta?.avatar;
+  if (joined) {
+    if (changed(meta?.joinedCount, plan.sent?.jc)) result.joined_count = meta?.joinedCount;
+    if (changed(meta?.invitedCount, plan.sent?.ic)) result.invited_count = meta?.invitedCount;
+    sent.jc = meta?.joinedCount;
+    sent.ic = meta?.invitedCount;
+    if (!meta?.name && (fromScratch || result.joined_count !== undefined)) {
+      const heroes = await heroesOf(ctx, plan.roomId, room);
+      if (heroes.length) result.heroes = heroes;
+    }
+  }
+  // Real counts from the homeserver's v2 unread_notifications (Synapse's own endpoint sends 0).
+  result.notification_count = room.notificationCount;
+  result.highlight_count = room.highlightCount;
+  const dm = ctx.user.dmRooms.has(plan.roomId);
+  if (dm) result.is_dm = true;
+  sent.dm = dm;
+  result.bump_stamp = joined ? meta?.bumpNid || meta?.latestNid || room.membershipPos : room.membershipPos;
+}
+
+async function heroesOf(ctx: BuildContext, roomId: string, room: UserRoom): Promise<NonNullable<RoomResult['heroes']>> {
+  let ids = (room.heroes ?? []).filter((u) => u !== ctx.userId).slice(0, 5);
+  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, roomId, ctx.userId, 5);
+  if (ids.length === 0) ids = members.map((m) => m.stateKey);
+  const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content ?? {}]));
+  return ids.map((userId) => {
+    const c = byUser.get(userId) ?? {};
+    const hero: { user_id: string; displayname?: string; avatar_url?: string } = { user_id: userId };
+    if (typeof c.displayname === 'string') hero.displayname = c.displayname;
+    if (typeof c.avatar_url === 'string') hero.avatar_url = c.avatar_url;
+    return hero;
+  });
+}
+
+/** unsigned.transaction_id goes back only to the device that sent the event. */
+function withTxnId(row: TimelineRow, txnIds: Map<string, string>): RawJson {
+  if (txnIds.size === 0) return new RawJson(row.json);
+  const event = JSON.parse(row.json) as { event_id: string; unsigned?: Record<string, unknown> };
+  const txnId = txnIds.get(event.event_id);
+  if (!txnId) return new RawJson(row.json);
+  return new RawJson(JSON.stringify({ ...event, unsigned: { ...event.unsigned, transaction_id: txnId } }));
+}
