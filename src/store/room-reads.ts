@@ -100,10 +100,10 @@ export async function stateAsOf(db: Queryable, roomId: string, pos: number, sel:
   const { rows } = await db.query<StateRow>(
     `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
        FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
-              WHERE room_id = $1::text[] [1] AND pos <= $7 ORDER BY type, state_key, pos DESC) s
+              WHERE room_id = $1 AND pos <= $7 ORDER BY type, state_key, pos DESC) s
        JOIN events e ON e.nid = s.event_nid
       WHERE ${SELECTED}`,
-    [[roomId], ...selectorParams(sel), pos],
+    [roomId, ...selectorParams(sel), pos],
   );
   return rows;
 }
@@ -119,10 +119,10 @@ export async function stateChangedBetween(
   const { rows } = await db.query<StateRow>(
     `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
        FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
-              WHERE room_id = $1::text[] [1] AND pos > $7 AND pos <= $8 ORDER BY type, state_key, pos DESC) s
+              WHERE room_id = $1 AND pos > $7 AND pos <= $8 ORDER BY type, state_key, pos DESC) s
        JOIN events e ON e.nid = s.event_nid
       WHERE ${SELECTED}`,
-    [[roomId], ...selectorParams(sel), after, upTo],
+    [roomId, ...selectorParams(sel), after, upTo],
   );
   return rows;
 }

@@ -1,0 +1,255 @@
+// The accumulator against real Postgres: v2 responses in, stored facts and bus messages out.
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { createInProcessBus } from '../../src/bus/bus.js';
+import type { BusMessages, BusTopic } from '../../src/bus/messages.js';
+import { createAccumulator } from '../../src/ingest/accumulator.js';
+import { ackToDevice, deviceListChangesSince, keyCounts, toDeviceAfter } from '../../src/store/device-inbox-table.js';
+import { insertToken } from '../../src/store/devices-table.js';
+import { receiptsSince } from '../../src/store/receipts-table.js';
+import { currentState, latestTimelines, stateAsOf } from '../../src/store/room-reads.js';
+import { userRooms } from '../../src/store/user-rooms-table.js';
+import { parseSyncResponse } from '../../src/upstream/sync-response.js';
+import { createTestDatabase, testLogger } from '../support/db.js';
+
+const ALL = { all: true, types: [], keys: [], pairTypes: [], pairKeys: [] };
+let n = 0;
+const ev = (type: string, content: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+  type,
+  content,
+  event_id: `$acc${++n}`,
+  sender: '@alice:x',
+  origin_server_ts: 1_700_000_000_000 + n,
+  ...extra,
+});
+const member = (user: string, membership: string, sender = user) => ev('m.room.member', { membership }, { state_key: user, sender });
+const create = () => ev('m.room.create', { room_version: '11' }, { state_key: '' });
+
+async function setup(t: TestContext) {
+  const { pool } = await createTestDatabase(t);
+  const bus = createInProcessBus(testLogger);
+  const seen: { topic: BusTopic; message: unknown }[] = [];
+  for (const topic of [
+    'stream.advanced',
+    'room.changed',
+    'user.rooms_changed',
+    'device.data',
+    'room.typing',
+    'room.receipts',
+  ] as BusTopic[]) {
+    bus.subscribe(topic, (message) => seen.push({ topic, message }));
+  }
+  const acc = createAccumulator({ pool, bus, logger: testLogger });
+  const devices = {
+    alice: { userId: '@alice:x', deviceId: 'A1' },
+    bob: { userId: '@bob:x', deviceId: 'B1' },
+  };
+  for (const d of Object.values(devices)) {
+    await insertToken(pool, { tokenHash: Buffer.alloc(32, d.deviceId), tokenEncrypted: Buffer.from('x'), ...d });
+  }
+  const ingest = async (device: { userId: string; deviceId: string }, body: Record<string, unknown>) => {
+    const parsed = parseSyncResponse(body);
+    assert.ok('response' in parsed, 'error' in parsed ? parsed.error : '');
+    return acc.ingest(device, parsed.response);
+  };
+  const messages = <T extends BusTopic>(topic: T) => seen.filter((s) => s.topic === topic).map((s) => s.message as BusMessages[T]);
+  return { pool, ingest, devices, messages };
+}
+
+const joined = (state: unknown[], timeline: unknown[], extra: Record<string, unknown> = {}) => ({
+  state: { events: state },
+  timeline: { events: timeline, limited: false, prev_batch: 'pb' },
+  ...extra,
+});
+
+describe('accumulator', () => {
+  it('stores an event seen by two users once, and each user its own membership', async (t) => {
+    const { pool, ingest, devices, messages } = await setup(t);
+    const c = create();
+    const ja = member('@alice:x', 'join');
+    const jb = member('@bob:x', 'join');
+    const msg = ev('m.room.message', { body: 'hi' });
+    await ingest(devices.alice, { next_batch: 'a1', rooms: { join: { '!r:x': joined([c, ja], [jb, msg]) } } });
+    await ingest(devices.bob, { next_batch: 'b1', rooms: { join: { '!r:x': joined([c, ja, jb], [msg]) } } });
+    const { rows } = await pool.query('SELECT count(*)::int AS n FROM events WHERE event_id = $1', [msg.event_id]);
+    assert.equal(rows[0].n, 1);
+    const timeline = (await latestTimelines(pool, [{ roomId: '!r:x', after: 0, upTo: 1e12, limit: 10 }])).get('!r:x') ?? [];
+    assert.deepEqual(timeline.map((r) => r.eventId).reverse(), [jb.event_id, msg.event_id]);
+    for (const user of ['@alice:x', '@bob:x']) assert.equal((await userRooms(pool, user))[0]?.membership, 'join');
+    const changed = messages('room.changed');
+    assert.equal(changed[0]?.newEvents, 2);
+    assert.equal(changed.length, 1, "bob's state block repeats what alice's timeline already stored");
+    const devicesRow = await pool.query('SELECT since FROM devices ORDER BY device_id');
+    assert.deepEqual(
+      devicesRow.rows.map((r) => r.since),
+      ['a1', 'b1'],
+    );
+  });
+
+  it('marks a limited timeline as a gap and keeps its prev_batch', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const first = ev('m.room.message', { body: 'after gap' });
+    await ingest(devices.alice, {
+      next_batch: 'a1',
+      rooms: {
+        join: {
+          '!g:x': {
+            state: { events: [create(), member('@alice:x', 'join')] },
+            timeline: { events: [first], limited: true, prev_batch: 'gap-token' },
+          },
+        },
+      },
+    });
+    const [row] = (await latestTimelines(pool, [{ roomId: '!g:x', after: 0, upTo: 1e12, limit: 5 }])).get('!g:x') ?? [];
+    assert.equal(row?.gapBefore, true);
+    assert.equal(row?.prevBatch, 'gap-token');
+  });
+
+  it('serves a kicked user the state as of the kick, nothing after it', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const name1 = ev('m.room.name', { name: 'Before' }, { state_key: '' });
+    await ingest(devices.bob, {
+      next_batch: 'b1',
+      rooms: { join: { '!k:x': joined([create(), member('@alice:x', 'join'), member('@bob:x', 'join'), name1], []) } },
+    });
+    const kick = member('@bob:x', 'leave', '@alice:x');
+    await ingest(devices.bob, { next_batch: 'b2', rooms: { leave: { '!k:x': joined([], [kick]) } } });
+    const name2 = ev('m.room.name', { name: 'After' }, { state_key: '' });
+    await ingest(devices.alice, { next_batch: 'a1', rooms: { join: { '!k:x': joined([], [name2]) } } });
+
+    const [bobRoom] = await userRooms(pool, '@bob:x');
+    assert.equal(bobRoom?.membership, 'leave');
+    assert.equal(bobRoom?.kicked, true);
+    const asOfKick = await stateAsOf(pool, '!k:x', bobRoom?.membershipPos ?? 0, ALL);
+    const name = asOfKick.find((s) => s.type === 'm.room.name');
+    assert.equal(JSON.parse(name?.json ?? '{}').content.name, 'Before');
+    const now = await currentState(pool, ['!k:x'], ALL);
+    assert.equal(JSON.parse(now.find((s) => s.type === 'm.room.name')?.json ?? '{}').content.name, 'After');
+  });
+
+  it('records bans and self-leaves apart from kicks', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    await ingest(devices.bob, {
+      next_batch: 'b1',
+      rooms: {
+        leave: {
+          '!ban:x': joined([create()], [member('@bob:x', 'ban', '@alice:x')]),
+          '!self:x': joined([create()], [member('@bob:x', 'leave')]),
+        },
+      },
+    });
+    const rooms = new Map((await userRooms(pool, '@bob:x')).map((r) => [r.roomId, r]));
+    assert.equal(rooms.get('!ban:x')?.membership, 'ban');
+    assert.equal(rooms.get('!self:x')?.membership, 'leave');
+    assert.equal(rooms.get('!self:x')?.kicked, false);
+  });
+
+  it('stores invites with their stripped state and replaces them on join', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const stripped = [{ type: 'm.room.name', state_key: '', sender: '@alice:x', content: { name: 'Invited' } }];
+    await ingest(devices.bob, { next_batch: 'b1', rooms: { invite: { '!i:x': { invite_state: { events: stripped } } } } });
+    let [room] = await userRooms(pool, '@bob:x');
+    assert.equal(room?.membership, 'invite');
+    assert.deepEqual(JSON.parse(room?.inviteState ?? '[]'), stripped);
+    await ingest(devices.bob, { next_batch: 'b2', rooms: { join: { '!i:x': joined([create()], [member('@bob:x', 'join')]) } } });
+    [room] = await userRooms(pool, '@bob:x');
+    assert.equal(room?.membership, 'join');
+    assert.equal(room?.inviteState, null);
+  });
+
+  it('redacts a stored event per its room version', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const secret = ev('m.room.message', { body: 'oops' });
+    await ingest(devices.alice, {
+      next_batch: 'a1',
+      rooms: { join: { '!x:x': joined([create(), member('@alice:x', 'join')], [secret]) } },
+    });
+    const redaction = ev('m.room.redaction', { redacts: secret.event_id });
+    await ingest(devices.alice, { next_batch: 'a2', rooms: { join: { '!x:x': joined([], [redaction]) } } });
+    const { rows } = await pool.query('SELECT json, redacted FROM events WHERE event_id = $1', [secret.event_id]);
+    assert.equal(rows[0].redacted, true);
+    const stored = JSON.parse(rows[0].json);
+    assert.deepEqual(stored.content, {});
+    assert.equal(stored.unsigned.redacted_because.event_id, redaction.event_id);
+  });
+
+  it('keeps transaction ids for the sending device only', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const sent = ev('m.room.message', { body: 'mine' }, { unsigned: { transaction_id: 'tx9' } });
+    await ingest(devices.alice, { next_batch: 'a1', rooms: { join: { '!t:x': joined([create()], [sent]) } } });
+    const { rows } = await pool.query('SELECT user_id, device_id, txn_id FROM transaction_ids');
+    assert.deepEqual(rows, [{ user_id: '@alice:x', device_id: 'A1', txn_id: 'tx9' }]);
+    const stored = await pool.query('SELECT json FROM events WHERE event_id = $1', [sent.event_id]);
+    assert.doesNotMatch(stored.rows[0].json, /tx9/);
+  });
+
+  it('queues to-device messages per device until acknowledged, and device list changes', async (t) => {
+    const { pool, ingest, devices, messages } = await setup(t);
+    const summary = await ingest(devices.alice, {
+      next_batch: 'a1',
+      to_device: { events: [1, 2, 3].map((i) => ({ type: 'm.test', sender: '@bob:x', content: { i } })) },
+      device_lists: { changed: ['@bob:x'], left: ['@carol:x'] },
+      device_one_time_keys_count: { signed_curve25519: 50 },
+      device_unused_fallback_key_types: ['signed_curve25519'],
+    });
+    const queued = await toDeviceAfter(pool, devices.alice, 0, 10);
+    assert.deepEqual(
+      queued.map((m) => JSON.parse(m.json).content.i),
+      [1, 2, 3],
+    );
+    assert.deepEqual(await toDeviceAfter(pool, devices.bob, 0, 10), [], 'never another device');
+    await ackToDevice(pool, devices.alice, queued[1]?.pos ?? 0);
+    assert.deepEqual(
+      (await toDeviceAfter(pool, devices.alice, 0, 10)).map((m) => JSON.parse(m.json).content.i),
+      [3],
+    );
+    assert.deepEqual(await deviceListChangesSince(pool, devices.alice, 0), { changed: ['@bob:x'], left: ['@carol:x'] });
+    assert.equal((await keyCounts(pool, devices.alice))?.otkCounts, '{"signed_curve25519":50}');
+    const data = messages('device.data');
+    assert.equal(data[0]?.toDevice, 3);
+    assert.equal(data[0]?.keys, true);
+    assert.ok(summary.pos >= (queued.at(-1)?.pos ?? 0));
+  });
+
+  it('stores receipts (private ones visible only to their owner) and announces typing', async (t) => {
+    const { pool, ingest, devices, messages } = await setup(t);
+    const receipt = {
+      type: 'm.receipt',
+      content: {
+        $m1: { 'm.read': { '@bob:x': { ts: 1, thread_id: 'main' } }, 'm.read.private': { '@bob:x': { ts: 2 } } },
+      },
+    };
+    await ingest(devices.alice, {
+      next_batch: 'a1',
+      rooms: {
+        join: {
+          '!rc:x': joined([create()], [], { ephemeral: { events: [receipt, { type: 'm.typing', content: { user_ids: ['@bob:x'] } }] } }),
+        },
+      },
+    });
+    const forAlice = await receiptsSince(pool, '!rc:x', '@alice:x', 0);
+    assert.deepEqual(
+      forAlice.map((r) => [r.receiptType, r.threadId]),
+      [['m.read', 'main']],
+    );
+    assert.equal((await receiptsSince(pool, '!rc:x', '@bob:x', 0)).length, 2);
+    assert.deepEqual(messages('room.typing'), [{ roomId: '!rc:x', userIds: ['@bob:x'] }]);
+    assert.equal(messages('room.receipts').length, 1);
+  });
+
+  it('rolls back everything, since included, when a write fails', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    await pool.query(`ALTER TABLE account_data ADD CONSTRAINT no_evil CHECK (type <> 'evil')`);
+    await assert.rejects(
+      ingest(devices.alice, {
+        next_batch: 'a9',
+        rooms: { join: { '!rb:x': joined([create()], [ev('m.room.message', { body: 'x' })]) } },
+        account_data: { events: [{ type: 'evil', content: {} }] },
+      }),
+    );
+    const { rows } = await pool.query(
+      `SELECT (SELECT count(*)::int FROM events) AS events, (SELECT since FROM devices WHERE device_id = 'A1') AS since`,
+    );
+    assert.deepEqual(rows[0], { events: 0, since: null });
+  });
+});
