@@ -4,15 +4,13 @@
 // PostgreSQL: SYNCV3_TEST_DB when set (e.g. postgres://postgres@127.0.0.1:5432/postgres), else an
 // embedded server started for this run in a temporary directory and deleted afterwards.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { createPool } from '../src/store/db.js';
-import { startEmbeddedPostgres } from '../src/store/embedded-postgres.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { createLogger } from '../src/telemetry/logger.js';
-import { freePort } from '../test/support/ports.js';
+import { startTestPostgres } from '../test/support/test-postgres.js';
 
 const TIERS = ['unit', 'integration', 'e2e'] as const;
 const logger = createLogger({ level: 'warn', pretty: false });
@@ -49,20 +47,13 @@ async function main() {
     if (built !== 0) return built;
   }
 
-  let serverUrl = process.env.SYNCV3_TEST_DB;
-  let cleanup = async () => {};
-  if (!serverUrl) {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-test-pg-'));
-    const embedded = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), ephemeral: true }, logger);
-    serverUrl = embedded.connectionString;
-    cleanup = async () => {
-      await embedded.stop();
-      await rm(dir, { recursive: true, force: true });
-    };
-    console.log(`test database: embedded PostgreSQL (set SYNCV3_TEST_DB to use another)`);
-  } else {
-    console.log(`test database: ${new URL(serverUrl).host} (SYNCV3_TEST_DB)`);
-  }
+  const postgres = await startTestPostgres(logger);
+  const serverUrl = postgres.url;
+  console.log(
+    postgres.embedded
+      ? 'test database: embedded PostgreSQL (set SYNCV3_TEST_DB to use another)'
+      : `test database: ${new URL(serverUrl).host} (SYNCV3_TEST_DB)`,
+  );
 
   const template = `syncv3_test_template_${process.pid}`;
   try {
@@ -83,7 +74,7 @@ async function main() {
     );
   } finally {
     await withAdmin(serverUrl, `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
-    await cleanup();
+    await postgres.stop();
   }
 }
 

@@ -46,15 +46,16 @@ export async function receiptsSince(db: Queryable, roomId: string, viewer: strin
   return rows;
 }
 
-/** Receipts of a room on the given events, plus all of the viewer's own (public and private). */
-export async function receiptsForEvents(db: Queryable, roomId: string, viewer: string, eventIds: string[]): Promise<ReceiptRow[]> {
+/** Receipts in the given rooms on the given events, plus all of the viewer's own (public and private). */
+export async function receiptsForEvents(db: Queryable, roomIds: string[], viewer: string, eventIds: string[]): Promise<ReceiptRow[]> {
+  if (roomIds.length === 0) return [];
   const { rows } = await db.query<ReceiptRow>(
     `SELECT room_id AS "roomId", receipt_type AS "receiptType", user_id AS "userId", thread_id AS "threadId",
             event_id AS "eventId", data, pos
-       FROM receipts WHERE room_id = $1 AND (event_id = ANY($3::text[]) OR user_id = $2)
+       FROM receipts WHERE room_id = ANY($1::text[]) AND (event_id = ANY($3::text[]) OR user_id = $2)
         AND (receipt_type <> 'm.read.private' OR user_id = $2)
       ORDER BY pos`,
-    [roomId, viewer, eventIds],
+    [roomIds, viewer, eventIds],
   );
   return rows;
 }

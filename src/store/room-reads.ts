@@ -78,6 +78,12 @@ export interface StateRow {
   json: string;
 }
 
+/**
+ * The event's JSON as a correlated primary-key lookup rather than a join: the planner cannot
+ * estimate the selector's ORs and would otherwise hash-join against a scan of all events.
+ */
+const EVENT_JSON = '(SELECT e.json FROM events e WHERE e.nid = s.event_nid) AS json';
+
 const SELECTED = `($2::boolean OR s.type = ANY($3::text[]) OR s.state_key = ANY($4::text[])
   OR (s.type, s.state_key) IN (SELECT * FROM unnest($5::text[], $6::text[])))`;
 
@@ -87,8 +93,8 @@ const selectorParams = (sel: StateSelector) => [sel.all, sel.types, sel.keys, se
 export async function currentState(db: Queryable, roomIds: string[], sel: StateSelector): Promise<StateRow[]> {
   if (roomIds.length === 0) return [];
   const { rows } = await db.query<StateRow>(
-    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
-       FROM room_state s JOIN events e ON e.nid = s.event_nid
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
+       FROM room_state s
       WHERE s.room_id = ANY($1::text[]) AND ${SELECTED}`,
     [roomIds, ...selectorParams(sel)],
   );
@@ -98,10 +104,9 @@ export async function currentState(db: Queryable, roomIds: string[], sel: StateS
 /** State of one room as of stream position `pos` (rooms the user left: nothing after the leave). */
 export async function stateAsOf(db: Queryable, roomId: string, pos: number, sel: StateSelector): Promise<StateRow[]> {
   const { rows } = await db.query<StateRow>(
-    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
        FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
               WHERE room_id = $1 AND pos <= $7 ORDER BY type, state_key, pos DESC) s
-       JOIN events e ON e.nid = s.event_nid
       WHERE ${SELECTED}`,
     [roomId, ...selectorParams(sel), pos],
   );
@@ -117,12 +122,23 @@ export async function stateChangedBetween(
   sel: StateSelector,
 ): Promise<StateRow[]> {
   const { rows } = await db.query<StateRow>(
-    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
        FROM (SELECT DISTINCT ON (type, state_key) room_id, type, state_key, event_nid FROM state_changes
               WHERE room_id = $1 AND pos > $7 AND pos <= $8 ORDER BY type, state_key, pos DESC) s
-       JOIN events e ON e.nid = s.event_nid
       WHERE ${SELECTED}`,
     [roomId, ...selectorParams(sel), after, upTo],
+  );
+  return rows;
+}
+
+/** Current member events of (room, user) pairs across rooms, in one query. */
+export async function currentMembers(db: Queryable, pairs: { roomId: string; userId: string }[]): Promise<StateRow[]> {
+  if (pairs.length === 0) return [];
+  const { rows } = await db.query<StateRow>(
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
+       FROM unnest($1::text[], $2::text[]) AS p(room_id, user_id)
+       JOIN room_state s ON s.room_id = p.room_id AND s.type = 'm.room.member' AND s.state_key = p.user_id`,
+    [pairs.map((p) => p.roomId), pairs.map((p) => p.userId)],
   );
   return rows;
 }
@@ -177,10 +193,10 @@ export async function roomMeta(db: Queryable, roomIds: string[]): Promise<{ room
  */
 export async function fallbackHeroes(db: Queryable, roomId: string, except: string, limit: number): Promise<StateRow[]> {
   const { rows } = await db.query<StateRow>(
-    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", e.nid, e.json
-       FROM room_state s JOIN events e ON e.nid = s.event_nid
+    `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
+       FROM room_state s
       WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.state_key <> $2
-      ORDER BY (s.membership IN ('join', 'invite')) DESC, e.nid LIMIT $3`,
+      ORDER BY (s.membership IN ('join', 'invite')) DESC, s.event_nid LIMIT $3`,
     [roomId, except, limit],
   );
   return rows;

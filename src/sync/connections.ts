@@ -22,9 +22,9 @@ import type { RoomConfig } from './types.js';
 export interface RoomSent {
   /** Stream position the room's timeline and state were sent up to. */
   pos: number;
-  /** Effective timeline_limit and required_state last used. */
+  /** Effective timeline_limit and required_state (a key into the connection's configs) last used. */
   tl: number;
-  rs: string[][];
+  rs: string;
   /** Members sent because of $LAZY. */
   lazy?: string[];
   /** Membership the room was last sent with. */
@@ -52,6 +52,8 @@ export interface ExtensionPositions {
   /** Key counts delivered as of. */
   keys?: number;
   subs?: [string, RoomConfig][];
+  /** required_state configs by key (see RoomSent.rs), stored once per connection. */
+  configs?: Record<string, string[][]>;
 }
 
 export interface Connection {

@@ -3,7 +3,6 @@
 // bus activity relevant to this user and recompute, until data or the timeout.
 
 import type { Bus } from '../bus/bus.js';
-import type { BusTopic } from '../bus/messages.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
@@ -13,7 +12,15 @@ import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
 import type { Extensions } from './extensions/index.js';
 import { computeList, isListable } from './lists.js';
-import { compileRequiredState, deserializeStateConfig, type StateConfig, stateConfigGrew, unionStateConfigs } from './required-state.js';
+import {
+  compileRequiredState,
+  deserializeStateConfig,
+  type StateConfig,
+  serializeStateConfig,
+  stateConfigGrew,
+  stateConfigKey,
+  unionStateConfigs,
+} from './required-state.js';
 import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js';
 import type { RoomConfig, SyncRequest, SyncResponse } from './types.js';
 
@@ -44,6 +51,22 @@ interface Computed {
 interface EffectiveConfig {
   timelineLimit: number;
   state: StateConfig;
+  /** stateConfigKey(state): rooms remember their config by it. */
+  key: string;
+}
+
+/** Deserialises each remembered config at most once per computation. */
+function memoConfigs(stored: Record<string, string[][]>): (key: string) => StateConfig | undefined {
+  const cache = new Map<string, StateConfig>();
+  return (key) => {
+    const hit = cache.get(key);
+    if (hit) return hit;
+    const entries = stored[key];
+    if (!entries) return undefined;
+    const cfg = deserializeStateConfig(entries);
+    cache.set(key, cfg);
+    return cfg;
+  };
 }
 
 export class SyncEngine {
@@ -70,15 +93,25 @@ export class SyncEngine {
 
   async #run(conn: Connection, device: Device, req: SyncRequest, signal: AbortSignal): Promise<SyncResponse> {
     this.#applySubscriptions(conn, req);
-    let computed = await this.#compute(conn, device, req);
-    const deadline = Date.now() + req.timeoutMs;
-    while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
-      const woke = await this.#waitForActivity(device, req, deadline - Date.now(), signal);
+    // Watch before computing: a message ingested while we compute must still wake the wait.
+    const activity = this.#watch(device, req);
+    try {
+      let computed = await this.#compute(conn, device, req);
+      const deadline = Date.now() + req.timeoutMs;
+      while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
+        const woke = await activity.next(deadline - Date.now(), signal);
+        if (signal.aborted) throw signal.reason ?? new Error('aborted');
+        if (woke === 'expired') throw unknownToken(false);
+        computed = await this.#compute(conn, device, req);
+      }
       if (signal.aborted) throw signal.reason ?? new Error('aborted');
-      if (woke === 'expired') throw unknownToken(false);
-      computed = await this.#compute(conn, device, req);
+      return await this.#respond(conn, computed);
+    } finally {
+      activity.dispose();
     }
-    if (signal.aborted) throw signal.reason ?? new Error('aborted');
+  }
+
+  async #respond(conn: Connection, computed: Computed): Promise<SyncResponse> {
     const pos = await this.deps.connections.commit(conn, computed.stream, computed.sent, { ...computed.ext, subs: conn.ext.subs });
     return { pos, ...computed.response };
   }
@@ -97,16 +130,20 @@ export class SyncEngine {
     const from = conn.stream;
     const candidates = user.order.filter((id) => isListable(id, user, from));
 
-    const configs = new Map<string, EffectiveConfig>();
-    const addConfig = (roomId: string, cfg: RoomConfig) => {
+    // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
+    const compile = (cfg: RoomConfig): EffectiveConfig => {
       const state = compileRequiredState(cfg.requiredState, device.userId);
+      return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state) };
+    };
+    const configs = new Map<string, EffectiveConfig>();
+    const addConfig = (roomId: string, cfg: EffectiveConfig) => {
       const prev = configs.get(roomId);
-      configs.set(
-        roomId,
-        prev
-          ? { timelineLimit: Math.max(prev.timelineLimit, cfg.timelineLimit), state: unionStateConfigs(prev.state, state) }
-          : { timelineLimit: cfg.timelineLimit, state },
-      );
+      if (!prev || prev.key === cfg.key) {
+        configs.set(roomId, prev && prev.timelineLimit >= cfg.timelineLimit ? prev : cfg);
+        return;
+      }
+      const state = unionStateConfigs(prev.state, cfg.state);
+      configs.set(roomId, { timelineLimit: Math.max(prev.timelineLimit, cfg.timelineLimit), state, key: stateConfigKey(state) });
     };
     const lists: SyncResponse['lists'] = {};
     const listRooms = new Map<string, string[]>();
@@ -114,11 +151,17 @@ export class SyncEngine {
       const window = computeList(list, candidates, user, this.deps.metas);
       lists[name] = window.result;
       listRooms.set(name, window.roomIds);
-      for (const id of window.roomIds) addConfig(id, list);
+      const cfg = compile(list);
+      for (const id of window.roomIds) addConfig(id, cfg);
     }
-    for (const [roomId, cfg] of conn.ext.subs ?? []) if (user.rooms.has(roomId)) addConfig(roomId, cfg);
+    for (const [roomId, sub] of conn.ext.subs ?? []) if (user.rooms.has(roomId)) addConfig(roomId, compile(sub));
 
-    const plans = [...configs].map(([roomId, cfg]) => this.#plan(conn, user, roomId, cfg)).filter((p): p is RoomPlan => p !== undefined);
+    const previousConfig = memoConfigs(conn.ext.configs ?? {});
+    const plans: RoomPlan[] = [];
+    for (const [roomId, cfg] of configs) {
+      const plan = this.#plan(conn, user, roomId, cfg, previousConfig);
+      if (plan) plans.push(plan);
+    }
     const ctx: BuildContext = {
       pool: this.deps.pool,
       userId: device.userId,
@@ -156,17 +199,25 @@ export class SyncEngine {
       const base = sent.get(roomId) ?? conn.rooms.get(roomId);
       if (base) sent.set(roomId, { ...base, ...update });
     }
+    const usedConfigs = { ...conn.ext.configs };
+    for (const cfg of configs.values()) if (!usedConfigs[cfg.key]) usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
     return {
       response: { lists, rooms, extensions: ext.data },
       sent,
-      ext: ext.positions,
+      ext: { ...ext.positions, configs: usedConfigs },
       stream: upTo,
       hasData: Object.keys(rooms).length > 0 || ext.wakes,
     };
   }
 
   /** Whether (and how) a room in scope is sent; undefined when the client is up to date. */
-  #plan(conn: Connection, user: UserCache, roomId: string, cfg: EffectiveConfig): RoomPlan | undefined {
+  #plan(
+    conn: Connection,
+    user: UserCache,
+    roomId: string,
+    cfg: EffectiveConfig,
+    previousConfig: (key: string) => StateConfig | undefined,
+  ): RoomPlan | undefined {
     const room = user.rooms.get(roomId);
     if (!room) return undefined;
     const sent = conn.rooms.get(roomId);
@@ -177,6 +228,7 @@ export class SyncEngine {
       roomId,
       timelineLimit: cfg.timelineLimit,
       state: cfg.state,
+      stateKey: cfg.key,
       sent,
       initial,
       expandTimeline: false,
@@ -184,7 +236,10 @@ export class SyncEngine {
     };
     if (initial) return plan;
     plan.expandTimeline = cfg.timelineLimit > sent.tl;
-    plan.expandState = stateConfigGrew(deserializeStateConfig(sent.rs), cfg.state);
+    if (sent.rs !== cfg.key) {
+      const before = previousConfig(sent.rs);
+      plan.expandState = before === undefined || stateConfigGrew(before, cfg.state);
+    }
     const upTo = room.membership === 'join' ? Number.POSITIVE_INFINITY : room.membershipPos;
     const newData =
       Math.min(Math.max(meta?.latestNid ?? 0, meta?.statePos ?? 0), upTo) > sent.pos ||
@@ -195,39 +250,57 @@ export class SyncEngine {
     return newData || countsChanged || membershipChanged || plan.expandTimeline || plan.expandState ? plan : undefined;
   }
 
-  /** Resolves on the first bus message relevant to this request, or after `ms`. */
-  #waitForActivity(device: Device, req: SyncRequest, ms: number, signal: AbortSignal): Promise<'woke' | 'timeout' | 'expired'> {
+  /**
+   * Collects bus messages relevant to this request from now on. `next()` resolves at once if
+   * one arrived since the last call (e.g. during a computation), else on the next one, or after `ms`.
+   */
+  #watch(device: Device, req: SyncRequest) {
     const { bus, users } = this.deps;
-    return new Promise((resolve) => {
-      const unsubscribe: (() => void)[] = [];
-      const finish = (why: 'woke' | 'timeout' | 'expired') => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
+    let pending: 'woke' | 'expired' | undefined;
+    let wake: ((why: 'woke' | 'expired') => void) | undefined;
+    const signalWake = (why: 'woke' | 'expired') => {
+      if (pending !== 'expired') pending = why;
+      wake?.(why);
+    };
+    const inRooms = (roomId: string) => users.peek(device.userId)?.rooms.has(roomId) ?? false;
+    const mine = (m: { userId: string; deviceId: string }) => m.userId === device.userId && m.deviceId === device.deviceId;
+    const wantsDeviceData = req.extensions.toDevice !== undefined || req.extensions.e2ee !== undefined;
+    const unsubscribe = [
+      bus.subscribe('room.changed', (m) => inRooms(m.roomId) && signalWake('woke')),
+      bus.subscribe('user.rooms_changed', (m) => m.userId === device.userId && signalWake('woke')),
+      bus.subscribe(
+        'user.account_data',
+        (m) => m.userId === device.userId && req.extensions.accountData !== undefined && signalWake('woke'),
+      ),
+      bus.subscribe('room.receipts', (m) => req.extensions.receipts !== undefined && inRooms(m.roomId) && signalWake('woke')),
+      bus.subscribe('room.typing', (m) => req.extensions.typing !== undefined && inRooms(m.roomId) && signalWake('woke')),
+      bus.subscribe('device.data', (m) => mine(m) && wantsDeviceData && signalWake('woke')),
+      bus.subscribe('device.token_expired', (m) => mine(m) && signalWake('expired')),
+    ];
+    return {
+      next: (ms: number, signal: AbortSignal): Promise<'woke' | 'timeout' | 'expired'> => {
+        if (pending) {
+          const why = pending;
+          pending = undefined;
+          return Promise.resolve(why);
+        }
+        return new Promise((resolve) => {
+          const finish = (why: 'woke' | 'timeout' | 'expired') => {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', onAbort);
+            wake = undefined;
+            pending = undefined;
+            resolve(why);
+          };
+          const onAbort = () => finish('timeout');
+          const timer = setTimeout(() => finish('timeout'), Math.max(0, ms));
+          signal.addEventListener('abort', onAbort, { once: true });
+          wake = finish;
+        });
+      },
+      dispose: () => {
         for (const u of unsubscribe) u();
-        resolve(why);
-      };
-      const onAbort = () => finish('timeout');
-      const timer = setTimeout(() => finish('timeout'), Math.max(0, ms));
-      signal.addEventListener('abort', onAbort, { once: true });
-      const inRooms = (roomId: string) => users.peek(device.userId)?.rooms.has(roomId) ?? false;
-      const on = <T extends BusTopic>(
-        topic: T,
-        relevant: (m: Parameters<Parameters<typeof bus.subscribe<T>>[1]>[0]) => boolean,
-        why: 'woke' | 'expired' = 'woke',
-      ) => unsubscribe.push(bus.subscribe(topic, (m) => relevant(m) && finish(why)));
-      on('room.changed', (m) => inRooms(m.roomId));
-      on('user.rooms_changed', (m) => m.userId === device.userId);
-      on('user.account_data', (m) => m.userId === device.userId && req.extensions.accountData !== undefined);
-      on('room.receipts', (m) => req.extensions.receipts !== undefined && inRooms(m.roomId));
-      on('room.typing', (m) => req.extensions.typing !== undefined && inRooms(m.roomId));
-      on(
-        'device.data',
-        (m) =>
-          m.userId === device.userId &&
-          m.deviceId === device.deviceId &&
-          (req.extensions.toDevice !== undefined || req.extensions.e2ee !== undefined),
-      );
-      on('device.token_expired', (m) => m.userId === device.userId && m.deviceId === device.deviceId, 'expired');
-    });
+      },
+    };
   }
 }

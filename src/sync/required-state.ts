@@ -2,6 +2,7 @@
 // "$LAZY" (members of the timeline's senders), compiled into a set-like form that unions
 // across lists and subscriptions, tells whether a new config asks for more than an old one,
 // and turns into a store selector.
+import { createHash } from 'node:crypto';
 import type { StateSelector } from '../store/room-reads.js';
 
 export interface StateConfig {
@@ -98,4 +99,14 @@ export function serializeStateConfig(cfg: StateConfig): string[][] {
 export function deserializeStateConfig(entries: string[][]): StateConfig {
   // Entries were stored with $ME already resolved, so no user id is needed here.
   return compileRequiredState(entries as [string, string][], '');
+}
+
+/** A short, order-independent key naming a config, so rooms can remember it by reference. */
+export function stateConfigKey(cfg: StateConfig): string {
+  const canonical = JSON.stringify(
+    serializeStateConfig(cfg)
+      .map((e) => e.join('\0'))
+      .sort(),
+  );
+  return createHash('sha256').update(canonical).digest('base64url').slice(0, 16);
 }

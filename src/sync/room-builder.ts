@@ -5,6 +5,7 @@ import type { RoomMeta, RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { UserCache, UserRoom } from '../cache/user-cache.js';
 import type { Pool } from '../store/db.js';
 import {
+  currentMembers,
   currentState,
   fallbackHeroes,
   latestTimelines,
@@ -18,13 +19,15 @@ import {
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
-import { type StateConfig, serializeStateConfig, toSelector, wants } from './required-state.js';
+import { type StateConfig, toSelector, wants } from './required-state.js';
 import type { RoomResult } from './types.js';
 
 export interface RoomPlan {
   roomId: string;
   timelineLimit: number;
   state: StateConfig;
+  /** stateConfigKey(state) */
+  stateKey: string;
   sent: RoomSent | undefined;
   /** Send from scratch (never sent, newly joined, or membership changed). */
   initial: boolean;
@@ -98,9 +101,54 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
       .filter((r) => r.sender === ctx.userId)
       .map((r) => r.eventId),
   );
+  const lazy = await loadLazyMembers(ctx, eventPlans, timelines, state);
   for (const plan of eventPlans) {
-    out.set(plan.roomId, await buildJoinedOrLeft(ctx, plan, timelines.get(plan.roomId) ?? [], state.get(plan.roomId) ?? [], txnIds));
+    const members = lazy.get(plan.roomId);
+    out.set(
+      plan.roomId,
+      await buildJoinedOrLeft(
+        ctx,
+        plan,
+        timelines.get(plan.roomId) ?? [],
+        [...(state.get(plan.roomId) ?? []), ...(members?.rows ?? [])],
+        members?.sent,
+        txnIds,
+      ),
+    );
   }
+  return out;
+}
+
+/**
+ * $LAZY: the members of the returned timeline's senders and member-event targets that this
+ * connection has not sent yet; for joined rooms in one query across rooms.
+ */
+async function loadLazyMembers(
+  ctx: BuildContext,
+  plans: RoomPlan[],
+  timelines: Map<string, TimelineRow[]>,
+  state: Map<string, StateRow[]>,
+) {
+  const out = new Map<string, { rows: StateRow[]; sent: Set<string> }>();
+  const joinedPairs: { roomId: string; userId: string }[] = [];
+  for (const plan of plans) {
+    if (!plan.state.lazyMembers) continue;
+    const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
+    const sent = new Set(plan.initial ? [] : (plan.sent?.lazy ?? []));
+    const wanted = new Set<string>();
+    for (const r of (timelines.get(plan.roomId) ?? []).slice(0, plan.timelineLimit)) {
+      wanted.add(r.sender);
+      if (r.type === MEMBER && r.stateKey) wanted.add(r.stateKey);
+    }
+    const already = new Set((state.get(plan.roomId) ?? []).filter((s) => s.type === MEMBER).map((s) => s.stateKey));
+    const missing = [...wanted].filter((u) => !sent.has(u) && !already.has(u));
+    for (const u of wanted) sent.add(u);
+    const entry = { rows: [] as StateRow[], sent };
+    out.set(plan.roomId, entry);
+    if (room.membership === 'join') for (const userId of missing) joinedPairs.push({ roomId: plan.roomId, userId });
+    else entry.rows = await memberEvents(ctx.pool, plan.roomId, missing, roomUpTo(ctx, room));
+  }
+  for (const row of await currentMembers(ctx.pool, joinedPairs)) out.get(row.roomId)?.rows.push(row);
   return out;
 }
 
@@ -119,9 +167,8 @@ async function loadState(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<stri
     const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
     const fromScratch = plan.initial || plan.expandState;
     if (fromScratch && room.membership === 'join') {
-      const k = JSON.stringify(serializeStateConfig(plan.state));
-      const g = groups.get(k) ?? { cfg: plan.state, roomIds: [] };
-      groups.set(k, g);
+      const g = groups.get(plan.stateKey) ?? { cfg: plan.state, roomIds: [] };
+      groups.set(plan.stateKey, g);
       g.roomIds.push(plan.roomId);
     } else if (fromScratch) {
       add(await stateAsOf(ctx.pool, plan.roomId, roomUpTo(ctx, room), toSelector(plan.state)));
@@ -134,7 +181,7 @@ async function loadState(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<stri
 }
 
 function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRoom {
-  const sent: RoomSent = { pos: ctx.upTo, tl: plan.timelineLimit, rs: serializeStateConfig(plan.state), m: room.membership };
+  const sent: RoomSent = { pos: ctx.upTo, tl: plan.timelineLimit, rs: plan.stateKey, m: room.membership };
   const fresh = plan.initial || plan.sent?.m !== room.membership;
   const dm = ctx.user.dmRooms.has(plan.roomId);
   sent.dm = dm;
@@ -155,6 +202,7 @@ async function buildJoinedOrLeft(
   plan: RoomPlan,
   rows: TimelineRow[],
   stateRows: StateRow[],
+  lazySent: Set<string> | undefined,
   txnIds: Map<string, string>,
 ): Promise<BuiltRoom> {
   const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
@@ -178,31 +226,18 @@ async function buildJoinedOrLeft(
     if (plan.expandTimeline && !fromScratch) result.unstable_expanded_timeline = true;
   }
 
-  // required_state, plus lazily loaded members of the timeline's senders and targets.
-  const lazySent = new Set(fromScratch ? [] : (plan.sent?.lazy ?? []));
-  let required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey));
-  if (plan.state.lazyMembers) {
-    const wanted = new Set<string>();
-    for (const r of returned) {
-      wanted.add(r.sender);
-      if (r.type === MEMBER && r.stateKey) wanted.add(r.stateKey);
-    }
-    const already = new Set(required.filter((s) => s.type === MEMBER).map((s) => s.stateKey));
-    const missing = [...wanted].filter((u) => !lazySent.has(u) && !already.has(u));
-    const members = await memberEvents(ctx.pool, plan.roomId, missing, room.membership === 'join' ? undefined : roomUpTo(ctx, room));
-    required = [...required, ...members];
-    for (const u of wanted) lazySent.add(u);
-  }
+  // required_state (lazily loaded members were added by the caller and are always wanted).
+  const required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey) || (plan.state.lazyMembers && s.type === MEMBER));
   if (required.length) result.required_state = required.map((s) => new RawJson(s.json));
 
   const sent: RoomSent = {
     ...plan.sent,
     pos: roomUpTo(ctx, room),
     tl: plan.timelineLimit,
-    rs: serializeStateConfig(plan.state),
+    rs: plan.stateKey,
     m: room.membership,
   };
-  if (plan.state.lazyMembers) sent.lazy = [...lazySent];
+  if (lazySent) sent.lazy = [...lazySent];
   await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
   return { result: fromScratch || hasContent(result) ? result : undefined, sent };
 }

@@ -25,7 +25,8 @@ export async function accountDataExtension(ctx: ExtensionContext): Promise<Exten
     if (row.pos <= from) continue;
     rooms[row.roomId] = [...(rooms[row.roomId] ?? []), new RawJson(row.json)];
   }
-  const roomPositions = new Map<string, Partial<RoomSent>>(scope.map((id) => [id, { ad: ctx.upTo }]));
+  // Only rooms we looked at move on; the others keep their position, so writes scale with changes.
+  const roomPositions = new Map<string, Partial<RoomSent>>(due.map((id) => [id, { ad: ctx.upTo }]));
   return {
     data: { global: global.map((r) => new RawJson(r.json)), rooms },
     wakes: global.length > 0 || Object.keys(rooms).length > 0,

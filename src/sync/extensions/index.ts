@@ -32,6 +32,7 @@ export interface ExtensionContext {
   subscribedRooms: string[];
   /** Room results of this response (rooms sent from scratch get receipts for their timeline). */
   sentRooms: Record<string, RoomResult>;
+  scopeCache: Map<string, string[]>;
 }
 
 export interface ExtensionOutput {
@@ -55,13 +56,22 @@ export interface ExtensionResult {
  * Handles lists with zero, one or several ranges (Synapse only copes with exactly one).
  */
 export function roomsInScope(ctx: ExtensionContext, scope: { lists: string[] | undefined; rooms: string[] | undefined }): string[] {
+  // Extensions usually share a scope; a window can hold thousands of rooms, so compute it once.
+  const memoKey = JSON.stringify([scope.lists, scope.rooms]);
+  const cached = ctx.scopeCache.get(memoKey);
+  if (cached) return cached;
   const out = new Set<string>();
   const allLists = scope.lists === undefined || scope.lists.includes('*');
   for (const [name, ids] of ctx.listRooms) if (allLists || scope.lists?.includes(name)) for (const id of ids) out.add(id);
-  const inAnyScope = new Set([...[...ctx.listRooms.values()].flat(), ...ctx.subscribedRooms]);
-  if (scope.rooms === undefined || scope.rooms.includes('*')) for (const id of ctx.subscribedRooms) out.add(id);
-  else for (const id of scope.rooms) if (inAnyScope.has(id)) out.add(id);
-  return [...out];
+  if (scope.rooms === undefined || scope.rooms.includes('*')) {
+    for (const id of ctx.subscribedRooms) out.add(id);
+  } else {
+    const inAnyScope = new Set([...[...ctx.listRooms.values()].flat(), ...ctx.subscribedRooms]);
+    for (const id of scope.rooms) if (inAnyScope.has(id)) out.add(id);
+  }
+  const result = [...out];
+  ctx.scopeCache.set(memoKey, result);
+  return result;
 }
 
 const MODULES: Record<string, (ctx: ExtensionContext) => Promise<ExtensionOutput | undefined>> = {
@@ -75,8 +85,8 @@ const MODULES: Record<string, (ctx: ExtensionContext) => Promise<ExtensionOutput
 export class Extensions {
   constructor(private readonly typing: TypingCache) {}
 
-  async compute(ctx: Omit<ExtensionContext, 'typing'>): Promise<ExtensionResult> {
-    const full: ExtensionContext = { ...ctx, typing: this.typing };
+  async compute(ctx: Omit<ExtensionContext, 'typing' | 'scopeCache'>): Promise<ExtensionResult> {
+    const full: ExtensionContext = { ...ctx, typing: this.typing, scopeCache: new Map() };
     const result: ExtensionResult = { data: {}, positions: { ...ctx.positions }, rooms: new Map(), wakes: false };
     for (const [name, compute] of Object.entries(MODULES)) {
       const out = await compute(full);

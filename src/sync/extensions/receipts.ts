@@ -22,20 +22,30 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
   if (!req) return undefined;
   const rooms: Record<string, unknown> = {};
   const positions = new Map<string, Partial<RoomSent>>();
+  const scratch: string[] = [];
+  const timelineEvents: string[] = [];
+  const deltas: { roomId: string; from: number }[] = [];
   for (const roomId of roomsInScope(ctx, req)) {
-    positions.set(roomId, { rc: ctx.upTo });
     const room = ctx.sentRooms[roomId];
     const from = ctx.roomsSent.get(roomId)?.rc;
-    let rows: ReceiptRow[];
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {
-      const eventIds = (room?.timeline ?? []).map((e) => (JSON.parse(e.text) as { event_id: string }).event_id);
-      rows = await receiptsForEvents(ctx.pool, roomId, ctx.device.userId, eventIds);
-    } else {
+      scratch.push(roomId);
+      for (const e of room?.timeline ?? []) timelineEvents.push((JSON.parse(e.text) as { event_id: string }).event_id);
+    } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from) {
       // Only rooms whose receipts moved since we last sent them cost a query.
-      if ((ctx.metas.get(roomId)?.receiptPos ?? 0) <= from) continue;
-      rows = await receiptsSince(ctx.pool, roomId, ctx.device.userId, from);
+      deltas.push({ roomId, from });
+    } else {
+      continue;
     }
-    if (rows.length) rooms[roomId] = receiptEvent(rows);
+    // Positions move only for rooms looked at, so a quiet window costs no writes.
+    positions.set(roomId, { rc: ctx.upTo });
   }
+  const byRoom = new Map<string, ReceiptRow[]>();
+  const collect = (rows: ReceiptRow[]) => {
+    for (const r of rows) byRoom.set(r.roomId, [...(byRoom.get(r.roomId) ?? []), r]);
+  };
+  collect(await receiptsForEvents(ctx.pool, scratch, ctx.device.userId, timelineEvents));
+  for (const { roomId, from } of deltas) collect(await receiptsSince(ctx.pool, roomId, ctx.device.userId, from));
+  for (const [roomId, rows] of byRoom) rooms[roomId] = receiptEvent(rows);
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
 }

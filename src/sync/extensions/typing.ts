@@ -13,6 +13,7 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
     const typing = ctx.typing.get(roomId);
     const serial = typing ? String(typing.serial) : '';
     const last = ctx.roomsSent.get(roomId)?.ty;
+    if (last === serial) continue;
     positions.set(roomId, { ty: serial });
     // First time in scope: only worth sending when someone is typing.
     if (last === undefined ? typing?.userIds.length : serial !== last) {

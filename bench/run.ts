@@ -1,0 +1,265 @@
+// `npm run bench -- [ingest|msc4186]...`: figures, not pass/fail. Every figure is printed with a
+// ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
+// or a bare bulk insert), because absolute numbers on a shared machine mean little.
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { createInProcessBus } from '../src/bus/bus.js';
+import { RoomMetaCache } from '../src/cache/room-meta-cache.js';
+import { StreamTracker } from '../src/cache/stream-tracker.js';
+import { TypingCache } from '../src/cache/typing-cache.js';
+import { UserCaches } from '../src/cache/user-cache.js';
+import { createAccumulator } from '../src/ingest/accumulator.js';
+import { createPool, type Pool } from '../src/store/db.js';
+import { insertToken } from '../src/store/devices-table.js';
+import { loadMigrations, migrate } from '../src/store/migrate.js';
+import { currentStreamPos } from '../src/store/room-reads.js';
+import { ConnectionManager } from '../src/sync/connections.js';
+import { SyncEngine } from '../src/sync/engine.js';
+import { Extensions } from '../src/sync/extensions/index.js';
+import { toJson } from '../src/sync/json.js';
+import type { SyncRequest } from '../src/sync/types.js';
+import { createLogger } from '../src/telemetry/logger.js';
+import { parseSyncResponse } from '../src/upstream/sync-response.js';
+import { startTestPostgres } from '../test/support/test-postgres.js';
+import { eventCount, initialSync, liveMessage, roomId, userId } from './generate.js';
+
+const logger = createLogger({ level: 'warn', pretty: false });
+const ms = (t0: number) => performance.now() - t0;
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0;
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+async function freshDatabase(serverUrl: string, name: string): Promise<Pool> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const pool = createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+  await migrate(pool, await loadMigrations());
+  return pool;
+}
+
+async function roundTripMs(pool: Pool): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    await pool.query('SELECT 1');
+    xs.push(ms(t0));
+  }
+  return pct(xs, 50);
+}
+
+async function device(pool: Pool, user: string) {
+  const d = { userId: user, deviceId: 'BENCH' };
+  await insertToken(pool, { tokenHash: Buffer.alloc(32, user), tokenEncrypted: Buffer.from('x'), ...d });
+  return d;
+}
+
+function parse(body: unknown) {
+  const parsed = parseSyncResponse(body);
+  if ('error' in parsed) throw new Error(parsed.error);
+  return parsed.response;
+}
+
+/** The cost of writing N event-sized rows with one bulk insert: what the database alone needs. */
+async function bulkInsertBaseline(pool: Pool, rows: number): Promise<number> {
+  await pool.query('CREATE TEMP TABLE IF NOT EXISTS bench_baseline (id text, json text)');
+  const ids = Array.from({ length: rows }, (_, i) => `$b${i}`);
+  const json = ids.map((id) => JSON.stringify({ event_id: id, type: 'm.room.message', content: { body: 'x'.repeat(40) } }));
+  const t0 = performance.now();
+  await pool.query('INSERT INTO bench_baseline SELECT * FROM unnest($1::text[], $2::text[])', [ids, json]);
+  return ms(t0);
+}
+
+async function benchIngest(serverUrl: string) {
+  console.log('\n== ingest ==');
+  for (const rooms of [1_000, 10_000]) {
+    const pool = await freshDatabase(serverUrl, `syncv3_bench_ingest_${rooms}`);
+    const acc = createAccumulator({ pool, bus: createInProcessBus(logger), logger });
+    const d = await device(pool, userId(0));
+    const body = initialSync(
+      Array.from({ length: rooms }, (_, i) => ({ index: i, members: [userId(0), userId(1), userId(2), userId(3)] })),
+      1,
+    );
+    const events = eventCount(body);
+    const t0 = performance.now();
+    await acc.ingest(d, parse(JSON.parse(JSON.stringify(body))));
+    const took = ms(t0);
+    const baseline = await bulkInsertBaseline(pool, events);
+    console.log(
+      `initial sync, ${rooms} rooms, ${events} events: ${fmt(took / 1000)} s, ${fmt(events / (took / 1000))} events/s ` +
+        `(bare bulk insert of as many rows: ${fmt(baseline)} ms; ratio ${fmt(took / baseline)}x)`,
+    );
+    await pool.end();
+  }
+
+  // 100 users sharing 1,000 rooms (each user in 100 rooms, each room with 10 of them): dedup path.
+  const pool = await freshDatabase(serverUrl, 'syncv3_bench_ingest_shared');
+  const bus = createInProcessBus(logger);
+  const acc = createAccumulator({ pool, bus, logger });
+  let total = 0;
+  const t0 = performance.now();
+  for (let u = 0; u < 100; u++) {
+    const mine = Array.from({ length: 100 }, (_, k) => k * 10 + (u % 10));
+    const body = initialSync(
+      mine.map((index) => ({ index, members: Array.from({ length: 10 }, (_, m) => userId((index % 10) + m * 10)) })),
+      1,
+    );
+    total += eventCount(body);
+    await acc.ingest(await device(pool, userId(u)), parse(body));
+  }
+  const took = ms(t0);
+  console.log(`100 users sharing 1000 rooms: ${total} events seen in ${fmt(took / 1000)} s, ${fmt(total / (took / 1000))} events/s`);
+
+  // Poll-to-bus: from the upstream body in hand to the room.changed message.
+  let published = 0;
+  bus.subscribe('room.changed', () => {
+    published = performance.now();
+  });
+  const d = await device(pool, userId(0));
+  const lat: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const body = liveMessage((i % 100) * 10, userId(0), `live ${i}`);
+    const t1 = performance.now();
+    await acc.ingest(d, parse(body));
+    lat.push(published - t1);
+  }
+  const rt = await roundTripMs(pool);
+  console.log(
+    `poll-to-bus latency: p50 ${fmt(pct(lat, 50))} ms, p99 ${fmt(pct(lat, 99))} ms ` +
+      `(PostgreSQL round trip p50 ${fmt(rt)} ms; p50 = ${fmt(pct(lat, 50) / rt)} round trips)`,
+  );
+  await pool.end();
+}
+
+const ELEMENT_X_REQUIRED_STATE: [string, string][] = [
+  ['m.room.name', ''],
+  ['m.room.encryption', ''],
+  ['m.room.member', '$LAZY'],
+  ['m.room.member', '$ME'],
+  ['m.room.topic', ''],
+  ['m.room.avatar', ''],
+  ['m.room.canonical_alias', ''],
+  ['m.room.power_levels', ''],
+  ['org.matrix.msc3401.call.member', '*'],
+  ['m.room.join_rules', ''],
+  ['m.room.tombstone', ''],
+  ['m.room.create', ''],
+  ['m.room.history_visibility', ''],
+  ['io.element.functional_members', ''],
+  ['m.space.parent', '*'],
+  ['m.space.child', '*'],
+  ['org.matrix.msc3672.beacon_info', '*'],
+];
+
+function roomListRequest(range: [number, number], pos: string | undefined, timeoutMs = 0): SyncRequest {
+  return {
+    connId: 'room-list',
+    pos,
+    timeoutMs,
+    lists: new Map([['all_rooms', { ranges: [range], timelineLimit: 1, requiredState: ELEMENT_X_REQUIRED_STATE, filters: {} }]]),
+    roomSubscriptions: new Map(),
+    unsubscribeRooms: [],
+    extensions: {
+      accountData: { lists: undefined, rooms: undefined },
+      receipts: { lists: undefined, rooms: ['*'] },
+      typing: { lists: undefined, rooms: undefined },
+    },
+  };
+}
+
+async function benchMsc4186(serverUrl: string) {
+  console.log('\n== msc4186 (Element X room-list connection) ==');
+  for (const rooms of [1_000, 10_000]) {
+    const pool = await freshDatabase(serverUrl, `syncv3_bench_msc4186_${rooms}`);
+    const bus = createInProcessBus(logger);
+    const acc = createAccumulator({ pool, bus, logger });
+    const d = await device(pool, userId(0));
+    await acc.ingest(
+      d,
+      parse(
+        initialSync(
+          Array.from({ length: rooms }, (_, i) => ({ index: i, members: [userId(0), userId(1), userId(2)] })),
+          1,
+        ),
+      ),
+    );
+    const stream = new StreamTracker(bus, await currentStreamPos(pool));
+    const metas = new RoomMetaCache(pool, bus);
+    const users = new UserCaches(pool, bus, metas);
+    const engine = new SyncEngine({
+      pool,
+      bus,
+      logger,
+      users,
+      metas,
+      stream,
+      connections: new ConnectionManager(pool, { maxPerDevice: 10, maxInMemory: 1000 }),
+      extensions: new Extensions(new TypingCache(bus)),
+    });
+    const signal = new AbortController().signal;
+    const rt = await roundTripMs(pool);
+    global.gc?.();
+    const heapBefore = process.memoryUsage().heapUsed;
+
+    let t0 = performance.now();
+    let res = await engine.sync(d, roomListRequest([0, 19], undefined), signal);
+    toJson(res);
+    const cold = ms(t0);
+    global.gc?.();
+    const heapCaches = process.memoryUsage().heapUsed - heapBefore;
+    const warm: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      t0 = performance.now();
+      toJson(await engine.sync(d, roomListRequest([0, 19], undefined), signal));
+      warm.push(ms(t0));
+    }
+    // Growing by 100 with timeout 0 up to the whole list, as Element X does.
+    t0 = performance.now();
+    res = await engine.sync(d, roomListRequest([0, 19], undefined), signal);
+    for (let end = 99; ; end += 100) {
+      const last = Math.min(end, rooms - 1);
+      res = await engine.sync(d, roomListRequest([0, last], res.pos), signal);
+      toJson(res);
+      if (last === rooms - 1) break;
+    }
+    const whole = ms(t0);
+
+    // Live: a long-poll on the fully loaded list, woken by an ingested message.
+    const lat: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const waiting = engine.sync(d, roomListRequest([0, rooms - 1], res.pos, 30_000), signal);
+      await new Promise((r) => setTimeout(r, 5));
+      const t1 = performance.now();
+      await acc.ingest(d, parse(liveMessage((i * 37) % rooms, userId(1), `live ${i}`)));
+      res = await waiting;
+      toJson(res);
+      lat.push(ms(t1));
+      if (!Object.keys(res.rooms).length) throw new Error('live message not delivered');
+    }
+    console.log(`user in ${rooms} rooms (PostgreSQL round trip p50 ${fmt(rt)} ms):`);
+    console.log(`  first window [0,19], cold caches: ${fmt(cold)} ms (${fmt(cold / rt)} round trips)`);
+    console.log(
+      `  first window [0,19], warm: p50 ${fmt(pct(warm, 50))} ms, p99 ${fmt(pct(warm, 99))} ms (${fmt(pct(warm, 50) / rt)} round trips)`,
+    );
+    console.log(`  whole list by growing 100 at a time: ${fmt(whole / 1000)} s`);
+    console.log(`  live (ingest of the upstream event -> long-poll answered): p50 ${fmt(pct(lat, 50))} ms, p99 ${fmt(pct(lat, 99))} ms`);
+    if (global.gc) console.log(`  cache memory: ${fmt(heapCaches / rooms / 1024)} KiB per room (${fmt(heapCaches / 1024 / 1024)} MiB)`);
+    await pool.end();
+  }
+}
+
+const SCENARIOS: Record<string, (url: string) => Promise<void>> = { ingest: benchIngest, msc4186: benchMsc4186 };
+
+const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);
+const postgres = await startTestPostgres(logger);
+try {
+  console.log(
+    `node ${process.version}; database ${postgres.embedded ? 'embedded PostgreSQL' : new URL(postgres.url).host}${global.gc ? '' : '; run with --expose-gc for memory figures'}`,
+  );
+  for (const name of chosen.length ? chosen : Object.keys(SCENARIOS)) await SCENARIOS[name]?.(postgres.url);
+} finally {
+  await postgres.stop();
+}
