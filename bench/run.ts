@@ -21,7 +21,7 @@ import type { SyncRequest } from '../src/sync/types.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { parseSyncResponse } from '../src/upstream/sync-response.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
-import { eventCount, initialSync, liveMessage, roomId, userId } from './generate.js';
+import { eventCount, initialSync, liveMessage, userId } from './generate.js';
 
 const logger = createLogger({ level: 'warn', pretty: false });
 const ms = (t0: number) => performance.now() - t0;
