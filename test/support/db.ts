@@ -36,22 +36,35 @@ export interface TestDatabase {
   name: string;
   url: string;
   pool: Pool;
+  /** Drops the database (done automatically after the test unless `dropManually`). */
+  drop(): Promise<void>;
+  /** Services using this database, stopped before it is dropped. */
+  users: Set<() => Promise<void>>;
 }
 
 /**
  * Creates a database for this test (migrated, unless `empty`), dropped when the test ends.
  * Names are random so parallel test files on one server never meet.
  */
-export async function createTestDatabase(t: TestContext, opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(t: TestContext, opts: { empty?: boolean; dropManually?: boolean } = {}): Promise<TestDatabase> {
   const name = `syncv3_test_${randomBytes(6).toString('hex')}`;
   const template = opts.empty ? 'template0' : process.env.SYNCV3_TEST_TEMPLATE;
   if (!template) throw new Error('SYNCV3_TEST_TEMPLATE is unset: run tests through `npm test`');
   await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${pg.escapeIdentifier(template)}`));
   const url = databaseUrl(name);
   const pool = createPool({ connectionString: url, max: 10, idleTimeoutMs: 10_000 }, testLogger);
-  t.after(async () => {
-    await pool.end();
-    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
-  });
-  return { name, url, pool };
+  let dropped: Promise<void> | undefined;
+  const users = new Set<() => Promise<void>>();
+  const drop = () => {
+    dropped ??= (async () => {
+      await Promise.all([...users].map((stop) => stop()));
+      await pool.end();
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    })();
+    return dropped;
+  };
+  // node:test runs after-hooks in registration order: callers that start services on this
+  // database drop it themselves, after stopping them.
+  if (!opts.dropManually) t.after(drop);
+  return { name, url, pool, drop, users };
 }

@@ -1,7 +1,7 @@
 // Runs the whole proxy in-process on a loopback port against a fresh test database.
 import type { TestContext } from 'node:test';
 import { type Config, loadConfig } from '../../src/config.js';
-import { type RunningProxy, startProxy } from '../../src/proxy.js';
+import { type ProxyOptions, type RunningProxy, startProxy } from '../../src/proxy.js';
 import { createTestDatabase, type TestDatabase, testLogger } from './db.js';
 
 export interface TestProxy extends RunningProxy {
@@ -12,9 +12,10 @@ export interface TestProxy extends RunningProxy {
 export async function startTestProxy(
   t: TestContext,
   env: Record<string, string> = {},
-  opts: { db?: TestDatabase; migrationsDir?: string } = {},
+  opts: ProxyOptions & { db?: TestDatabase } = {},
 ): Promise<TestProxy> {
-  const db = opts.db ?? (await createTestDatabase(t));
+  const ownDb = opts.db === undefined;
+  const db = opts.db ?? (await createTestDatabase(t, { dropManually: true }));
   const config = loadConfig({
     SYNCV3_SERVER: 'http://127.0.0.1:1',
     SYNCV3_DB: db.url,
@@ -23,7 +24,16 @@ export async function startTestProxy(
     SYNCV3_SHUTDOWN_GRACE_SECS: '1',
     ...env,
   });
-  const proxy = await startProxy(config, testLogger, { migrationsDir: opts.migrationsDir });
-  t.after(() => proxy.stop());
+  const { db: _db, ...proxyOptions } = opts;
+  const proxy = await startProxy(config, testLogger, proxyOptions).catch(async (err) => {
+    if (ownDb) await db.drop();
+    throw err;
+  });
+  // The database's owner stops every proxy sharing it (e.g. a restarted one) before dropping it.
+  db.users.add(proxy.stop);
+  t.after(async () => {
+    await proxy.stop();
+    if (ownDb) await db.drop();
+  });
   return { ...proxy, db, config };
 }
