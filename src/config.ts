@@ -39,6 +39,10 @@ export const VARIABLES = {
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
   SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
   SYNCV3_SHUTDOWN_GRACE_SECS: 'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut (default 10)',
+  SYNCV3_MAX_CONNECTIONS_PER_DEVICE:
+    'ours: sliding sync connections (conn_ids) kept per device; the least recently used goes first (default 10, at least 3)',
+  SYNCV3_CONNECTION_TTL_SECS:
+    "ours: seconds an unused connection is kept; later its pos gets M_UNKNOWN_POS (default 604800, Synapse's 7 days)",
 } as const;
 
 export type VariableName = keyof typeof VARIABLES;
@@ -147,6 +151,9 @@ const schema = z.object({
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
   SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
   SYNCV3_SHUTDOWN_GRACE_SECS: integer(10, 0, 3600),
+  // Element X alone keeps three connections per device (room-list, encryption, notifications).
+  SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
+  SYNCV3_CONNECTION_TTL_SECS: integer(604_800, 60),
 });
 
 /** Rules between variables, checked on the raw values so they are reported with the rest. */
@@ -191,6 +198,8 @@ export interface Config {
   dataDir: string;
   embeddedDbPort: number;
   shutdownGraceMs: number;
+  maxConnectionsPerDevice: number;
+  connectionTtlSecs: number;
 }
 
 /** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
@@ -245,5 +254,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.SYNCV3_DATA_DIR,
     embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
+    maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,
+    connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,
   };
 }

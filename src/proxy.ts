@@ -20,6 +20,7 @@ import { deleteIdleConnections } from './store/connections-table.js';
 import { createPool, type Pool, ping } from './store/db.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import { prune } from './store/retention.js';
 import { currentStreamPos } from './store/room-reads.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { ConnectionManager } from './sync/connections.js';
@@ -45,9 +46,6 @@ export interface ProxyOptions {
   poller?: Partial<PollerOptions>;
   registry?: Partial<DeviceRegistryOptions>;
 }
-
-/** Connections unused this long are deleted (Synapse: 7 days). */
-const CONNECTION_IDLE_SECS = 7 * 24 * 3600;
 
 async function removeStaleSocket(path: string) {
   const info = await stat(path).catch(() => undefined);
@@ -124,7 +122,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const stream = new StreamTracker(bus, await currentStreamPos(pool));
     const metas = new RoomMetaCache(pool, bus);
     const users = new UserCaches(pool, bus, metas);
-    const connections = new ConnectionManager(pool, { maxPerDevice: 10, maxInMemory: 10_000 });
+    const connections = new ConnectionManager(pool, { maxPerDevice: config.maxConnectionsPerDevice, maxInMemory: 10_000 });
     const engine = new SyncEngine({
       pool,
       bus,
@@ -138,11 +136,15 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
       void connections.dropDevice(userId, deviceId).catch((err) => logger.warn({ err }, 'dropping connections failed'));
     });
-    const expiry = setInterval(() => {
-      deleteIdleConnections(pool, CONNECTION_IDLE_SECS).then(
-        (n) => n && logger.info({ connections: n }, 'expired idle connections'),
-        (err) => logger.warn({ err }, 'expiring connections failed'),
-      );
+    // Hourly housekeeping: idle connections first, since they hold back what may be pruned.
+    const expiry = setInterval(async () => {
+      try {
+        const expired = await deleteIdleConnections(pool, config.connectionTtlSecs);
+        const pruned = await prune(pool, { keepPerRoom: 1000, batch: 50_000 });
+        if (expired || pruned.events) logger.info({ expired, pruned }, 'housekeeping');
+      } catch (err) {
+        logger.warn({ err }, 'housekeeping failed');
+      }
     }, 3_600_000).unref();
     lifecycle.onStop('connection expiry', async () => clearInterval(expiry));
 

@@ -253,3 +253,32 @@ describe('accumulator', () => {
     assert.deepEqual(rows[0], { events: 0, since: null });
   });
 });
+
+describe('retention', () => {
+  it('prunes old messages beyond the kept window, never state, and only past every connection', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const { prune } = await import('../../src/store/retention.js');
+    const msgs = Array.from({ length: 12 }, (_, i) => ev('m.room.message', { body: `m${i}` }));
+    await ingest(devices.alice, {
+      next_batch: 'a1',
+      rooms: { join: { '!p:x': joined([create(), member('@alice:x', 'join')], msgs.slice(0, 6)) } },
+    });
+    // A connection that last saw the stream before the second batch holds those events back.
+    const { rows: pos } = await pool.query(`SELECT last_value AS p FROM stream_pos`);
+    await pool.query(
+      `INSERT INTO connections (user_id, device_id, conn_id, confirmed_pos, confirmed_stream) VALUES ('@alice:x', 'A1', 'c', 1, $1)`,
+      [pos[0].p],
+    );
+    await ingest(devices.alice, { next_batch: 'a2', rooms: { join: { '!p:x': joined([], msgs.slice(6)) } } });
+    const held = await prune(pool, { keepPerRoom: 3, batch: 1000 });
+    assert.equal(held.events, 6, 'only events before the connection position go');
+    await pool.query('DELETE FROM connections');
+    const freed = await prune(pool, { keepPerRoom: 3, batch: 1000 });
+    assert.equal(freed.events, 3);
+    const timeline = (await latestTimelines(pool, [{ roomId: '!p:x', after: 0, upTo: 1e12, limit: 100 }])).get('!p:x') ?? [];
+    assert.deepEqual(timeline.map((r) => JSON.parse(r.json).content.body).reverse(), ['m9', 'm10', 'm11']);
+    assert.equal(timeline.at(-1)?.gapBefore, true, 'the oldest kept event marks the pruned gap');
+    const state = await currentState(pool, ['!p:x'], ALL);
+    assert.equal(state.length, 2, 'state events are kept');
+  });
+});

@@ -54,6 +54,8 @@ describe('config', () => {
       SYNCV3_DATA_DIR: '/var/lib/syncv3',
       SYNCV3_EMBEDDED_DB_PORT: '6543',
       SYNCV3_SHUTDOWN_GRACE_SECS: '3',
+      SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '4',
+      SYNCV3_CONNECTION_TTL_SECS: '3600',
     });
     assert.deepEqual(c.server, { kind: 'unix', path: '/run/synapse.sock' });
     assert.deepEqual(c.bind, { kind: 'tcp', host: '::1', port: 9000 });
@@ -66,6 +68,8 @@ describe('config', () => {
     assert.equal(c.httpInitialTimeoutMs, 90_000);
     assert.equal(c.embeddedDbPort, 6543);
     assert.equal(c.shutdownGraceMs, 3000);
+    assert.equal(c.maxConnectionsPerDevice, 4);
+    assert.equal(c.connectionTtlSecs, 3600);
   });
 
   it('accepts a unix socket to listen on and strips a trailing slash from the server URL', () => {
@@ -106,6 +110,7 @@ describe('config', () => {
       SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: 'ten',
       SYNCV3_EMBEDDED_DB_PORT: '70000',
       SYNCV3_SHUTDOWN_GRACE_SECS: 'x',
+      SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '2',
     });
     const named = found.map((p) => p.split(' ')[0]).sort();
     assert.deepEqual(named, [
@@ -116,6 +121,7 @@ describe('config', () => {
       'SYNCV3_HTTP_INITIAL_TIMEOUT_SECS',
       'SYNCV3_HTTP_TIMEOUT_SECS',
       'SYNCV3_LOG_LEVEL',
+      'SYNCV3_MAX_CONNECTIONS_PER_DEVICE',
       'SYNCV3_MAX_DB_CONN',
       'SYNCV3_OTLP_URL',
       'SYNCV3_OTLP_USERNAME',
@@ -131,7 +137,7 @@ describe('config', () => {
       assert.ok(p.endsWith(`${name}: ${VARIABLES[name]}`), `"${p}" should end with the variable's description`);
     }
     const message = new ConfigError(found).message;
-    assert.match(message, /^Invalid configuration \(16 problems\):/);
+    assert.match(message, /^Invalid configuration \(17 problems\):/);
   });
 
   it('requires SYNCV3_SECRET with an external database but not with the embedded one', () => {
