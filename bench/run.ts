@@ -4,18 +4,11 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { createInProcessBus } from '../src/bus/bus.js';
-import { RoomMetaCache } from '../src/cache/room-meta-cache.js';
-import { StreamTracker } from '../src/cache/stream-tracker.js';
-import { TypingCache } from '../src/cache/typing-cache.js';
-import { UserCaches } from '../src/cache/user-cache.js';
 import { createAccumulator } from '../src/ingest/accumulator.js';
 import { createPool, type Pool } from '../src/store/db.js';
 import { insertToken } from '../src/store/devices-table.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
-import { currentStreamPos } from '../src/store/room-reads.js';
-import { ConnectionManager } from '../src/sync/connections.js';
-import { SyncEngine } from '../src/sync/engine.js';
-import { Extensions } from '../src/sync/extensions/index.js';
+import { createSyncService } from '../src/sync/create-engine.js';
 import { toJson } from '../src/sync/json.js';
 import type { SyncRequest } from '../src/sync/types.js';
 import { createLogger } from '../src/telemetry/logger.js';
@@ -186,19 +179,7 @@ async function benchMsc4186(serverUrl: string) {
         ),
       ),
     );
-    const stream = new StreamTracker(bus, await currentStreamPos(pool));
-    const metas = new RoomMetaCache(pool, bus);
-    const users = new UserCaches(pool, bus, metas);
-    const engine = new SyncEngine({
-      pool,
-      bus,
-      logger,
-      users,
-      metas,
-      stream,
-      connections: new ConnectionManager(pool, { maxPerDevice: 10, maxInMemory: 1000 }),
-      extensions: new Extensions(new TypingCache(bus)),
-    });
+    const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 1000 });
     const signal = new AbortController().signal;
     const rt = await roundTripMs(pool);
     global.gc?.();

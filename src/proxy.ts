@@ -4,10 +4,6 @@
 import { readFile, rm, stat } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { type Bus, createInProcessBus } from './bus/bus.js';
-import { RoomMetaCache } from './cache/room-meta-cache.js';
-import { StreamTracker } from './cache/stream-tracker.js';
-import { TypingCache } from './cache/typing-cache.js';
-import { UserCaches } from './cache/user-cache.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { createAccumulator } from './ingest/accumulator.js';
@@ -21,11 +17,8 @@ import { createPool, type Pool, ping } from './store/db.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { prune } from './store/retention.js';
-import { currentStreamPos } from './store/room-reads.js';
 import { createTokenCipher } from './store/token-cipher.js';
-import { ConnectionManager } from './sync/connections.js';
-import { SyncEngine } from './sync/engine.js';
-import { Extensions } from './sync/extensions/index.js';
+import { createSyncService } from './sync/create-engine.js';
 import type { Logger } from './telemetry/logger.js';
 import { createHomeserverClient } from './upstream/homeserver-client.js';
 
@@ -118,21 +111,11 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       { ...DEFAULT_REGISTRY_OPTIONS, whoamiTimeoutMs: config.httpTimeoutMs, ...opts.registry },
     );
 
-    // Read before any poller runs: nothing is in flight, so the sequence is the committed position.
-    const stream = new StreamTracker(bus, await currentStreamPos(pool));
-    const metas = new RoomMetaCache(pool, bus);
-    const users = new UserCaches(pool, bus, metas);
-    const connections = new ConnectionManager(pool, { maxPerDevice: config.maxConnectionsPerDevice, maxInMemory: 10_000 });
-    const engine = new SyncEngine({
-      pool,
-      bus,
-      logger,
-      users,
-      metas,
-      stream,
-      connections,
-      extensions: new Extensions(new TypingCache(bus)),
-    });
+    // Before any poller runs: nothing is in flight, so the stream's current value is committed.
+    const { engine, connections } = await createSyncService(
+      { pool, bus, logger },
+      { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
+    );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
       void connections.dropDevice(userId, deviceId).catch((err) => logger.warn({ err }, 'dropping connections failed'));
     });

@@ -91,7 +91,7 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
         return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
       }),
   );
-  const state = await loadState(ctx, eventPlans);
+  const state = await loadState(ctx, eventPlans, timelines);
   const txnIds = await transactionIdsFor(
     ctx.pool,
     ctx.userId,
@@ -152,8 +152,13 @@ async function loadLazyMembers(
   return out;
 }
 
-/** Batched state loads: joined rooms sharing a config in one query; left rooms as of their leave. */
-async function loadState(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, StateRow[]>> {
+/**
+ * Batched state loads: joined rooms sharing a config in one query; left rooms as of their leave;
+ * deltas as the keys changed since the room was last sent. With $LAZY and a timeline that is
+ * not limited, a delta also carries every membership change, so clients' member lists stay
+ * right (with a limited one they must drop their member cache anyway).
+ */
+async function loadState(ctx: BuildContext, plans: RoomPlan[], timelines: Map<string, TimelineRow[]>): Promise<Map<string, StateRow[]>> {
   const out = new Map<string, StateRow[]>();
   const add = (rows: StateRow[]) => {
     for (const r of rows) {
@@ -173,7 +178,10 @@ async function loadState(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<stri
     } else if (fromScratch) {
       add(await stateAsOf(ctx.pool, plan.roomId, roomUpTo(ctx, room), toSelector(plan.state)));
     } else if ((ctx.metas.get(plan.roomId)?.statePos ?? 0) > (plan.sent?.pos ?? 0)) {
-      add(await stateChangedBetween(ctx.pool, plan.roomId, plan.sent?.pos ?? 0, roomUpTo(ctx, room), toSelector(plan.state)));
+      const limited = (timelines.get(plan.roomId)?.length ?? 0) > plan.timelineLimit;
+      const selector = toSelector(plan.state);
+      if (plan.state.lazyMembers && !limited) selector.types.push(MEMBER);
+      add(await stateChangedBetween(ctx.pool, plan.roomId, plan.sent?.pos ?? 0, roomUpTo(ctx, room), selector));
     }
   }
   for (const g of groups.values()) add(await currentState(ctx.pool, g.roomIds, toSelector(g.cfg)));

@@ -1,0 +1,35 @@
+// Builds the serving side from a pool and a bus: the caches fed by the bus and the engine on
+// top of them. Call it before any poller runs, so the sequence's current value is a committed
+// position.
+import type { Bus } from '../bus/bus.js';
+import { RoomMetaCache } from '../cache/room-meta-cache.js';
+import { StreamTracker } from '../cache/stream-tracker.js';
+import { TypingCache } from '../cache/typing-cache.js';
+import { UserCaches } from '../cache/user-cache.js';
+import type { Pool } from '../store/db.js';
+import { currentStreamPos } from '../store/room-reads.js';
+import type { Logger } from '../telemetry/logger.js';
+import { ConnectionManager } from './connections.js';
+import { SyncEngine } from './engine.js';
+import { Extensions } from './extensions/index.js';
+
+export interface SyncService {
+  engine: SyncEngine;
+  connections: ConnectionManager;
+  users: UserCaches;
+  metas: RoomMetaCache;
+}
+
+export async function createSyncService(
+  deps: { pool: Pool; bus: Bus; logger: Logger },
+  opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
+): Promise<SyncService> {
+  const { pool, bus, logger } = deps;
+  const stream = new StreamTracker(bus, await currentStreamPos(pool));
+  const metas = new RoomMetaCache(pool, bus);
+  const users = new UserCaches(pool, bus, metas);
+  const connections = new ConnectionManager(pool, { maxPerDevice: opts.maxConnectionsPerDevice, maxInMemory: opts.maxConnectionsInMemory });
+  const extensions = new Extensions(new TypingCache(bus));
+  const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions });
+  return { engine, connections, users, metas };
+}
