@@ -20,6 +20,8 @@ import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
 import type { Logger } from './telemetry/logger.js';
+import { createMetrics, type Metrics } from './telemetry/metrics.js';
+import { createForwarder } from './upstream/forwarder.js';
 import { createHomeserverClient } from './upstream/homeserver-client.js';
 
 export interface RunningProxy {
@@ -28,6 +30,7 @@ export interface RunningProxy {
   bus: Bus;
   pollers: PollerManager;
   registry: DeviceRegistry;
+  metrics: Metrics;
   /** Where the client API listens, e.g. `http://127.0.0.1:8008` or the unix socket path. */
   url: string;
   stop(): Promise<void>;
@@ -92,6 +95,9 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const bus = createInProcessBus(logger);
     const homeserver = createHomeserverClient(config.server);
     lifecycle.onStop('homeserver client', () => homeserver.close());
+    const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs });
+    lifecycle.onStop('forwarder', () => forwarder.close());
+    const metrics = createMetrics();
     const cipher = createTokenCipher(secret);
     const accumulator = createAccumulator({ pool, bus, logger });
     const pollers = new PollerManager(
@@ -141,6 +147,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           return { schemaVersion: status.current };
         },
         slidingSync: { registry, engine },
+        frontDoor: { forwarder, pool, metrics },
       },
       { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
     );
@@ -155,7 +162,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       (n) => logger.info({ devices: n }, 'pollers resumed'),
       (err) => logger.error({ err }, 'resuming pollers failed'),
     );
-    return { app, pool, bus, pollers, registry, url, stop: () => lifecycle.stop() };
+    return { app, pool, bus, pollers, registry, metrics, url, stop: () => lifecycle.stop() };
   } catch (err) {
     await lifecycle.stop();
     throw err;

@@ -6,6 +6,7 @@ import { notJson } from '../matrix-error.js';
 import type { Logger } from '../telemetry/logger.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
+import { type FrontDoorDeps, frontDoorRoutes } from './front-door-routes.js';
 import { healthRoutes, type ReadinessCheck } from './health-routes.js';
 import { type SlidingSyncDeps, slidingSyncRoutes } from './sliding-sync-routes.js';
 
@@ -14,6 +15,8 @@ export interface AppDeps {
   ready: ReadinessCheck;
   /** Absent in tests of the bare service. */
   slidingSync?: SlidingSyncDeps;
+  /** /versions, /client/server.json and forwarding to the homeserver; absent in tests of the bare service. */
+  frontDoor?: FrontDoorDeps;
 }
 
 export interface AppOptions {
@@ -62,5 +65,6 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   });
   healthRoutes(app, deps.ready);
   if (deps.slidingSync) slidingSyncRoutes(app, deps.slidingSync);
+  if (deps.frontDoor) frontDoorRoutes(app, deps.frontDoor);
   return app;
 }

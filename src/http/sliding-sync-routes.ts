@@ -1,11 +1,12 @@
 // POST …/org.matrix.simplified_msc3575/sync: MSC4186 on the wire, the engine underneath.
 // A client's first request for a new device waits until that device's initial v2 sync is
 // stored; a client that hangs up stops the work (and commits nothing).
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { DeviceRegistry } from '../poller/device-registry.js';
 import type { SyncEngine } from '../sync/engine.js';
 import { toJson } from '../sync/json.js';
 import { accessToken } from './access-token.js';
+import { disconnectSignal } from './disconnect.js';
 import { parseMsc4186 } from './msc4186-schema.js';
 
 export const MSC4186_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
@@ -13,15 +14,6 @@ export const MSC4186_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3
 export interface SlidingSyncDeps {
   registry: DeviceRegistry;
   engine: SyncEngine;
-}
-
-/** Aborts when the client goes away before the response is written. */
-function disconnectSignal(reply: FastifyReply): AbortSignal {
-  const abort = new AbortController();
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) abort.abort(new Error('client disconnected'));
-  });
-  return abort.signal;
 }
 
 export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {

@@ -30,7 +30,7 @@ describe('service', () => {
 
   it('answers unknown routes with M_UNRECOGNIZED and bad bodies with Matrix errors', async (t) => {
     const proxy = await startTestProxy(t);
-    const unknown = await fetch(`${proxy.url}/_matrix/client/v3/nothing-here?access_token=secret`);
+    const unknown = await fetch(`${proxy.url}/nothing-here?access_token=secret`);
     assert.equal(unknown.status, 404);
     const body = (await unknown.json()) as { errcode: string; error: string };
     assert.equal(body.errcode, 'M_UNRECOGNIZED');

@@ -1,0 +1,185 @@
+// The front door: what lets clients find the proxy and reach the homeserver through it.
+//
+// Clients discover sliding sync only from `GET /_matrix/client/versions` on their homeserver
+// base URL (`unstable_features["org.matrix.simplified_msc3575"]`) and send the sync request to
+// that same base URL. So the proxy answers /versions with the homeserver's answer plus that
+// flag, and, for deployments whose `.well-known` points clients at the proxy, forwards every
+// other request under /_matrix/ and /_synapse/client/ to the homeserver, bodies streamed.
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
+import type { Queryable } from '../store/db.js';
+import { findByTokenHash } from '../store/devices-table.js';
+import { hashToken } from '../store/token-cipher.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { UpstreamError } from '../upstream/errors.js';
+import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
+import { accessToken } from './access-token.js';
+import { disconnectSignal } from './disconnect.js';
+
+export const VERSIONS_PATH = '/_matrix/client/versions';
+export const SERVER_JSON_PATH = '/client/server.json';
+/** The `unstable_features` flag by which Element X and Element Web find sliding sync (MSC4186). */
+export const SLIDING_SYNC_FEATURE = 'org.matrix.simplified_msc3575';
+/** Everything under these is forwarded unless a route of our own matches first. */
+export const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
+
+/** A /versions answer is a few KiB; anything far larger is not one. */
+const VERSIONS_BODY_LIMIT = 1024 * 1024;
+const V2_SYNC_PATH = /^\/_matrix\/client\/(?:v3|r0)\/sync$/;
+const WARN_EVERY_MS = 3_600_000;
+
+export interface FrontDoorDeps {
+  forwarder: Forwarder;
+  /** Where the tokens of polled devices are looked up. */
+  pool: Queryable;
+  metrics: Pick<Metrics, 'v2SyncThroughProxy'>;
+  /** Shown in /client/server.json; defaults to package.json's version. */
+  version?: string;
+}
+
+function packageVersion(): string {
+  try {
+    // src/http/ and dist/http/ both sit two levels below package.json.
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The Matrix error a client gets when the homeserver could not be asked. */
+function upstreamFailure(err: unknown, request: FastifyRequest): unknown {
+  if (!(err instanceof UpstreamError)) return err;
+  // The details (addresses, error codes) go to the log, not to clients.
+  request.log.warn({ err: err.message, path: request.url.split('?')[0] }, 'homeserver request failed');
+  return err.kind === 'timeout' ? upstreamTimeout() : upstreamUnavailable(err.kind === 'bad_response' ? 'bad response' : 'unreachable');
+}
+
+/**
+ * Whether a path has `.` or `..` segments, percent-encoded or not. Forwarded, they could climb
+ * out of the forwarded prefixes wherever they are resolved (nginx in front of the homeserver
+ * does), e.g. `/_matrix/../_synapse/admin/…`. No Client-Server API path has them.
+ */
+function hasDotSegments(path: string): boolean {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    return true;
+  }
+  return decoded.split(/[\\/]/).some((segment) => segment === '.' || segment === '..');
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const firstValue = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
+
+/** The origin the client used to reach us, as a reverse proxy in front of us reports it. */
+function publicOrigin(request: FastifyRequest): string {
+  const forwardedProto = firstValue(request.headers['x-forwarded-proto']);
+  const proto = forwardedProto === 'http' || forwardedProto === 'https' ? forwardedProto : request.protocol;
+  const host = firstValue(request.headers['x-forwarded-host']) ?? (request.host || 'localhost');
+  return `${proto}://${host}`;
+}
+
+export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void {
+  const version = deps.version ?? packageVersion();
+
+  // GET /_matrix/client/versions: the homeserver's answer, with sliding sync advertised.
+  // The client's headers go along (Synapse adds per-user features for an access token).
+  app.get(VERSIONS_PATH, async (request, reply) => {
+    const signal = disconnectSignal(reply);
+    let upstream: ForwardedResponse;
+    let body: Buffer;
+    try {
+      upstream = await deps.forwarder.send(request.raw, { signal, method: 'GET', withoutBody: true });
+      body = await readSmallBody(upstream.body, VERSIONS_BODY_LIMIT);
+    } catch (err) {
+      if (signal.aborted) return reply.code(499).send();
+      throw upstreamFailure(err, request);
+    }
+    const contentType = upstream.headers['content-type'];
+    if (upstream.statusCode < 200 || upstream.statusCode >= 300) {
+      // The homeserver's own failure: pass it on as it was.
+      reply.code(upstream.statusCode);
+      if (typeof contentType === 'string') reply.header('content-type', contentType);
+      return reply.send(body);
+    }
+    let versions: unknown;
+    try {
+      versions = JSON.parse(body.toString('utf8'));
+    } catch {
+      versions = undefined;
+    }
+    if (!isObject(versions)) {
+      throw upstreamFailure(new UpstreamError('bad_response', '/versions answered with something other than a JSON object'), request);
+    }
+    const features = isObject(versions.unstable_features) ? versions.unstable_features : {};
+    return reply
+      .header('content-type', 'application/json; charset=utf-8')
+      .send(JSON.stringify({ ...versions, unstable_features: { ...features, [SLIDING_SYNC_FEATURE]: true } }));
+  });
+
+  // As the Go proxy: {"server", "version"} for the /client/ debugging page. `server` is the
+  // base URL clients reached us by, which serves sliding sync and (forwarded) the rest.
+  app.get(SERVER_JSON_PATH, async (request) => ({ server: publicOrigin(request), version }));
+
+  // A client's own v2 /sync with the token of a device we poll takes that device's to-device
+  // messages away from the poller (the homeserver deletes what it delivers): warn and count.
+  const warnedAt = new Map<string, number>();
+  async function noticeV2Sync(request: FastifyRequest): Promise<void> {
+    let token: string;
+    try {
+      token = accessToken(request);
+    } catch {
+      return;
+    }
+    const device = await findByTokenHash(deps.pool, hashToken(token));
+    if (!device) return;
+    deps.metrics.v2SyncThroughProxy.inc();
+    const key = `${device.userId}\u0000${device.deviceId}`;
+    const t = Date.now();
+    const last = warnedAt.get(key);
+    if (last !== undefined && t - last < WARN_EVERY_MS) return;
+    if (warnedAt.size >= 10_000) {
+      for (const [k, at] of warnedAt) if (t - at >= WARN_EVERY_MS) warnedAt.delete(k);
+    }
+    warnedAt.set(key, t);
+    request.log.warn(
+      { userId: device.userId, deviceId: device.deviceId },
+      'a client ran v2 /sync through the proxy for a device the proxy polls: to-device messages it receives never reach sliding sync',
+    );
+  }
+
+  async function forward(request: FastifyRequest, reply: FastifyReply) {
+    const path = (request.raw.url ?? '').split('?')[0] ?? '';
+    if (hasDotSegments(path)) throw unrecognized(`Unrecognized request: ${request.method} ${path}`);
+    if (request.method === 'GET' && V2_SYNC_PATH.test(path)) {
+      // Alongside the forwarding, never in its way: the client's request goes on regardless.
+      void noticeV2Sync(request).catch((err) => request.log.warn({ err }, 'checking a v2 /sync token failed'));
+    }
+    const signal = disconnectSignal(reply);
+    let upstream: ForwardedResponse;
+    try {
+      upstream = await deps.forwarder.send(request.raw, { signal });
+    } catch (err) {
+      if (signal.aborted) return reply.code(499).send();
+      throw upstreamFailure(err, request);
+    }
+    // From here on the response is ours to write, byte for byte; Fastify stays out of it.
+    reply.hijack();
+    const failure = await streamToClient(upstream, reply.raw, reply.getHeaders());
+    if (failure && !signal.aborted) request.log.warn({ err: failure.message, path }, 'forwarded response cut short');
+    request.log.debug({ method: request.method, path, status: upstream.statusCode, ms: Math.round(reply.elapsedTime) }, 'forwarded');
+  }
+
+  // Own scope, own content-type parser: forwarded bodies are left as the raw stream (no JSON
+  // parsing, no body limit) for the forwarder to pipe upstream. Our own routes under the same
+  // prefixes (sliding sync, /versions) are static and win over these wildcards.
+  app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    for (const prefix of FORWARDED_PREFIXES) scope.all(`${prefix}*`, forward);
+  });
+}
