@@ -1,0 +1,121 @@
+// MSC4186 long-polling through the whole proxy: early return on new upstream data, an empty
+// answer with a fresh pos at the timeout, no waiting for timeout=0 or without pos, and clients
+// that hang up mid-poll.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { createRoomState, message, syncResponse } from '../support/builders.js';
+import { addUser, bodies, queueLater, slidingSync, startStack } from '../support/sliding-sync-client.js';
+
+const ME = '@alice:fake';
+const REQ = { lists: { all: { ranges: [[0, 9]], timeline_limit: 3, required_state: [] } } };
+const LONG = 10_000;
+
+async function started(t: Parameters<typeof startStack>[0]) {
+  const stack = await startStack(t);
+  const alice = addUser(
+    stack.fake,
+    ME,
+    'A',
+    syncResponse({ join: { '!a:fake': { state: createRoomState('!a:fake', ME), timeline: [message('first')] } } }),
+  );
+  const first = await slidingSync(stack.proxy, alice.token, REQ);
+  assert.equal(first.status, 200);
+  return { ...stack, alice, first };
+}
+
+describe('MSC4186 long-polling', () => {
+  it('returns as soon as a new upstream event is ingested', async (t) => {
+    const { fake, proxy, alice, first } = await started(t);
+    const poll = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG });
+    // Give the request time to start waiting, so that it is the wake-up that answers it.
+    await delay(300);
+    const queuedAt = Date.now();
+    const ingested = queueLater(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('ping')] } } }));
+    const res = await poll;
+    await ingested;
+    assert.equal(res.status, 200);
+    assert.deepEqual(bodies(res.body.rooms['!a:fake']?.timeline), ['ping']);
+    assert.ok(res.ms < LONG / 4, `returned early (${res.ms} ms of ${LONG})`);
+    assert.ok(Date.now() - queuedAt < 3000, 'within moments of the upstream event');
+  });
+
+  it('returns after about the timeout with no rooms and a new pos when nothing happens', async (t) => {
+    const { proxy, alice, first } = await started(t);
+    const res = await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 600 });
+    assert.equal(res.status, 200);
+    assert.ok(res.ms >= 550, `waited for the timeout (${res.ms} ms)`);
+    assert.ok(res.ms < 4000, `but not much longer (${res.ms} ms)`);
+    assert.deepEqual(res.body.rooms, {});
+    assert.equal(typeof res.body.pos, 'string');
+    assert.notEqual(res.body.pos, first.body.pos, 'a new pos');
+    const next = await slidingSync(proxy, alice.token, REQ, { pos: res.body.pos, timeout: 0 });
+    assert.equal(next.status, 200, 'the new pos is usable');
+  });
+
+  it('returns at once with timeout=0, and without pos whatever the timeout', async (t) => {
+    const { proxy, alice, first } = await started(t);
+    const zero = await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 0 });
+    assert.equal(zero.status, 200);
+    assert.ok(zero.ms < 1000, `timeout=0 took ${zero.ms} ms`);
+    assert.deepEqual(zero.body.rooms, {});
+    const fresh = await slidingSync(proxy, alice.token, { ...REQ, conn_id: 'fresh' }, { timeout: LONG });
+    assert.equal(fresh.status, 200);
+    assert.ok(fresh.ms < 2000, `no pos took ${fresh.ms} ms`);
+    assert.equal(fresh.body.rooms['!a:fake']?.initial, true);
+  });
+
+  it('takes the timeout from the body too', async (t) => {
+    const { proxy, alice, first } = await started(t);
+    const res = await slidingSync(proxy, alice.token, { ...REQ, pos: first.body.pos, timeout: 400 });
+    assert.equal(res.status, 200);
+    assert.ok(res.ms >= 350, `waited (${res.ms} ms)`);
+    assert.notEqual(res.body.pos, first.body.pos);
+  });
+
+  it('copes with a client that hangs up mid long-poll', async (t) => {
+    const { fake, proxy, alice, first } = await started(t);
+    const abort = new AbortController();
+    const poll = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG, signal: abort.signal });
+    await delay(200);
+    abort.abort();
+    await assert.rejects(poll);
+    const again = await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 0 });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.deepEqual(again.body.rooms, {});
+    // The connection still long-polls and wakes normally.
+    const poll2 = slidingSync(proxy, alice.token, REQ, { pos: again.body.pos, timeout: LONG });
+    await delay(200);
+    await queueLater(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('after hang-up')] } } }));
+    const res = await poll2;
+    assert.equal(res.status, 200);
+    assert.deepEqual(bodies(res.body.rooms['!a:fake']?.timeline), ['after hang-up']);
+    assert.ok(res.ms < LONG / 2);
+  });
+
+  it('lets a newer request with the same pos replace one still long-polling', async (t) => {
+    const { fake, proxy, alice, first } = await started(t);
+    const startedAt = Date.now();
+    const older = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG }).then(
+      () => Date.now(),
+      () => Date.now(),
+    );
+    await delay(200);
+    const newer = await slidingSync(
+      proxy,
+      alice.token,
+      { ...REQ, lists: { all: { ...REQ.lists.all, timeline_limit: 1 } } },
+      {
+        pos: first.body.pos,
+        timeout: 300,
+      },
+    );
+    assert.equal(newer.status, 200);
+    const endedAt = await older;
+    assert.ok(endedAt - startedAt < LONG / 2, 'the replaced long-poll ends instead of hanging on');
+    await queueLater(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('later')] } } }));
+    const next = await slidingSync(proxy, alice.token, REQ, { pos: newer.body.pos, timeout: LONG });
+    assert.equal(next.status, 200);
+    assert.deepEqual(bodies(next.body.rooms['!a:fake']?.timeline), ['later']);
+  });
+});
