@@ -31,5 +31,10 @@ export const unknownToken = (softLogout = false) =>
 export const unknownPos = () => new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown or expired pos; start a new connection');
 export const limitExceeded = (retryAfterMs: number) =>
   new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many requests', { retry_after_ms: retryAfterMs });
+/** A newer request on the same connection took over; the client has already moved on. */
+export const superseded = () => new MatrixError(400, 'M_UNKNOWN', 'Superseded by a newer request on the same connection');
+/** The database went away mid-request (restart, failover): safe to retry. */
+export const storageUnavailable = () =>
+  new MatrixError(503, 'M_UNKNOWN', 'Storage temporarily unavailable; retry', { retry_after_ms: 1000 });
 export const upstreamUnavailable = (why: string) => new MatrixError(502, 'M_UNKNOWN', `Homeserver unavailable: ${why}`);
 export const upstreamTimeout = () => new MatrixError(504, 'M_UNKNOWN', 'Homeserver did not answer in time');

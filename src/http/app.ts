@@ -47,12 +47,14 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   const app = (opts.https ? Fastify({ ...base, https: opts.https } as FastifyServerOptions) : Fastify(base)) as FastifyInstance;
   app.setErrorHandler(errorHandler(bodyLimit));
   // Like Synapse, read any request body as JSON whatever its Content-Type: clients (and curl)
-  // do not all send application/json.
+  // do not all send application/json, and a browser's fetch of a string sends text/plain.
+  // Fastify's own parsers would win for their types, so they go.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
     try {
-      done(null, body === '' ? undefined : JSON.parse(body as string));
+      done(null, JSON.parse(body as string));
     } catch {
-      done(notJson(), undefined);
+      done(notJson(body === '' ? 'Request body is empty' : undefined), undefined);
     }
   });
   app.setNotFoundHandler(notFoundHandler);

@@ -2,7 +2,7 @@
 // 4xx; anything unexpected is logged with the request id and answered with a bland 500 that
 // leaks nothing of the cause.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { MatrixError, notJson, tooLarge, unrecognized } from '../matrix-error.js';
+import { MatrixError, notJson, storageUnavailable, tooLarge, unrecognized } from '../matrix-error.js';
 
 /** Fastify's own error codes for requests it could not parse. */
 function fromFastifyError(err: FastifyError, bodyLimit: number): MatrixError | undefined {
@@ -23,9 +23,20 @@ function fromFastifyError(err: FastifyError, bodyLimit: number): MatrixError | u
   }
 }
 
+/**
+ * PostgreSQL connection loss (restart, failover, admin termination): the request did not
+ * commit, so the client may simply retry. SQLSTATE classes 08 (connection) and 57P (shutdown).
+ */
+function isStorageOutage(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && (/^08/.test(code) || /^57P0[1-3]$/.test(code))) return true;
+  const message = err instanceof Error ? err.message : '';
+  return /Connection terminated|ECONNREFUSED|ECONNRESET/.test(message) && !(err instanceof MatrixError);
+}
+
 export function errorHandler(bodyLimit: number) {
   return (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const matrix = err instanceof MatrixError ? err : fromFastifyError(err, bodyLimit);
+    const matrix = err instanceof MatrixError ? err : isStorageOutage(err) ? storageUnavailable() : fromFastifyError(err, bodyLimit);
     if (matrix) {
       if (matrix.statusCode >= 500) request.log.warn({ err }, 'request failed');
       return reply.code(matrix.statusCode).send(matrix.toJSON());

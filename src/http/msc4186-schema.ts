@@ -3,7 +3,7 @@
 // out of range 400 M_INVALID_PARAM, each naming the field. What can be defaulted is defaulted:
 // matrix-js-sdk answers every 400 by dropping its pos and retrying 50 ms later.
 import { z } from 'zod';
-import { badJson, invalidParam, type MatrixError } from '../matrix-error.js';
+import { badJson, invalidParam, type MatrixError, notJson } from '../matrix-error.js';
 import type { ExtensionsRequest, ListFilters, ListRequest, RoomConfig, SyncRequest } from '../sync/types.js';
 
 export const LIMITS = { lists: 100, listKeyLength: 64, timelineLimit: 1000, toDeviceLimit: 100, connIdLength: 256 };
@@ -133,6 +133,7 @@ export interface ParsedMsc4186 {
 
 /** Parses query and body; throws a MatrixError naming the first bad field. */
 export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedMsc4186 {
+  if (rawBody === undefined) throw notJson('Request body is empty');
   if (typeof rawBody !== 'object' || rawBody === null || Array.isArray(rawBody)) throw badJson('body', 'must be a JSON object');
   const q = query.safeParse(rawQuery ?? {});
   if (!q.success) throw toMatrixError(q.error, '');

@@ -6,7 +6,7 @@ import type { Bus } from '../bus/bus.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
-import { unknownToken } from '../matrix-error.js';
+import { superseded, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
@@ -55,6 +55,11 @@ interface EffectiveConfig {
   key: string;
 }
 
+/** Why work stopped: a newer request on the connection (a Matrix error), or the client's own abort. */
+function stopReason(signal: AbortSignal, abortedByNewer: AbortSignal): unknown {
+  return abortedByNewer.aborted ? superseded() : (signal.reason ?? new Error('aborted'));
+}
+
 /** Deserialises each remembered config at most once per computation. */
 function memoConfigs(stored: Record<string, string[][]>): (key: string) => StateConfig | undefined {
   const cache = new Map<string, StateConfig>();
@@ -82,7 +87,7 @@ export class SyncEngine {
     await previous?.done.catch(() => undefined);
     const abort = new AbortController();
     const linked = AbortSignal.any([signal, abort.signal]);
-    const work = this.#run(conn, device, req, linked);
+    const work = this.#run(conn, device, req, linked, abort.signal);
     conn.inFlight = { abort, done: work };
     try {
       return await work;
@@ -91,7 +96,7 @@ export class SyncEngine {
     }
   }
 
-  async #run(conn: Connection, device: Device, req: SyncRequest, signal: AbortSignal): Promise<SyncResponse> {
+  async #run(conn: Connection, device: Device, req: SyncRequest, signal: AbortSignal, abortedByNewer: AbortSignal): Promise<SyncResponse> {
     this.#applySubscriptions(conn, req);
     // Watch before computing: a message ingested while we compute must still wake the wait.
     const activity = this.#watch(device, req);
@@ -100,11 +105,11 @@ export class SyncEngine {
       const deadline = Date.now() + req.timeoutMs;
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
         const woke = await activity.next(deadline - Date.now(), signal);
-        if (signal.aborted) throw signal.reason ?? new Error('aborted');
+        if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);
         computed = await this.#compute(conn, device, req);
       }
-      if (signal.aborted) throw signal.reason ?? new Error('aborted');
+      if (signal.aborted) throw stopReason(signal, abortedByNewer);
       return await this.#respond(conn, computed);
     } finally {
       activity.dispose();

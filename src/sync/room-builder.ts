@@ -12,6 +12,7 @@ import {
   memberEvents,
   prevBatchFrom,
   type StateRow,
+  type StateSelector,
   stateAsOf,
   stateChangedBetween,
   type TimelineRow,
@@ -69,7 +70,9 @@ const hasContent = (r: RoomResult) =>
       r.invited_count !== undefined ||
       r.required_state?.length ||
       r.timeline?.length ||
-      r.invite_state,
+      r.invite_state ||
+      r.notification_count !== undefined ||
+      r.highlight_count !== undefined,
   );
 
 export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, BuiltRoom>> {
@@ -135,6 +138,12 @@ async function loadLazyMembers(
     if (!plan.state.lazyMembers) continue;
     const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
     const sent = new Set(plan.initial ? [] : (plan.sent?.lazy ?? []));
+    // A member whose membership event changed since the room was last sent is owed again.
+    if (!plan.initial && plan.sent && (ctx.metas.get(plan.roomId)?.statePos ?? 0) > plan.sent.pos) {
+      const members: StateSelector = { all: false, types: [MEMBER], keys: [], pairTypes: [], pairKeys: [] };
+      for (const row of await stateChangedBetween(ctx.pool, plan.roomId, plan.sent.pos, roomUpTo(ctx, room), members))
+        sent.delete(row.stateKey);
+    }
     const wanted = new Set<string>();
     for (const r of (timelines.get(plan.roomId) ?? []).slice(0, plan.timelineLimit)) {
       wanted.add(r.sender);
@@ -224,8 +233,9 @@ async function buildJoinedOrLeft(
   if (plan.timelineLimit > 0) {
     result.timeline = returned.map((r) => withTxnId(r, txnIds));
     const oldest = returned[0];
-    result.limited =
-      rows.length > plan.timelineLimit || returned.some((r, i) => r.gapBefore && (i > 0 || fromScratch || plan.expandTimeline));
+    // More events than fit, or a gap anywhere in what is returned (a delta whose first event
+    // follows a gap has missed events too): never stitch silently.
+    result.limited = rows.length > plan.timelineLimit || returned.some((r) => r.gapBefore);
     if (oldest) {
       const token = oldest.prevBatch ?? (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
       if (token) result.prev_batch = token;
@@ -262,27 +272,46 @@ async function addMetadata(
 ) {
   const changed = <T>(now: T | undefined, before: T | undefined) => (fromScratch ? now !== undefined : now !== undefined && now !== before);
   const joined = room.membership === 'join';
-  if (changed(meta?.name, plan.sent?.name)) result.name = meta?.name;
-  if (changed(meta?.avatar, plan.sent?.avatar)) result.avatar = meta?.avatar;
-  sent.name = meta?.name;
-  sent.avatar = meta?.avatar;
+  // A room the user left or was banned from shows its name as it was then, not any rename since.
+  const { name, avatar } = joined
+    ? { name: meta?.name, avatar: meta?.avatar }
+    : await nameAndAvatarAsOf(ctx, plan.roomId, roomUpTo(ctx, room));
+  if (changed(name, plan.sent?.name)) result.name = name;
+  if (changed(avatar, plan.sent?.avatar)) result.avatar = avatar;
+  sent.name = name;
+  sent.avatar = avatar;
   if (joined) {
     if (changed(meta?.joinedCount, plan.sent?.jc)) result.joined_count = meta?.joinedCount;
     if (changed(meta?.invitedCount, plan.sent?.ic)) result.invited_count = meta?.invitedCount;
     sent.jc = meta?.joinedCount;
     sent.ic = meta?.invitedCount;
-    if (!meta?.name && (fromScratch || result.joined_count !== undefined)) {
+    if (!meta?.name && (fromScratch || result.joined_count !== undefined || result.invited_count !== undefined)) {
       const heroes = await heroesOf(ctx, plan.roomId, room);
       if (heroes.length) result.heroes = heroes;
     }
   }
-  // Real counts from the homeserver's v2 unread_notifications (Synapse's own endpoint sends 0).
-  result.notification_count = room.notificationCount;
-  result.highlight_count = room.highlightCount;
+  // Real counts from the homeserver's v2 unread_notifications (Synapse's own endpoint sends 0),
+  // sent from scratch and whenever they change (a read elsewhere clears them with no new event).
+  if (fromScratch || room.notificationCount !== plan.sent?.nc || room.highlightCount !== plan.sent?.hc) {
+    result.notification_count = room.notificationCount;
+    result.highlight_count = room.highlightCount;
+  }
   const dm = ctx.user.dmRooms.has(plan.roomId);
   if (dm) result.is_dm = true;
   sent.dm = dm;
   result.bump_stamp = joined ? meta?.bumpNid || meta?.latestNid || room.membershipPos : room.membershipPos;
+}
+
+const NAME_AND_AVATAR: StateSelector = { all: false, types: [], keys: [], pairTypes: ['m.room.name', 'm.room.avatar'], pairKeys: ['', ''] };
+
+async function nameAndAvatarAsOf(ctx: BuildContext, roomId: string, pos: number): Promise<{ name?: string; avatar?: string }> {
+  const out: { name?: string; avatar?: string } = {};
+  for (const row of await stateAsOf(ctx.pool, roomId, pos, NAME_AND_AVATAR)) {
+    const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content ?? {};
+    if (row.type === 'm.room.name' && typeof content.name === 'string' && content.name.trim()) out.name = content.name;
+    if (row.type === 'm.room.avatar' && typeof content.url === 'string' && content.url) out.avatar = content.url;
+  }
+  return out;
 }
 
 async function heroesOf(ctx: BuildContext, roomId: string, room: UserRoom): Promise<NonNullable<RoomResult['heroes']>> {
