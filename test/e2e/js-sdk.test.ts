@@ -1,0 +1,131 @@
+// matrix-js-sdk 43, headless in Node, as Element Web drives it: a MatrixClient on Synapse for the
+// Client-Server API, its SlidingSync pointed at the proxy (the proxy does not forward other
+// requests yet), started through startClient({ slidingSync }). No crypto is initialised, so the
+// SDK needs neither wasm nor IndexedDB and sends no e2ee extension.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as sdk from 'matrix-js-sdk';
+import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
+import { SlidingSync } from 'matrix-js-sdk/lib/sliding-sync.js';
+import { failed, startE2eProxy } from '../support/e2e-proxy.js';
+import { eventually, registerUser } from '../support/matrix-users.js';
+import { homeserverForFile } from '../support/synapse.js';
+
+const hs = await homeserverForFile();
+
+/** Keeps the SDK's chatter out of the test output; the tail is printed when a test fails. */
+function quietLogger(lines: string[]): Logger {
+  const log =
+    (level: string) =>
+    (...msg: unknown[]) => {
+      lines.push(`${level} ${msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ')}`);
+      if (lines.length > 500) lines.shift();
+    };
+  const logger: Logger = {
+    trace: log('trace'),
+    debug: log('debug'),
+    info: log('info'),
+    warn: log('warn'),
+    error: log('error'),
+    getChild: () => logger,
+  };
+  return logger;
+}
+
+// Parts of the SDK (SlidingSync itself, MatrixRTC) log through the global loglevel logger, at
+// debug level, rather than through the client's: their children go to the same quiet log, and
+// the global logger itself prints errors only.
+const sdkLog: string[] = [];
+const quiet = quietLogger(sdkLog);
+sdkGlobalLogger.getChild = () => quiet;
+(sdkGlobalLogger as unknown as { setLevel(level: string, persist: boolean): void }).setLevel('error', false);
+
+test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_000 }, async (t) => {
+  const hsUrl = hs.url as string;
+  const proxy = await startE2eProxy(t, hsUrl);
+  const [alice, bob] = await Promise.all([registerUser(hsUrl, 'alice'), registerUser(hsUrl, 'bob')]);
+  const named = await bob.createRoom({ name: 'Book club', invite: [alice.userId] });
+  await alice.join(named);
+  await bob.sendMessage(named, 'welcome to the club');
+  // No m.room.name: clients name it after its other member (the hero).
+  const unnamed = await bob.createRoom({ invite: [alice.userId] });
+  await alice.join(unnamed);
+  await bob.sendMessage(unnamed, 'just us');
+
+  t.afterEach((st) => {
+    if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk log (last 50 lines):\n${sdkLog.slice(-50).join('\n')}\n`);
+  });
+  const client = sdk.createClient({
+    baseUrl: hsUrl,
+    accessToken: alice.accessToken,
+    userId: alice.userId,
+    deviceId: alice.deviceId,
+    logger: quiet,
+  });
+  const lists = new Map([
+    [
+      'all',
+      {
+        ranges: [[0, 19]],
+        timeline_limit: 10,
+        required_state: [
+          ['m.room.name', ''],
+          ['m.room.create', ''],
+          ['m.room.member', '$ME'],
+          ['m.room.member', '$LAZY'],
+        ],
+      },
+    ],
+  ]);
+  // The SDK's own default room subscription. Each request of the SDK leaves a timer of its long
+  // poll + 10 s running even after stopClient(), which only delays this file's exit.
+  const slidingSync = new SlidingSync(proxy.url, lists, { timeline_limit: 20, required_state: [['*', '*']] }, client, 5000);
+  await client.startClient({ slidingSync });
+  try {
+    await scenarios();
+  } finally {
+    // Before the proxy stops (t.after), so no request of the SDK is left failing against it.
+    client.stopClient();
+  }
+
+  async function scenarios() {
+    const texts = (roomId: string) =>
+      (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [])
+        .filter((e) => e.getType() === 'm.room.message')
+        .map((e) => e.getContent().body);
+
+    await t.test('the rooms arrive with their names and timelines', async () => {
+      await eventually('the SDK to have both rooms', async () => (client.getRoom(named) && client.getRoom(unnamed) ? true : undefined));
+      assert.equal(client.getRoom(named)?.name, 'Book club');
+      assert.equal(client.getRoom(unnamed)?.name, bob.localpart, 'named after the hero, from the heroes the proxy sent');
+      assert.deepEqual(texts(named), ['welcome to the club']);
+      assert.deepEqual(texts(unnamed), ['just us']);
+      assert.equal(client.getRoom(named)?.getMyMembership(), 'join');
+      assert.ok(['PREPARED', 'SYNCING'].includes(client.getSyncState() ?? ''), `sync state ${client.getSyncState()}`);
+    });
+
+    await t.test('a message Bob sends appears on the live timeline', async () => {
+      const eventId = await bob.sendMessage(named, 'a live one');
+      const event = await eventually('the live message in the SDK', async () =>
+        client
+          .getRoom(named)
+          ?.getLiveTimeline()
+          .getEvents()
+          .find((e) => e.getId() === eventId),
+      );
+      assert.equal(event.getSender(), bob.userId);
+      assert.deepEqual(texts(named), ['welcome to the club', 'a live one']);
+    });
+
+    await t.test('a rename reaches the room name', async () => {
+      await bob.setState(named, 'm.room.name', '', { name: 'Book club (fiction)' });
+      await eventually('the new name in the SDK', async () => (client.getRoom(named)?.name === 'Book club (fiction)' ? true : undefined));
+    });
+
+    await t.test('an invite shows up as an invited room', async () => {
+      const invite = await bob.createRoom({ name: 'Party', invite: [alice.userId] });
+      const room = await eventually('the invite in the SDK', async () => client.getRoom(invite) ?? undefined);
+      await eventually('membership invite', async () => (room.getMyMembership() === 'invite' ? true : undefined));
+    });
+  }
+});
