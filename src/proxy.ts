@@ -14,13 +14,18 @@ import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
 import { deleteIdleConnections } from './store/connections-table.js';
 import { createPool, type Pool, ping } from './store/db.js';
+import { countToDevice } from './store/device-inbox-table.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
+import { type ErrorReporter, noopReporter } from './telemetry/error-reporting.js';
 import type { Logger } from './telemetry/logger.js';
-import { createMetrics, type Metrics } from './telemetry/metrics.js';
+import type { Metrics } from './telemetry/metrics.js';
+import { startMetricsServer } from './telemetry/metrics-server.js';
+import { startProfilingServer } from './telemetry/profiling-server.js';
+import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import { createForwarder } from './upstream/forwarder.js';
 import { createHomeserverClient } from './upstream/homeserver-client.js';
 
@@ -31,8 +36,13 @@ export interface RunningProxy {
   pollers: PollerManager;
   registry: DeviceRegistry;
   metrics: Metrics;
+  telemetry: Telemetry;
   /** Where the client API listens, e.g. `http://127.0.0.1:8008` or the unix socket path. */
   url: string;
+  /** The SYNCV3_PROM listener (serving /metrics), when configured. */
+  promUrl: string | undefined;
+  /** The SYNCV3_PPROF listener (serving /debug/pprof/), when configured. */
+  pprofUrl: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -77,7 +87,13 @@ async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger) {
 
 export async function startProxy(config: Config, logger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
   const lifecycle = new Lifecycle(logger);
+  let errors: ErrorReporter = noopReporter;
   try {
+    // First to start and last to stop: errors and spans of everything else get reported and flushed.
+    const telemetry = await startTelemetry(config, logger);
+    lifecycle.onStop('telemetry', () => telemetry.stop());
+    errors = telemetry.errors;
+    const metrics = telemetry.metrics;
     let connectionString = config.db;
     if (!connectionString) {
       const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedDbPort }, logger);
@@ -86,22 +102,25 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     }
     const secret = config.secret ?? (await loadOrCreateSecret(config.dataDir, logger));
 
-    const pool = createPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger);
+    const pool = createPool(
+      { connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs },
+      logger,
+      telemetry.tracer,
+    );
     lifecycle.onStop('database pool', () => pool.end());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
     logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'database migrated' : 'database schema is current');
 
-    const bus = createInProcessBus(logger);
-    const homeserver = createHomeserverClient(config.server);
+    const bus = createInProcessBus(logger, telemetry);
+    const homeserver = createHomeserverClient(config.server, telemetry);
     lifecycle.onStop('homeserver client', () => homeserver.close());
     const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs });
     lifecycle.onStop('forwarder', () => forwarder.close());
-    const metrics = createMetrics();
     const cipher = createTokenCipher(secret);
-    const accumulator = createAccumulator({ pool, bus, logger });
+    const accumulator = createAccumulator({ pool, bus, logger, telemetry });
     const pollers = new PollerManager(
-      { homeserver, accumulator, pool, bus, cipher, logger: logger.child({ component: 'poller' }) },
+      { homeserver, accumulator, pool, bus, cipher, logger: logger.child({ component: 'poller' }), telemetry },
       {
         ...DEFAULT_POLLER_OPTIONS,
         httpTimeoutMs: config.httpTimeoutMs,
@@ -118,7 +137,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     );
 
     // Before any poller runs: nothing is in flight, so the stream's current value is committed.
-    const { engine, connections } = await createSyncService(
+    const { engine, connections, users, metas } = await createSyncService(
       { pool, bus, logger },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
@@ -133,9 +152,33 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         if (expired || pruned.events) logger.info({ expired, pruned }, 'housekeeping');
       } catch (err) {
         logger.warn({ err }, 'housekeeping failed');
+        errors.capture(err, { tags: { component: 'housekeeping' } });
       }
     }, 3_600_000).unref();
     lifecycle.onStop('connection expiry', async () => clearInterval(expiry));
+
+    metrics.setSources({
+      pollers: () => pollers.size,
+      activeConnections: () => connections.size,
+      cachedRooms: () => metas.size,
+      cachedUsers: () => users.size,
+      toDeviceBacklog: () => countToDevice(pool),
+      dbPool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    });
+    // The operator listeners start before the client API and stop after it, so a drain can be watched.
+    let promUrl: string | undefined;
+    if (config.prom) {
+      const prom = await startMetricsServer(metrics.registry, config.prom, logger);
+      lifecycle.onStop('metrics listener', () => prom.close());
+      promUrl = prom.url;
+    }
+    let pprofUrl: string | undefined;
+    if (config.pprof) {
+      const secrets = () => [secret, config.otlp?.password, ...pollers.tokens()];
+      const pprof = await startProfilingServer(config.pprof, logger, { secrets });
+      lifecycle.onStop('profiling listener', () => pprof.close());
+      pprofUrl = pprof.url;
+    }
 
     const app = buildApp(
       {
@@ -146,8 +189,9 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           if (status.current !== status.latest) throw new Error(`schema at ${status.current}, expected ${status.latest}`);
           return { schemaVersion: status.current };
         },
-        slidingSync: { registry, engine },
+        slidingSync: { registry, engine, telemetry },
         frontDoor: { forwarder, pool, metrics },
+        errors,
       },
       { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
     );
@@ -160,10 +204,14 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     // Serving does not wait for every device to resume; first polls are throttled inside.
     void pollers.resumeAll().then(
       (n) => logger.info({ devices: n }, 'pollers resumed'),
-      (err) => logger.error({ err }, 'resuming pollers failed'),
+      (err) => {
+        logger.error({ err }, 'resuming pollers failed');
+        errors.capture(err, { tags: { component: 'poller' } });
+      },
     );
-    return { app, pool, bus, pollers, registry, metrics, url, stop: () => lifecycle.stop() };
+    return { app, pool, bus, pollers, registry, metrics, telemetry, url, promUrl, pprofUrl, stop: () => lifecycle.stop() };
   } catch (err) {
+    errors.capture(err, { tags: { component: 'startup' } });
     await lifecycle.stop();
     throw err;
   }

@@ -3,6 +3,7 @@
 // processes share one database. Subscribers run synchronously in publish order, so a
 // subscriber must only update memory and wake waiters, never do I/O inline.
 import type { Logger } from '../telemetry/logger.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 import type { BusMessages, BusTopic } from './messages.js';
 
 export type Handler<T extends BusTopic> = (message: BusMessages[T]) => void;
@@ -13,16 +14,20 @@ export interface Bus {
   subscribe<T extends BusTopic>(topic: T, handler: Handler<T>): () => void;
 }
 
-export function createInProcessBus(logger: Logger): Bus {
+export function createInProcessBus(logger: Logger, telemetry?: Pick<Telemetry, 'metrics' | 'errors'>): Bus {
   const handlers = new Map<BusTopic, Set<Handler<never>>>();
   return {
     publish(topic, message) {
-      for (const handler of handlers.get(topic) ?? []) {
+      const subscribers = handlers.get(topic);
+      telemetry?.metrics.busPublished.inc({ payload_type: topic });
+      if (subscribers?.size) telemetry?.metrics.busDelivered.inc({ payload_type: topic }, subscribers.size);
+      for (const handler of subscribers ?? []) {
         try {
           (handler as Handler<typeof topic>)(message);
         } catch (err) {
           // One broken subscriber must not starve the others or the publisher.
           logger.error({ err, topic }, 'bus subscriber failed');
+          telemetry?.errors.capture(err, { tags: { topic } });
         }
       }
     },

@@ -14,6 +14,8 @@ export interface RoomMeta {
   roomType: string | null | undefined;
   tombstoned: boolean;
   spaceChildren: Set<string>;
+  /** m.room.history_visibility (default shared, as the spec says for an absent or unknown value). */
+  historyVisibility: string;
   joinedCount: number | undefined;
   invitedCount: number | undefined;
   latestNid: number;
@@ -33,6 +35,7 @@ function emptyMeta(roomId: string): RoomMeta {
     roomType: undefined,
     tombstoned: false,
     spaceChildren: new Set(),
+    historyVisibility: 'shared',
     joinedCount: undefined,
     invitedCount: undefined,
     latestNid: 0,
@@ -61,6 +64,9 @@ function applyState(meta: RoomMeta, row: StateRow) {
     case 'm.room.tombstone':
       meta.tombstoned = typeof content.replacement_room === 'string';
       break;
+    case 'm.room.history_visibility':
+      meta.historyVisibility = typeof content.history_visibility === 'string' ? content.history_visibility : 'shared';
+      break;
     case 'm.space.child':
       // A child without `via` was removed from the space.
       if (Array.isArray(content.via) && content.via.length > 0) meta.spaceChildren.add(row.stateKey);
@@ -73,6 +79,7 @@ export class RoomMetaCache {
   /** Rooms whose state changed since loaded, with a counter so a change during a reload is not lost. */
   #stale = new Map<string, number>();
   #listeners = new Set<(roomId: string) => void>();
+  #loading = new Set<string>();
 
   constructor(
     private readonly pool: Pool,
@@ -80,7 +87,12 @@ export class RoomMetaCache {
   ) {
     bus.subscribe('room.changed', (m) => {
       const meta = this.#rooms.get(m.roomId);
-      if (!meta) return;
+      if (!meta) {
+        // Being loaded for the first time: the load may have read the state before this
+        // change, so it must not be taken as fresh.
+        if (this.#loading.has(m.roomId)) this.#stale.set(m.roomId, (this.#stale.get(m.roomId) ?? 0) + 1);
+        return;
+      }
       meta.latestNid = Math.max(meta.latestNid, m.latestNid);
       if (m.bump && m.bump.nid > meta.bumpNid) {
         meta.bumpNid = m.bump.nid;
@@ -112,7 +124,10 @@ export class RoomMetaCache {
     const todo = [...roomIds].filter((id) => !this.#rooms.has(id) || this.#stale.has(id));
     if (todo.length === 0) return;
     const generations = new Map(todo.map((id) => [id, this.#stale.get(id)]));
-    const { rooms, state } = await roomMeta(this.pool, todo);
+    for (const id of todo) this.#loading.add(id);
+    const { rooms, state } = await roomMeta(this.pool, todo).finally(() => {
+      for (const id of todo) this.#loading.delete(id);
+    });
     const fresh = new Map(todo.map((id) => [id, emptyMeta(id)]));
     for (const r of rooms) {
       const meta = fresh.get(r.roomId) as RoomMeta;

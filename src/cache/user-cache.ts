@@ -139,6 +139,11 @@ export class UserCaches {
     });
   }
 
+  /** Users cached in memory (the cache-size gauge). */
+  get size(): number {
+    return this.#users.size;
+  }
+
   peek(userId: string): UserCache | undefined {
     return this.#users.get(userId);
   }

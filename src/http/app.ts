@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
 import { notJson } from '../matrix-error.js';
+import type { ErrorReporter } from '../telemetry/error-reporting.js';
 import type { Logger } from '../telemetry/logger.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
@@ -17,6 +18,8 @@ export interface AppDeps {
   slidingSync?: SlidingSyncDeps;
   /** /versions, /client/server.json and forwarding to the homeserver; absent in tests of the bare service. */
   frontDoor?: FrontDoorDeps;
+  /** Receives unexpected errors (500s); absent: they are only logged. */
+  errors?: ErrorReporter;
 }
 
 export interface AppOptions {
@@ -45,7 +48,7 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   };
   // Fastify types HTTPS servers apart; routes and hooks are the same, so one type serves both.
   const app = (opts.https ? Fastify({ ...base, https: opts.https } as FastifyServerOptions) : Fastify(base)) as FastifyInstance;
-  app.setErrorHandler(errorHandler(bodyLimit));
+  app.setErrorHandler(errorHandler(bodyLimit, deps.errors));
   // Like Synapse, read any request body as JSON whatever its Content-Type: clients (and curl)
   // do not all send application/json, and a browser's fetch of a string sends text/plain.
   // Fastify's own parsers would win for their types, so they go.

@@ -3,6 +3,7 @@
 // leaks nothing of the cause.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { MatrixError, notJson, storageUnavailable, tooLarge, unrecognized } from '../matrix-error.js';
+import type { ErrorReporter } from '../telemetry/error-reporting.js';
 
 /** Fastify's own error codes for requests it could not parse. */
 function fromFastifyError(err: FastifyError, bodyLimit: number): MatrixError | undefined {
@@ -34,7 +35,8 @@ function isStorageOutage(err: unknown): boolean {
   return /Connection terminated|ECONNREFUSED|ECONNRESET/.test(message) && !(err instanceof MatrixError);
 }
 
-export function errorHandler(bodyLimit: number) {
+/** `errors` receives what ends in a 500 (bugs), with the request's method and path, never its query. */
+export function errorHandler(bodyLimit: number, errors?: ErrorReporter) {
   return (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const matrix = err instanceof MatrixError ? err : isStorageOutage(err) ? storageUnavailable() : fromFastifyError(err, bodyLimit);
     if (matrix) {
@@ -42,6 +44,7 @@ export function errorHandler(bodyLimit: number) {
       return reply.code(matrix.statusCode).send(matrix.toJSON());
     }
     request.log.error({ err }, 'unhandled error');
+    errors?.capture(err, { tags: { method: request.method, path: request.url.split('?')[0] ?? '' } });
     return reply.code(500).send({ errcode: 'M_UNKNOWN', error: 'Internal server error' });
   };
 }

@@ -14,7 +14,15 @@ import {
   updateKeyCounts,
   upsertDeviceListChanges,
 } from '../store/device-inbox-table.js';
-import { eventForRedaction, findEvents, insertEvents, insertTransactionIds, markInTimeline, storeRedacted } from '../store/events-table.js';
+import {
+  eventForRedaction,
+  findEvents,
+  healGaps,
+  insertEvents,
+  insertTransactionIds,
+  markInTimeline,
+  storeRedacted,
+} from '../store/events-table.js';
 import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
 import { applyStateChanges, currentStateOf, type RoomUpsert, roomVersions, stateKeyOf, upsertRooms } from '../store/room-state-table.js';
 import {
@@ -26,6 +34,8 @@ import {
   upsertMemberships,
 } from '../store/user-rooms-table.js';
 import type { Logger } from '../telemetry/logger.js';
+import { secondsSince } from '../telemetry/metrics.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
 import { redactEvent, redactionTarget } from './redact.js';
 import { planEvents, planStateChanges, type RoomBlock } from './room-events.js';
@@ -44,13 +54,31 @@ export interface Accumulator {
 
 type Published = () => void;
 
-export function createAccumulator(deps: { pool: Pool; bus: Bus; logger: Logger }): Accumulator {
+export function createAccumulator(deps: {
+  pool: Pool;
+  bus: Bus;
+  logger: Logger;
+  telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>;
+}): Accumulator {
+  const store = async (device: DeviceRef, response: SyncResponse) => {
+    const publish: Published[] = [];
+    const started = performance.now();
+    const summary = await withTransaction(deps.pool, (tx) => ingestInTransaction(tx, device, response, deps.bus, publish));
+    const committed = performance.now();
+    for (const p of publish) p();
+    deps.telemetry?.metrics.ingestDuration.observe((committed - started) / 1000);
+    deps.telemetry?.metrics.busLag.observe(secondsSince(committed));
+    return summary;
+  };
+  const tracer = deps.telemetry?.tracer;
   return {
-    async ingest(device, response) {
-      const publish: Published[] = [];
-      const summary = await withTransaction(deps.pool, (tx) => ingestInTransaction(tx, device, response, deps.bus, publish));
-      for (const p of publish) p();
-      return summary;
+    ingest(device, response) {
+      if (!tracer?.enabled) return store(device, response);
+      return tracer.run('ingest', { user_id: device.userId, device_id: device.deviceId }, async (span) => {
+        const summary = await store(device, response);
+        span.setAttributes({ rooms: summary.rooms, new_events: summary.newEvents, to_device: summary.toDevice, pos: summary.pos });
+        return summary;
+      });
     },
   };
 }
@@ -85,6 +113,11 @@ async function ingestInTransaction(
   const stateBlockPos = plan.inserts.length || blocks.some((b) => b.room.state.length) ? await nextPosition(tx) : 0;
   const inserted = await insertEvents(tx, plan.inserts);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
+  // Every event after the first of a chunk follows its predecessor directly: no gap before it.
+  await healGaps(
+    tx,
+    blocks.flatMap(({ room }) => room.timeline.events.slice(1).map((e) => e.event_id)),
+  );
   const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
   await markInTimeline(
     tx,

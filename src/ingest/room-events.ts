@@ -77,7 +77,9 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>):
         return;
       }
       const inTimeline = i > lastKnown;
-      add(roomId, event, inTimeline, prevBatch, inTimeline && i === 0 && room.timeline.limited);
+      // Nothing precedes a room's create event, whatever `limited` says.
+      const gap = inTimeline && i === 0 && room.timeline.limited && event.type !== 'm.room.create';
+      add(roomId, event, inTimeline, prevBatch, gap);
     });
   }
   return plan;

@@ -8,6 +8,8 @@ import type { Accumulator } from '../ingest/accumulator.js';
 import type { Pool } from '../store/db.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
+import { secondsSince } from '../telemetry/metrics.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
 
@@ -47,6 +49,8 @@ export interface PollerDeps {
   onInitialSyncDone(): void;
   /** Bounds how many first polls (possibly huge initial syncs) run at once. */
   firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
+  /** Metrics, a span per poll, and failed polls reported with the user and device. */
+  telemetry?: Telemetry;
 }
 
 const NO_PRESENCE = { presence: { not_types: ['*'] } };
@@ -77,12 +81,20 @@ export class DevicePoller {
     if (device.initialSyncDone) this.#markInitialDone();
   }
 
+  /** The token in use: only for redacting it from debug dumps (heap snapshots); never log it. */
+  get token(): string {
+    return this.#token;
+  }
+
   get running(): boolean {
     return this.#done !== undefined && !this.#abort.signal.aborted;
   }
 
   start(): void {
-    this.#done ??= this.#loop().catch((err) => this.deps.logger.error({ err }, 'poller crashed'));
+    this.#done ??= this.#loop().catch((err) => {
+      this.deps.logger.error({ err }, 'poller crashed');
+      this.#report(err, 'crashed');
+    });
   }
 
   /** A refreshed token for the same device: the next poll uses it, from the same position. */
@@ -124,27 +136,15 @@ export class DevicePoller {
     const signal = this.#abort.signal;
     let failures = 0;
     let first = true;
+    const telemetry = this.deps.telemetry;
     while (!signal.aborted) {
       const initial = this.#since === undefined;
       try {
-        const poll = () =>
-          this.deps.homeserver.sync(
-            this.#token,
-            // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
-            { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
-            { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
-          );
-        const { response, stats } = first ? await this.deps.firstPollSlot(poll) : await poll();
-        if (stats.droppedEvents) log.warn({ dropped: stats.droppedEvents, since: this.#since }, 'dropped malformed events from /sync');
-        const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response);
-        if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
-        this.#since = response.next_batch;
+        const attributes = { user_id: this.userId, device_id: this.deviceId, initial, first };
+        const once = () => this.#pollOnce(initial, first, signal);
+        await (telemetry ? telemetry.tracer.run('poll', attributes, once) : once());
         failures = 0;
         first = false;
-        if (initial) {
-          this.#markInitialDone();
-          this.deps.onInitialSyncDone();
-        }
       } catch (err) {
         if (signal.aborted) break;
         failures++;
@@ -158,6 +158,37 @@ export class DevicePoller {
     }
   }
 
+  /** One v2 /sync request and the storing of its response. */
+  async #pollOnce(initial: boolean, first: boolean, signal: AbortSignal): Promise<void> {
+    const log = this.deps.logger;
+    const metrics = this.deps.telemetry?.metrics;
+    const poll = () => {
+      metrics?.polls.inc();
+      return this.deps.homeserver.sync(
+        this.#token,
+        // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
+        { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
+        { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
+      );
+    };
+    const { response, stats } = first ? await this.deps.firstPollSlot(poll) : await poll();
+    const received = performance.now();
+    if (stats.droppedEvents) log.warn({ dropped: stats.droppedEvents, since: this.#since }, 'dropped malformed events from /sync');
+    const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response);
+    if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
+    this.#since = response.next_batch;
+    if (initial) {
+      this.#markInitialDone();
+      this.deps.onInitialSyncDone();
+    }
+    metrics?.pollProcessDuration.observe({ initial: String(initial), first: String(first) }, secondsSince(received));
+  }
+
+  /** Sends a failed poll to the error reporter (Sentry) with the user and device it concerns. */
+  #report(err: unknown, kind: string) {
+    this.deps.telemetry?.errors.capture(err, { user: this.userId, device: this.deviceId, tags: { component: 'poller', failure: kind } });
+  }
+
   /** Decides what a failed poll means: how long to wait, or that the loop is over. */
   async #handleFailure(err: unknown, failures: number): Promise<number | 'stop'> {
     const log = this.deps.logger;
@@ -165,11 +196,18 @@ export class DevicePoller {
       const capped = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(failures - 1, 20));
       return Math.round(capped / 2 + Math.random() * (capped / 2));
     };
+    const metrics = this.deps.telemetry?.metrics;
     if (!(err instanceof UpstreamError)) {
       // Most likely the database (restart, network): the same response is fetched again later.
       log.warn({ err, failures }, 'storing a /sync response failed; retrying');
+      metrics?.pollFailures.inc({ kind: 'store' });
+      this.#report(err, 'store');
       return backoff();
     }
+    metrics?.pollFailures.inc({ kind: err.kind });
+    // Transient faults and dead tokens are the homeserver's weather, counted but not reported;
+    // a response we cannot use or a request it calls wrong points at a bug somewhere.
+    if (err.kind === 'bad_response' || err.kind === 'client') this.#report(err, err.kind);
     if (err.tokenDead) {
       const next = await this.deps.onTokenDead(this.#token, err);
       if (!next) {

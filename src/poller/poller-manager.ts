@@ -6,6 +6,7 @@ import type { Pool } from '../store/db.js';
 import { deleteToken, devicesToPoll, idleDevices, latestToken } from '../store/devices-table.js';
 import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 import type { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
 import { DevicePoller, type PollerOptions } from './device-poller.js';
@@ -18,6 +19,7 @@ export interface PollerManagerDeps {
   bus: Bus;
   cipher: TokenCipher;
   logger: Logger;
+  telemetry?: Telemetry;
 }
 
 export interface DeviceToPoll {
@@ -53,6 +55,11 @@ export class PollerManager {
     return this.#pollers.size;
   }
 
+  /** Tokens the pollers use, so debug dumps (heap snapshots) can overwrite them; never log them. */
+  tokens(): string[] {
+    return [...this.#pollers.values()].map((p) => p.token);
+  }
+
   get(userId: string, deviceId: string): DevicePoller | undefined {
     return this.#pollers.get(key(userId, deviceId));
   }
@@ -74,13 +81,14 @@ export class PollerManager {
   }
 
   #pollerDeps(device: DeviceToPoll) {
-    const { homeserver, accumulator, pool, bus, cipher } = this.deps;
+    const { homeserver, accumulator, pool, bus, cipher, telemetry } = this.deps;
     const logger = this.deps.logger.child({ user: device.userId, device: device.deviceId });
     return {
       homeserver,
       accumulator,
       pool,
       logger,
+      telemetry,
       firstPollSlot: <T>(fn: () => Promise<T>) => this.#firstPolls.run(fn),
       onInitialSyncDone: () => bus.publish('device.initial_sync_done', { userId: device.userId, deviceId: device.deviceId }),
       onTokenDead: async (token: string, err: UpstreamError) => {

@@ -44,15 +44,14 @@ export async function createConnection(db: Queryable, k: ConnectionKey): Promise
   return rows[0] as ConnectionRow;
 }
 
-/** Records the response just computed; returns its pos. */
-export async function setPending(db: Queryable, id: number, stream: number, pending: string): Promise<number> {
+/** Records the response just computed; returns its pos, or undefined when the connection is gone. */
+export async function setPending(db: Queryable, id: number, stream: number, pending: string): Promise<number | undefined> {
   const { rows } = await db.query<{ pos: number }>(
     `UPDATE connections SET pending_pos = nextval('connection_pos'), pending_stream = $2, pending = $3, last_used_at = now()
       WHERE id = $1 RETURNING pending_pos AS pos`,
     [id, stream, pending],
   );
-  if (!rows[0]) throw new Error('connection vanished');
-  return rows[0].pos;
+  return rows[0]?.pos;
 }
 
 /** The client used the pending pos: it becomes the confirmed state. */

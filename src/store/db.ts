@@ -2,6 +2,7 @@
 // Table modules take a `Queryable` so the same function runs inside or outside a transaction.
 import pg from 'pg';
 import type { Logger } from '../telemetry/logger.js';
+import type { Tracer } from '../telemetry/tracing.js';
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 export type Pool = pg.Pool;
@@ -17,7 +18,7 @@ export interface PoolOptions {
   applicationName?: string;
 }
 
-export function createPool(opts: PoolOptions, logger: Logger): pg.Pool {
+export function createPool(opts: PoolOptions, logger: Logger, tracer?: Tracer): pg.Pool {
   const pool = new pg.Pool({
     connectionString: opts.connectionString,
     max: opts.max,
@@ -28,7 +29,30 @@ export function createPool(opts: PoolOptions, logger: Logger): pg.Pool {
   // An idle client losing its connection (database restart) emits on the pool; without a
   // listener node would crash the process. The pool replaces the client on next use.
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle PostgreSQL connection lost'));
+  if (tracer?.enabled) traceQueries(pool, tracer);
   return pool;
+}
+
+/**
+ * One span per query (SYNCV3_OTLP_URL only): the pool's own `query` and that of every client
+ * it opens (transactions), promise-style calls only. Callback-style calls are pg-pool's own
+ * inside an already traced `pool.query`, so nothing is counted twice. The SQL text is
+ * parameterized, so it carries no values (tokens, user data).
+ */
+function traceQueries(pool: pg.Pool, tracer: Tracer) {
+  const wrap = (target: { query: unknown }) => {
+    const original = (target.query as (...args: unknown[]) => unknown).bind(target);
+    target.query = (...args: unknown[]) => {
+      const first = args[0] as string | { text?: string; submit?: unknown } | undefined;
+      if (typeof args.at(-1) === 'function' || (typeof first === 'object' && typeof first?.submit === 'function')) return original(...args);
+      const text = typeof first === 'string' ? first : (first?.text ?? '');
+      const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'QUERY';
+      const attributes = { 'db.system.name': 'postgresql', 'db.operation.name': operation, 'db.query.text': text.slice(0, 2000) };
+      return tracer.run(operation, attributes, () => original(...args) as Promise<unknown>, 'client');
+    };
+  };
+  wrap(pool);
+  pool.on('connect', (client) => wrap(client));
 }
 
 /** Runs fn in one transaction; rolls back and rethrows on any error. */

@@ -33,6 +33,12 @@ export async function toDeviceAfter(
   return rows;
 }
 
+/** Messages stored and not yet acknowledged, all devices together (the backlog gauge, on scrape). */
+export async function countToDevice(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::bigint AS n FROM to_device_messages');
+  return rows[0]?.n ?? 0;
+}
+
 /** Deletes what the device acknowledged: every message up to and including `upTo`. */
 export async function ackToDevice(db: Queryable, device: DeviceRef, upTo: number): Promise<number> {
   const res = await db.query('DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND pos <= $3', [

@@ -89,3 +89,12 @@ export async function insertTransactionIds(db: Queryable, rows: { eventId: strin
     [rows.map((r) => r.eventId), rows.map((r) => r.userId), rows.map((r) => r.deviceId), rows.map((r) => r.txnId)],
   );
 }
+
+/**
+ * Clears gap markers that another poller's timeline disproves: an event that a chunk shows
+ * right after its predecessor has nothing missing before it.
+ */
+export async function healGaps(db: Queryable, eventIds: string[]): Promise<void> {
+  if (eventIds.length === 0) return;
+  await db.query('UPDATE events SET gap_before = false WHERE event_id = ANY($1::text[]) AND gap_before', [eventIds]);
+}

@@ -162,7 +162,15 @@ export interface RoomMetaRow {
 }
 
 /** The state types room metadata is computed from (name, avatar, encryption, type, space children, tombstone). */
-export const META_STATE_TYPES = ['m.room.create', 'm.room.name', 'm.room.avatar', 'm.room.encryption', 'm.room.tombstone', 'm.space.child'];
+export const META_STATE_TYPES = [
+  'm.room.create',
+  'm.room.name',
+  'm.room.avatar',
+  'm.room.encryption',
+  'm.room.tombstone',
+  'm.space.child',
+  'm.room.history_visibility',
+];
 
 export async function roomMeta(db: Queryable, roomIds: string[]): Promise<{ rooms: RoomMetaRow[]; state: StateRow[] }> {
   if (roomIds.length === 0) return { rooms: [], state: [] };
@@ -210,6 +218,42 @@ export async function transactionIdsFor(db: Queryable, userId: string, deviceId:
     [userId, deviceId, eventIds],
   );
   return new Map(rows.map((r) => [r.event_id, r.txn_id]));
+}
+
+/**
+ * For each room, the position at which `userId` last joined it at or before `upTo` (a change
+ * of their member state to a join), or null when no join is known.
+ */
+export async function joinPositions(
+  db: Queryable,
+  userId: string,
+  rooms: { roomId: string; upTo: number }[],
+): Promise<Map<string, number>> {
+  if (rooms.length === 0) return new Map();
+  const { rows } = await db.query<{ room_id: string; pos: number | null }>(
+    `SELECT q.room_id, (
+       SELECT max(sc.pos) FROM state_changes sc
+        WHERE sc.room_id = q.room_id AND sc.type = 'm.room.member' AND sc.state_key = $1 AND sc.pos <= q.up_to
+          AND (SELECT e.json::jsonb -> 'content' ->> 'membership' FROM events e WHERE e.nid = sc.event_nid) = 'join'
+     ) AS pos
+       FROM unnest($2::text[], $3::bigint[]) AS q(room_id, up_to)`,
+    [userId, rooms.map((r) => r.roomId), rooms.map((r) => r.upTo)],
+  );
+  return new Map(rows.filter((r) => r.pos !== null).map((r) => [r.room_id, r.pos as number]));
+}
+
+/** Every change of each room's history visibility, in order: (position, new value). */
+export async function historyVisibilityChanges(db: Queryable, roomIds: string[]): Promise<Map<string, { pos: number; value: string }[]>> {
+  const out = new Map<string, { pos: number; value: string }[]>();
+  if (roomIds.length === 0) return out;
+  const { rows } = await db.query<{ room_id: string; pos: number; value: string | null }>(
+    `SELECT sc.room_id, sc.pos, (SELECT e.json::jsonb -> 'content' ->> 'history_visibility' FROM events e WHERE e.nid = sc.event_nid) AS value
+       FROM state_changes sc WHERE sc.room_id = ANY($1::text[]) AND sc.type = 'm.room.history_visibility' AND sc.state_key = ''
+      ORDER BY sc.room_id, sc.pos`,
+    [roomIds],
+  );
+  for (const r of rows) out.set(r.room_id, [...(out.get(r.room_id) ?? []), { pos: r.pos, value: r.value ?? 'shared' }]);
+  return out;
 }
 
 export async function currentStreamPos(db: Queryable): Promise<number> {

@@ -3,7 +3,7 @@
 // that response's changes become confirmed). Anything else, including a pos of another user,
 // device or conn_id, is M_UNKNOWN_POS. State lives in Postgres so a restart keeps clients'
 // positions valid, and in memory for speed.
-import { unknownPos } from '../matrix-error.js';
+import { unknownPos, unknownToken } from '../matrix-error.js';
 import {
   type ConnectionKey,
   type ConnectionRow,
@@ -16,6 +16,7 @@ import {
   trimConnections,
 } from '../store/connections-table.js';
 import { type Pool, withTransaction } from '../store/db.js';
+import { latestToken } from '../store/devices-table.js';
 import type { RoomConfig } from './types.js';
 
 /** What a connection has sent of one room. */
@@ -91,12 +92,18 @@ export class ConnectionManager {
     private readonly opts: ConnectionOptions,
   ) {}
 
+  /** Connections held in memory (the active-connections gauge). */
+  get size(): number {
+    return this.#memory.size;
+  }
+
   /** The connection a request continues (or starts, without pos). Throws M_UNKNOWN_POS. */
   async resolve(key: ConnectionKey, pos: string | undefined): Promise<Connection> {
     if (pos === undefined) return this.#create(key);
     const n = /^\d{1,15}$/.test(pos) ? Number(pos) : Number.NaN;
     const conn = this.#memory.get(keyString(key)) ?? (await this.#load(key));
-    if (!conn || Number.isNaN(n)) throw unknownPos();
+    if (!conn) throw await this.#gone(key);
+    if (Number.isNaN(n)) throw unknownPos();
     if (n === conn.pos) {
       conn.pending = undefined;
     } else if (conn.pending && n === conn.pending.pos) {
@@ -112,8 +119,18 @@ export class ConnectionManager {
   async commit(conn: Connection, stream: number, rooms: Map<string, RoomSent>, ext: ExtensionPositions): Promise<string> {
     const pending = JSON.stringify({ rooms: [...rooms], ext });
     const pos = await setPending(this.pool, conn.id, stream, pending);
+    if (pos === undefined) throw await this.#gone(conn.key);
     conn.pending = { pos, stream, rooms, ext };
     return String(pos);
+  }
+
+  /**
+   * Why a connection is not there. A request authenticated just before its token died races
+   * the deletion of the device's connections: it must hear 401, as the next request will. A
+   * device that still has a token (refreshed) simply lost this connection: M_UNKNOWN_POS.
+   */
+  async #gone(key: ConnectionKey) {
+    return (await latestToken(this.pool, key.userId, key.deviceId)) ? unknownPos() : unknownToken(false);
   }
 
   /** The token died or the device went away: its connections end (next pos is unknown). */

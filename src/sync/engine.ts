@@ -29,6 +29,11 @@ export interface Device {
   deviceId: string;
 }
 
+/** Filled in by sync() for metrics and the access log: time spent long-poll waiting, in ms. */
+export interface SyncTiming {
+  waitMs: number;
+}
+
 export interface EngineDeps {
   pool: Pool;
   bus: Bus;
@@ -77,7 +82,7 @@ function memoConfigs(stored: Record<string, string[][]>): (key: string) => State
 export class SyncEngine {
   constructor(private readonly deps: EngineDeps) {}
 
-  async sync(device: Device, req: SyncRequest, signal: AbortSignal): Promise<SyncResponse> {
+  async sync(device: Device, req: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
     const key = { ...device, connId: req.connId };
     const conn = await this.deps.connections.resolve(key, req.pos);
     // One request per connection at a time: a newer one (the client gave up on the old
@@ -87,7 +92,7 @@ export class SyncEngine {
     await previous?.done.catch(() => undefined);
     const abort = new AbortController();
     const linked = AbortSignal.any([signal, abort.signal]);
-    const work = this.#run(conn, device, req, linked, abort.signal);
+    const work = this.#run(conn, device, req, linked, abort.signal, timing);
     conn.inFlight = { abort, done: work };
     try {
       return await work;
@@ -96,7 +101,14 @@ export class SyncEngine {
     }
   }
 
-  async #run(conn: Connection, device: Device, req: SyncRequest, signal: AbortSignal, abortedByNewer: AbortSignal): Promise<SyncResponse> {
+  async #run(
+    conn: Connection,
+    device: Device,
+    req: SyncRequest,
+    signal: AbortSignal,
+    abortedByNewer: AbortSignal,
+    timing?: SyncTiming,
+  ): Promise<SyncResponse> {
     this.#applySubscriptions(conn, req);
     // Watch before computing: a message ingested while we compute must still wake the wait.
     const activity = this.#watch(device, req);
@@ -104,7 +116,9 @@ export class SyncEngine {
       let computed = await this.#compute(conn, device, req);
       const deadline = Date.now() + req.timeoutMs;
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
+        const waitStart = performance.now();
         const woke = await activity.next(deadline - Date.now(), signal);
+        if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);
         computed = await this.#compute(conn, device, req);

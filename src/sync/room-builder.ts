@@ -8,6 +8,8 @@ import {
   currentMembers,
   currentState,
   fallbackHeroes,
+  historyVisibilityChanges,
+  joinPositions,
   latestTimelines,
   memberEvents,
   prevBatchFrom,
@@ -84,16 +86,7 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
     if (room.membership === 'invite' || room.membership === 'knock') out.set(plan.roomId, buildInvite(ctx, plan, room));
     else eventPlans.push(plan);
   }
-  const timelines = await latestTimelines(
-    ctx.pool,
-    eventPlans
-      .filter((p) => p.timelineLimit > 0)
-      .map((p) => {
-        const room = ctx.user.rooms.get(p.roomId) as UserRoom;
-        const fromScratch = p.initial || p.expandTimeline;
-        return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
-      }),
-  );
+  const timelines = await loadTimelines(ctx, eventPlans);
   const state = await loadState(ctx, eventPlans, timelines);
   const txnIds = await transactionIdsFor(
     ctx.pool,
@@ -120,6 +113,44 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
     );
   }
   return out;
+}
+
+/** Restricted history: members see only what happened since they joined. */
+/** History visibility values under which a later member may see an event. */
+const OPEN_HISTORY = new Set(['shared', 'world_readable']);
+
+/**
+ * Timelines for the rooms being sent: the delta since a room was last sent, or from scratch
+ * its latest events. Events are shared by every user, so an event from before the user joined
+ * is only served if the room's history visibility when it was sent let later members see it
+ * (`shared`, `world_readable`), as Synapse decides per event.
+ */
+async function loadTimelines(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, TimelineRow[]>> {
+  const queries = plans
+    .filter((p) => p.timelineLimit > 0)
+    .map((p) => {
+      const room = ctx.user.rooms.get(p.roomId) as UserRoom;
+      const fromScratch = p.initial || p.expandTimeline;
+      return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
+    });
+  const timelines = await latestTimelines(ctx.pool, queries);
+  const fromScratch = queries.filter((q) => q.after === 0);
+  const visibility = await historyVisibilityChanges(
+    ctx.pool,
+    fromScratch.map((q) => q.roomId),
+  );
+  const restricted = fromScratch.filter((q) => visibility.get(q.roomId)?.some((c) => !OPEN_HISTORY.has(c.value)));
+  const joins = await joinPositions(ctx.pool, ctx.userId, restricted);
+  for (const q of restricted) {
+    const joinedAt = joins.get(q.roomId) ?? (ctx.user.rooms.get(q.roomId) as UserRoom).membershipPos;
+    const changes = visibility.get(q.roomId) ?? [];
+    const visibleBeforeJoin = (nid: number) => OPEN_HISTORY.has(changes.filter((c) => c.pos < nid).at(-1)?.value ?? 'shared');
+    timelines.set(
+      q.roomId,
+      (timelines.get(q.roomId) ?? []).filter((r) => r.nid >= joinedAt || visibleBeforeJoin(r.nid)),
+    );
+  }
+  return timelines;
 }
 
 /**

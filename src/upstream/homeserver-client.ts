@@ -2,6 +2,8 @@
 // off) for every request; a unix socket upstream is the same client with a socketPath.
 import { Agent, request, errors as undiciErrors } from 'undici';
 import type { Upstream } from '../config.js';
+import { secondsSince } from '../telemetry/metrics.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 import { errorFromResponse, UpstreamError } from './errors.js';
 import { type ParseStats, parseSyncResponse, type SyncResponse } from './sync-response.js';
 
@@ -33,7 +35,7 @@ export interface Homeserver {
 
 export const USER_AGENT = 'syncv3-proxy/0.1';
 
-export function createHomeserverClient(upstream: Upstream): Homeserver {
+export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>): Homeserver {
   const origin = upstream.kind === 'url' ? upstream.baseUrl : 'http://localhost';
   const dispatcher = new Agent({
     connect: upstream.kind === 'unix' ? { socketPath: upstream.path } : {},
@@ -43,7 +45,48 @@ export function createHomeserverClient(upstream: Upstream): Homeserver {
     bodyTimeout: 0,
   });
 
-  async function getJson(path: string, token: string, opts: RequestOptions): Promise<unknown> {
+  /**
+   * getJson with a client span and the upstream metrics, labelled by `endpoint` (sync, whoami)
+   * and the HTTP status, or `network`/`timeout` when none came. The span records the path
+   * without its query string; the token is only ever in the Authorization header.
+   */
+  function measuredGetJson(endpoint: string, path: string, token: string, opts: RequestOptions): Promise<unknown> {
+    if (!telemetry) return getJson(path, token, opts, { headers: {}, status: 0 });
+    const route = path.split('?')[0] as string;
+    const { metrics, tracer } = telemetry;
+    return tracer.run(
+      `GET ${route}`,
+      { 'http.request.method': 'GET', 'url.path': route, endpoint },
+      async (span) => {
+        const started = performance.now();
+        const call: { headers: Record<string, string>; status: number } = { headers: {}, status: 0 };
+        tracer.inject(call.headers);
+        try {
+          const body = await getJson(path, token, opts, call);
+          metrics.upstreamDuration.observe({ endpoint, status: String(call.status) }, secondsSince(started));
+          span.setAttributes({ 'http.response.status_code': call.status });
+          return body;
+        } catch (err) {
+          if (err instanceof UpstreamError) {
+            const status = err.details.status === undefined ? '' : String(err.details.status);
+            metrics.upstreamDuration.observe({ endpoint, status: status || err.kind }, secondsSince(started));
+            metrics.upstreamErrors.inc({ endpoint, kind: err.kind, status });
+            if (status) span.setAttributes({ 'http.response.status_code': Number(status) });
+          }
+          throw err;
+        }
+      },
+      'client',
+    );
+  }
+
+  /** `call.headers` are sent along (trace context); `call.status` is set once an answer came. */
+  async function getJson(
+    path: string,
+    token: string,
+    opts: RequestOptions,
+    call: { headers: Record<string, string>; status: number },
+  ): Promise<unknown> {
     const timeout = AbortSignal.timeout(opts.timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     let res: Awaited<ReturnType<typeof request>>;
@@ -51,12 +94,13 @@ export function createHomeserverClient(upstream: Upstream): Homeserver {
       res = await request(`${origin}${path}`, {
         dispatcher,
         method: 'GET',
-        headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, accept: 'application/json' },
+        headers: { ...call.headers, authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, accept: 'application/json' },
         signal,
       });
     } catch (err) {
       throw transportError(err, timeout.aborted, opts.timeoutMs);
     }
+    call.status = res.statusCode;
     let text: string;
     try {
       text = await res.body.text();
@@ -82,7 +126,7 @@ export function createHomeserverClient(upstream: Upstream): Homeserver {
 
   return {
     async whoami(token, opts) {
-      const body = (await getJson('/_matrix/client/v3/account/whoami', token, opts)) as Record<string, unknown> | null;
+      const body = (await measuredGetJson('whoami', '/_matrix/client/v3/account/whoami', token, opts)) as Record<string, unknown> | null;
       if (typeof body?.user_id !== 'string' || typeof body.device_id !== 'string') {
         // Appservice users and some tokens have no device; sliding sync needs one to poll for.
         throw new UpstreamError('bad_response', 'whoami answered without user_id and device_id', { body });
@@ -95,9 +139,12 @@ export function createHomeserverClient(upstream: Upstream): Homeserver {
       if (params.since) query.set('since', params.since);
       if (params.filter) query.set('filter', JSON.stringify(params.filter));
       if (params.setPresence) query.set('set_presence', params.setPresence);
-      const body = await getJson(`/_matrix/client/v3/sync?${query}`, token, opts);
+      const body = await measuredGetJson('sync', `/_matrix/client/v3/sync?${query}`, token, opts);
       const parsed = parseSyncResponse(body);
-      if ('error' in parsed) throw new UpstreamError('bad_response', parsed.error, { body });
+      if ('error' in parsed) {
+        telemetry?.metrics.upstreamErrors.inc({ endpoint: 'sync', kind: 'bad_response', status: '200' });
+        throw new UpstreamError('bad_response', parsed.error, { body });
+      }
       return parsed;
     },
 

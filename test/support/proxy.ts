@@ -2,6 +2,7 @@
 import type { TestContext } from 'node:test';
 import { type Config, loadConfig } from '../../src/config.js';
 import { type ProxyOptions, type RunningProxy, startProxy } from '../../src/proxy.js';
+import type { Logger } from '../../src/telemetry/logger.js';
 import { createTestDatabase, type TestDatabase, testLogger } from './db.js';
 
 export interface TestProxy extends RunningProxy {
@@ -12,7 +13,7 @@ export interface TestProxy extends RunningProxy {
 export async function startTestProxy(
   t: TestContext,
   env: Record<string, string> = {},
-  opts: ProxyOptions & { db?: TestDatabase } = {},
+  opts: ProxyOptions & { db?: TestDatabase; logger?: Logger } = {},
 ): Promise<TestProxy> {
   const ownDb = opts.db === undefined;
   const db = opts.db ?? (await createTestDatabase(t, { dropManually: true }));
@@ -24,8 +25,8 @@ export async function startTestProxy(
     SYNCV3_SHUTDOWN_GRACE_SECS: '1',
     ...env,
   });
-  const { db: _db, ...proxyOptions } = opts;
-  const proxy = await startProxy(config, testLogger, proxyOptions).catch(async (err) => {
+  const { db: _db, logger = testLogger, ...proxyOptions } = opts;
+  const proxy = await startProxy(config, logger, proxyOptions).catch(async (err) => {
     if (ownDb) await db.drop();
     throw err;
   });
