@@ -37,6 +37,10 @@ CREATE TABLE events (
   -- The v2 `prev_batch` of the timeline chunk this event started: a /messages token that
   -- paginates back from just before it.
   prev_batch text,
+  -- The v2 next_batch of the response whose chunk this event started: a sync token after the
+  -- chunk, which /messages also accepts. The fallback when no prev_batch is at or after the
+  -- oldest event served (clients then see some events twice, never miss any).
+  chunk_end_token text,
   -- This event started a `limited` chunk: events before it may be missing. Timelines served
   -- across this point are marked limited rather than silently stitched.
   gap_before boolean NOT NULL DEFAULT false,

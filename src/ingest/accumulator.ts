@@ -109,7 +109,7 @@ async function ingestInTransaction(
   // Events: dedup against the store, insert the new ones in the homeserver's order.
   const allIds = blocks.flatMap(({ room }) => [...room.state, ...room.timeline.events].map((e) => e.event_id));
   const knownBefore = await findEvents(tx, allIds);
-  const plan = planEvents(blocks, knownBefore);
+  const plan = planEvents(blocks, knownBefore, response.next_batch);
   const stateBlockPos = plan.inserts.length || blocks.some((b) => b.room.state.length) ? await nextPosition(tx) : 0;
   const inserted = await insertEvents(tx, plan.inserts);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;

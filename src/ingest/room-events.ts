@@ -40,7 +40,7 @@ export interface EventPlan {
  *   because giving it a position after newer events would scramble the order;
  * - the first event of a `limited` chunk marks a gap, and carries the chunk's prev_batch.
  */
-export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>): EventPlan {
+export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, nextBatch?: string): EventPlan {
   const plan: EventPlan = { inserts: [], promote: [], txnIds: [] };
   const seen = new Set<string>();
   const add = (roomId: string, event: RoomEvent, inTimeline: boolean, prevBatch: string | undefined, gapBefore: boolean) => {
@@ -57,6 +57,7 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>):
       originServerTs: event.origin_server_ts,
       inTimeline,
       prevBatch,
+      chunkEndToken: prevBatch === undefined ? undefined : nextBatch,
       gapBefore,
       json,
     });

@@ -15,6 +15,8 @@ export interface NewEvent {
   originServerTs: number;
   inTimeline: boolean;
   prevBatch: string | undefined;
+  /** Set on chunk starts: the v2 next_batch that ended the chunk. */
+  chunkEndToken: string | undefined;
   gapBefore: boolean;
   json: string;
 }
@@ -35,10 +37,10 @@ export async function insertEvents(db: Queryable, events: NewEvent[]): Promise<M
   const nids = new Map<string, number>();
   if (events.length === 0) return nids;
   const { rows } = await db.query<{ event_id: string; nid: number }>(
-    `INSERT INTO events (event_id, room_id, type, state_key, sender, origin_server_ts, in_timeline, prev_batch, gap_before, json)
-     SELECT e, r, t, sk, s, ts, tl, pb, gap, j
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::boolean[], $8::text[], $9::boolean[], $10::text[])
-            WITH ORDINALITY AS u(e, r, t, sk, s, ts, tl, pb, gap, j, ord)
+    `INSERT INTO events (event_id, room_id, type, state_key, sender, origin_server_ts, in_timeline, prev_batch, gap_before, json, chunk_end_token)
+     SELECT e, r, t, sk, s, ts, tl, pb, gap, j, ce
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::boolean[], $8::text[], $9::boolean[], $10::text[], $11::text[])
+            WITH ORDINALITY AS u(e, r, t, sk, s, ts, tl, pb, gap, j, ce, ord)
       ORDER BY ord
      ON CONFLICT (event_id) DO NOTHING
      RETURNING event_id, nid`,
@@ -53,6 +55,7 @@ export async function insertEvents(db: Queryable, events: NewEvent[]): Promise<M
       events.map((e) => e.prevBatch ?? null),
       events.map((e) => e.gapBefore),
       events.map((e) => e.json),
+      events.map((e) => e.chunkEndToken ?? null),
     ],
   );
   for (const r of rows) nids.set(r.event_id, r.nid);

@@ -49,13 +49,21 @@ export async function latestTimelines(db: Queryable, queries: TimelineQuery[]): 
   return out;
 }
 
-/** The nearest pagination token at or after `nid` in the room (for prev_batch), if any. */
+/**
+ * A /messages token to paginate back from the event at `nid`: the nearest chunk start's
+ * prev_batch at or after it, else the sync token that ended the chunk containing it. Both point
+ * at or after the event, so clients may see some events twice but never miss one.
+ */
 export async function prevBatchFrom(db: Queryable, roomId: string, nid: number): Promise<string | undefined> {
-  const { rows } = await db.query<{ prev_batch: string }>(
-    `SELECT prev_batch FROM events WHERE room_id = $1 AND in_timeline AND nid >= $2 AND prev_batch IS NOT NULL ORDER BY nid LIMIT 1`,
+  const { rows } = await db.query<{ token: string | null }>(
+    `SELECT COALESCE(
+       (SELECT prev_batch FROM events WHERE room_id = $1 AND in_timeline AND nid >= $2 AND prev_batch IS NOT NULL ORDER BY nid LIMIT 1),
+       (SELECT chunk_end_token FROM events WHERE room_id = $1 AND in_timeline AND nid <= $2 AND chunk_end_token IS NOT NULL
+         ORDER BY nid DESC LIMIT 1)
+     ) AS token`,
     [roomId, nid],
   );
-  return rows[0]?.prev_batch;
+  return rows[0]?.token ?? undefined;
 }
 
 /** What required_state asks for, in SQL-friendly form (see sync/required-state.ts). */

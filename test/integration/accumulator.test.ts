@@ -22,6 +22,7 @@ const ev = (type: string, content: Record<string, unknown>, extra: Record<string
   origin_server_ts: 1_700_000_000_000 + n,
   ...extra,
 });
+type Ev = ReturnType<typeof ev>;
 const member = (user: string, membership: string, sender = user) => ev('m.room.member', { membership }, { state_key: user, sender });
 const create = () => ev('m.room.create', { room_version: '11' }, { state_key: '' });
 
@@ -103,6 +104,23 @@ describe('accumulator', () => {
     const [row] = (await latestTimelines(pool, [{ roomId: '!g:x', after: 0, upTo: 1e12, limit: 5 }])).get('!g:x') ?? [];
     assert.equal(row?.gapBefore, true);
     assert.equal(row?.prevBatch, 'gap-token');
+  });
+
+  it('chooses a /messages token at or after any event: the next chunk start, else the sync token ending its chunk', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const { prevBatchFrom } = await import('../../src/store/room-reads.js');
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((body) => ev('m.room.message', { body })) as [Ev, Ev, Ev, Ev];
+    const room = (timeline: unknown[], prevBatch: string) => ({ timeline: { events: timeline, limited: false, prev_batch: prevBatch } });
+    await ingest(devices.alice, {
+      next_batch: 'sync-1',
+      rooms: { join: { '!pb:x': { state: { events: [create()] }, ...room([a, b, c], 'before-a') } } },
+    });
+    const nid = async (e: { event_id: string }) =>
+      (await pool.query('SELECT nid FROM events WHERE event_id = $1', [e.event_id])).rows[0].nid;
+    assert.equal(await prevBatchFrom(pool, '!pb:x', await nid(a)), 'before-a', 'a chunk start has its own token');
+    assert.equal(await prevBatchFrom(pool, '!pb:x', await nid(b)), 'sync-1', 'mid-chunk, with no later chunk: the token ending the chunk');
+    await ingest(devices.alice, { next_batch: 'sync-2', rooms: { join: { '!pb:x': room([d], 'before-d') } } });
+    assert.equal(await prevBatchFrom(pool, '!pb:x', await nid(b)), 'before-d', 'mid-chunk: the next chunk start');
   });
 
   it('serves a kicked user the state as of the kick, nothing after it', async (t) => {
