@@ -1,7 +1,8 @@
-// matrix-js-sdk 43, headless in Node, as Element Web drives it: a MatrixClient on Synapse for the
-// Client-Server API, its SlidingSync pointed at the proxy (the proxy does not forward other
-// requests yet), started through startClient({ slidingSync }). No crypto is initialised, so the
-// SDK needs neither wasm nor IndexedDB and sends no e2ee extension.
+// matrix-js-sdk 43, headless in Node, as Element Web drives it when .well-known points at the
+// proxy: the proxy's URL is the client's ONLY homeserver URL, so /versions, /pushrules/,
+// /capabilities and every other request go through the proxy's front door, and SlidingSync
+// runs through startClient({ slidingSync }). No crypto is initialised, so the SDK needs neither
+// wasm nor IndexedDB and sends no e2ee extension.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as sdk from 'matrix-js-sdk';
@@ -56,7 +57,7 @@ test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_0
     if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk log (last 50 lines):\n${sdkLog.slice(-50).join('\n')}\n`);
   });
   const client = sdk.createClient({
-    baseUrl: hsUrl,
+    baseUrl: proxy.url,
     accessToken: alice.accessToken,
     userId: alice.userId,
     deviceId: alice.deviceId,
@@ -115,6 +116,18 @@ test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_0
       );
       assert.equal(event.getSender(), bob.userId);
       assert.deepEqual(texts(named), ['welcome to the club', 'a live one']);
+    });
+
+    await t.test('a message the SDK sends goes through the proxy to the homeserver and comes back', async () => {
+      const { event_id: eventId } = await client.sendTextMessage(named, 'sent by the SDK');
+      await eventually("the SDK's own message, synced back", async () =>
+        client
+          .getRoom(named)
+          ?.getLiveTimeline()
+          .getEvents()
+          .find((e) => e.getId() === eventId && e.status === null),
+      );
+      assert.deepEqual(texts(named), ['welcome to the club', 'a live one', 'sent by the SDK']);
     });
 
     await t.test('a rename reaches the room name', async () => {
