@@ -140,3 +140,26 @@ describe('MSC4186 typing', () => {
     assert.deepEqual(quiet.body.extensions.typing?.rooms ?? {}, {}, 'an unchanged list is not resent');
   });
 });
+
+describe('MSC4186 typing scope', () => {
+  it('resends the typers of a room that left the window and came back while someone still types', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const room = (id: string) => ({ state: createRoomState(id, BOB, { joined: [ME] }), timeline: [message(id, BOB)] });
+    // !r1 is older than !top, so by recency the window [0,0] holds only !top.
+    const r1 = { ...room('!r1:fake'), ephemeral: [typing(BOB)] };
+    const alice = addUser(fake, ME, 'A', syncResponse({ join: { '!r1:fake': r1, '!top:fake': room('!top:fake') } }));
+    const ext = { extensions: { typing: { enabled: true } } };
+    const wide = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext });
+    assert.deepEqual(wide.body.extensions.typing?.rooms, { '!r1:fake': { type: 'm.typing', content: { user_ids: [BOB] } } });
+    const narrow = await slidingSync(proxy, alice.token, { ...range([[0, 0]]), ...ext }, { pos: wide.body.pos, timeout: 0 });
+    assert.deepEqual(narrow.body.extensions.typing?.rooms ?? {}, {}, '!r1 is out of scope');
+    const back = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext }, { pos: narrow.body.pos, timeout: 0 });
+    assert.deepEqual(
+      back.body.extensions.typing?.rooms,
+      { '!r1:fake': { type: 'm.typing', content: { user_ids: [BOB] } } },
+      'a returning room is in scope for the first time again',
+    );
+    const quiet = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext }, { pos: back.body.pos, timeout: 0 });
+    assert.deepEqual(quiet.body.extensions.typing?.rooms ?? {}, {}, 'and sent once');
+  });
+});

@@ -1,5 +1,7 @@
 // typing (MSC3961/MSC4508): the full list of typers per joined room in scope, when the room
-// comes into scope and whenever it changes. Never for rooms the user is not joined to.
+// comes into scope and whenever it changes. Never for rooms the user is not joined to. A room
+// that leaves scope forgets what it was last sent, so when it comes back it is in scope for the
+// first time again and gets the current typers.
 import type { RoomSent } from '../connections.js';
 import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
 
@@ -8,8 +10,10 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
   if (!req) return undefined;
   const rooms: Record<string, unknown> = {};
   const positions = new Map<string, Partial<RoomSent>>();
+  const inScope = new Set<string>();
   for (const roomId of roomsInScope(ctx, req)) {
     if (ctx.user.rooms.get(roomId)?.membership !== 'join') continue;
+    inScope.add(roomId);
     const typing = ctx.typing.get(roomId);
     const serial = typing ? String(typing.serial) : '';
     const last = ctx.roomsSent.get(roomId)?.ty;
@@ -19,6 +23,11 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
     if (last === undefined ? typing?.userIds.length : serial !== last) {
       rooms[roomId] = { type: 'm.typing', content: { user_ids: typing?.userIds ?? [] } };
     }
+  }
+  // Out of scope (or no longer joined): clear the last-sent serial once, so only rooms that
+  // just left cost a write.
+  for (const [roomId, sent] of ctx.roomsSent) {
+    if (sent.ty !== undefined && !inScope.has(roomId)) positions.set(roomId, { ty: undefined });
   }
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
 }
