@@ -8,6 +8,8 @@ import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { addUser, bodies, queueLater, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
 const ME = '@alice:fake';
+const BOB = '@bob:fake';
+const ping = message('ready', BOB);
 const REQ = { lists: { all: { ranges: [[0, 9]], timeline_limit: 3, required_state: [] } } };
 const LONG = 10_000;
 
@@ -51,6 +53,55 @@ describe('MSC4186 long-polling', () => {
     assert.notEqual(res.body.pos, first.body.pos, 'a new pos');
     const next = await slidingSync(proxy, alice.token, REQ, { pos: res.body.pos, timeout: 0 });
     assert.equal(next.status, 200, 'the new pos is usable');
+  });
+
+  it('waits the full timeout with every extension enabled when nothing is new', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const room = {
+      state: createRoomState('!a:fake', ME, { joined: [BOB] }),
+      timeline: [ping],
+      ephemeral: [
+        { type: 'm.typing', content: { user_ids: [BOB] } },
+        { type: 'm.receipt', content: { [ping.event_id]: { 'm.read': { [BOB]: { ts: 1 } } } } },
+      ],
+      accountData: [{ type: 'org.example.room', content: { a: 1 } }],
+    };
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({
+        join: { '!a:fake': room },
+        toDevice: [{ type: 'org.example.msg', sender: BOB, content: { n: 1 } }],
+        accountData: [{ type: 'org.example.global', content: { g: 1 } }],
+        deviceLists: { changed: [BOB] },
+        otkCounts: { signed_curve25519: 5 },
+      }),
+    );
+    const extensions = (since?: string) => ({
+      to_device: { enabled: true, since },
+      e2ee: { enabled: true },
+      account_data: { enabled: true },
+      receipts: { enabled: true },
+      typing: { enabled: true },
+    });
+    const first = await slidingSync(proxy, alice.token, { ...REQ, extensions: extensions() });
+    assert.equal(first.status, 200);
+    const ext = first.body.extensions;
+    assert.equal(ext.to_device?.events?.length, 1, 'each extension had something to say at first');
+    assert.ok(ext.typing?.rooms?.['!a:fake'] && ext.receipts?.rooms?.['!a:fake'] && ext.account_data?.global?.length);
+    // Later polls of the homeserver bring nothing; the poller keeps polling meanwhile.
+    const since = ext.to_device?.next_batch;
+    const res = await slidingSync(proxy, alice.token, { ...REQ, extensions: extensions(since) }, { pos: first.body.pos, timeout: 1500 });
+    assert.equal(res.status, 200);
+    assert.ok(res.ms >= 1400, `waited for the timeout (${res.ms} ms)`);
+    assert.ok(res.ms < 5000, `but not much longer (${res.ms} ms)`);
+    assert.deepEqual(res.body.rooms, {});
+    assert.deepEqual(res.body.extensions.to_device?.events ?? [], []);
+    assert.deepEqual(res.body.extensions.e2ee?.device_lists, { changed: [], left: [] });
+    assert.deepEqual(res.body.extensions.typing?.rooms ?? {}, {});
+    assert.deepEqual(res.body.extensions.receipts?.rooms ?? {}, {});
+    assert.deepEqual(res.body.extensions.account_data?.global ?? [], []);
   });
 
   it('returns at once with timeout=0, and without pos whatever the timeout', async (t) => {
