@@ -54,6 +54,22 @@ describe('MSC4186 to_device', () => {
     assert.deepEqual(got(fresh), []);
   });
 
+  it('caps the limit at 100 messages per response', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', syncResponse({ toDevice: toDevice('c', 150) }));
+    const first = await slidingSync(proxy, alice.token, { conn_id: 'e', ...td(500) });
+    assert.equal(first.status, 200);
+    const names = got(first);
+    assert.equal(names.length, 100, 'limit 500 is capped at 100');
+    assert.deepEqual([names[0], names[99]], ['c1', 'c100']);
+    const nb = first.body.extensions.to_device?.next_batch;
+    const rest = await slidingSync(proxy, alice.token, { conn_id: 'e', ...td(500, nb) }, { pos: first.body.pos, timeout: 0 });
+    assert.deepEqual(
+      got(rest),
+      Array.from({ length: 50 }, (_, i) => `c${i + 101}`),
+    );
+  });
+
   it('never delivers to another device, and only the connection that asks consumes', async (t) => {
     const { fake, proxy } = await startStack(t);
     const a = addUser(fake, ME, 'A', syncResponse({ ...oneRoom, toDevice: toDevice('a', 2) }));
@@ -136,6 +152,24 @@ describe('MSC4186 e2ee', () => {
     assert.deepEqual(retried.body.extensions.e2ee?.device_lists, { changed: [BOB], left: ['@carol:fake'] }, 'a lost response is resent');
     const after = await slidingSync(proxy, alice.token, req, { pos: retried.body.pos, timeout: 0 });
     assert.deepEqual(after.body.extensions.e2ee?.device_lists, { changed: [], left: [] }, 'each change is sent once');
+  });
+
+  it('keeps device list changes ingested before a proxy restart for the next response', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', syncResponse(oneRoom));
+    const req = { conn_id: 'e', extensions: { e2ee: { enabled: true } } };
+    const before = await slidingSync(proxy, alice.token, req);
+    assert.equal(before.status, 200);
+    await pushSync(fake, alice, syncResponse({ deviceLists: { changed: [BOB], left: ['@carol:fake'] } }));
+    await proxy.stop();
+    const seen = fake.requests.length;
+    const next = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { db: proxy.db, poller: FAST_POLLER });
+    await waitUntil(() => fake.requests.slice(seen).some((r) => r.token === alice.token && r.path.endsWith('/sync')));
+    const after = await slidingSync(next, alice.token, req, { pos: before.body.pos, timeout: 0 });
+    assert.equal(after.status, 200);
+    assert.deepEqual(after.body.extensions.e2ee?.device_lists, { changed: [BOB], left: ['@carol:fake'] }, 'not lost by the restart');
+    const once = await slidingSync(next, alice.token, req, { pos: after.body.pos, timeout: 0 });
+    assert.deepEqual(once.body.extensions.e2ee?.device_lists, { changed: [], left: [] });
   });
 
   it('reports zero keys for a device the homeserver gave no counts', async (t) => {
