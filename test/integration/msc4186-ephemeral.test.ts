@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createRoomState, member, message, stripped, syncResponse } from '../support/builders.js';
-import { addUser, queueLater, type SsResult, slidingSync, startStack } from '../support/sliding-sync-client.js';
+import { addUser, bodies, pushSync, queueLater, type SsResult, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
 const ME = '@alice:fake';
 const BOB = '@bob:fake';
@@ -90,6 +90,87 @@ describe('MSC4186 receipts', () => {
     assert.deepEqual(receiptsOf(next, '!r:fake')?.content, { [msg.event_id]: { 'm.read': { [BOB]: { ts: 6 } } } });
     const fresh = await slidingSync(proxy, alice.token, { ...req, conn_id: 'fresh' });
     assert.deepEqual(receiptsOf(fresh, '!r:fake')?.content, { [msg.event_id]: { 'm.read': { [BOB]: { ts: 6 } } } });
+  });
+});
+
+describe('MSC4186 receipts: which ones a room gets', () => {
+  it("a room sent from scratch gets the receipts on its returned timeline and all of the user's own", async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const [m1, m2, m3] = [message('one', BOB), message('two', BOB), message('three', BOB)];
+    const state = createRoomState('!r:fake', BOB, { joined: [ME, CAROL] });
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({
+        join: {
+          '!r:fake': {
+            state,
+            timeline: [m1, m2, m3],
+            ephemeral: [
+              receipt({
+                [m1.event_id]: { 'm.read': { [BOB]: { ts: 1 } }, 'm.read.private': { [ME]: { ts: 2 } } },
+                [m2.event_id]: { 'm.read': { [ME]: { ts: 3 } } },
+                [m3.event_id]: { 'm.read': { [CAROL]: { ts: 4 } } },
+              }),
+            ],
+          },
+        },
+      }),
+    );
+    // Bob's own poller hears his private receipt on the event Alice will see.
+    const bob = addUser(
+      fake,
+      BOB,
+      'B',
+      syncResponse({
+        join: {
+          '!r:fake': { state, timeline: [m1, m2, m3], ephemeral: [receipt({ [m3.event_id]: { 'm.read.private': { [BOB]: { ts: 5 } } } })] },
+        },
+      }),
+    );
+    assert.equal((await slidingSync(proxy, bob.token, range([[0, 9]]))).status, 200);
+    const res = await slidingSync(proxy, alice.token, { ...range([[0, 9]]), extensions: { receipts: { enabled: true } } });
+    assert.deepEqual(bodies(res.body.rooms['!r:fake']?.timeline), ['three'], 'timeline_limit 1 returns only the last event');
+    assert.deepEqual(receiptsOf(res, '!r:fake')?.content, {
+      // Bob's m.read on an event outside the returned timeline is left out; Alice's own are all there.
+      [m1.event_id]: { 'm.read.private': { [ME]: { ts: 2 } } },
+      [m2.event_id]: { 'm.read': { [ME]: { ts: 3 } } },
+      // Carol's on the returned event is there; Bob's private one never is.
+      [m3.event_id]: { 'm.read': { [CAROL]: { ts: 4 } } },
+    });
+  });
+
+  it('a room whose receipts changed while out of scope gets them when it comes back', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const m1 = message('r1', BOB);
+    const r1 = { state: createRoomState('!r1:fake', BOB, { joined: [ME, CAROL] }), timeline: [m1] };
+    // !top is newer, so the window [0,0] holds only it.
+    const top = { state: createRoomState('!top:fake', ME), timeline: [message('top', ME)] };
+    const alice = addUser(fake, ME, 'A', syncResponse({ join: { '!r1:fake': r1, '!top:fake': top } }));
+    const bob = addUser(fake, BOB, 'B', syncResponse({ join: { '!r1:fake': r1 } }));
+    assert.equal((await slidingSync(proxy, bob.token, range([[0, 9]]))).status, 200);
+    const ext = { extensions: { receipts: { enabled: true } } };
+    const wide = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext });
+    assert.deepEqual(wide.body.extensions.receipts?.rooms ?? {}, {}, 'no receipts yet');
+    const narrow = await slidingSync(proxy, alice.token, { ...range([[0, 0]]), ...ext }, { pos: wide.body.pos, timeout: 0 });
+    assert.deepEqual(Object.keys(narrow.body.rooms), [], '!r1 left the window');
+
+    await pushSync(
+      fake,
+      alice,
+      syncResponse({ join: { '!r1:fake': { ephemeral: [receipt({ [m1.event_id]: { 'm.read': { [CAROL]: { ts: 7 } } } })] } } }),
+    );
+    const bobs = { [m1.event_id]: { 'm.read': { [BOB]: { ts: 8 } }, 'm.read.private': { [BOB]: { ts: 9 } } } };
+    await pushSync(fake, bob, syncResponse({ join: { '!r1:fake': { ephemeral: [receipt(bobs)] } } }));
+    // A response while !r1 is out of scope moves past those receipts without sending them.
+    const still = await slidingSync(proxy, alice.token, { ...range([[0, 0]]), ...ext }, { pos: narrow.body.pos, timeout: 0 });
+    assert.deepEqual(still.body.extensions.receipts?.rooms ?? {}, {}, 'nothing for a room out of scope');
+
+    const back = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext }, { pos: still.body.pos, timeout: 0 });
+    assert.deepEqual(receiptsOf(back, '!r1:fake')?.content, { [m1.event_id]: { 'm.read': { [CAROL]: { ts: 7 }, [BOB]: { ts: 8 } } } });
+    const quiet = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext }, { pos: back.body.pos, timeout: 0 });
+    assert.deepEqual(quiet.body.extensions.receipts?.rooms ?? {}, {}, 'sent once');
   });
 });
 
