@@ -243,4 +243,29 @@ describe('MSC4186 typing scope', () => {
     const quiet = await slidingSync(proxy, alice.token, { ...range([[0, 2]]), ...ext }, { pos: back.body.pos, timeout: 0 });
     assert.deepEqual(quiet.body.extensions.typing?.rooms ?? {}, {}, 'and sent once');
   });
+
+  it('covers every range of a list with several, and nothing between them', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const room = (id: string) => ({
+      state: createRoomState(id, BOB, { joined: [ME] }),
+      timeline: [message(id, BOB)],
+      ephemeral: [typing(BOB)],
+    });
+    // Created oldest first, so by recency the list is !c, !b, !a.
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({ join: { '!a:fake': room('!a:fake'), '!b:fake': room('!b:fake'), '!c:fake': room('!c:fake') } }),
+    );
+    const res = await slidingSync(proxy, alice.token, {
+      ...range([
+        [0, 0],
+        [2, 2],
+      ]),
+      extensions: { typing: { enabled: true } },
+    });
+    assert.deepEqual(Object.keys(res.body.rooms).sort(), ['!a:fake', '!c:fake']);
+    assert.deepEqual(Object.keys(res.body.extensions.typing?.rooms ?? {}).sort(), ['!a:fake', '!c:fake']);
+  });
 });
