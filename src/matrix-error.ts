@@ -37,4 +37,9 @@ export const superseded = () => new MatrixError(400, 'M_UNKNOWN', 'Superseded by
 export const storageUnavailable = () =>
   new MatrixError(503, 'M_UNKNOWN', 'Storage temporarily unavailable; retry', { retry_after_ms: 1000 });
 export const upstreamUnavailable = (why: string) => new MatrixError(502, 'M_UNKNOWN', `Homeserver unavailable: ${why}`);
+/** The homeserver keeps answering this device's /sync with responses that cannot be used. */
+export const homeserverSyncFailing = () =>
+  new MatrixError(502, 'M_UNKNOWN', 'Homeserver sync is failing: its /sync responses for this device cannot be used; retry later', {
+    retry_after_ms: 10_000,
+  });
 export const upstreamTimeout = () => new MatrixError(504, 'M_UNKNOWN', 'Homeserver did not answer in time');

@@ -1,17 +1,21 @@
 // One device's v2 /sync loop: fetch, ingest (with the new `since`, in one transaction), repeat.
 // It knows nothing of sliding sync. Faults are survived: transient ones back off with jitter,
 // rate limits wait as told, a response that cannot be used is retried a few times and then
-// skipped past (recorded for operators) so one poison response cannot stall a device forever.
-// A dead token ends the loop.
+// skipped past (recorded for operators) so one poison response cannot stall a device forever;
+// one with nothing to skip to is retried with capped backoff, and the clients waiting for the
+// device's first sync get an error instead of hanging. A dead token ends the loop, and those
+// clients get 401 M_UNKNOWN_TOKEN.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accumulator } from '../ingest/accumulator.js';
+import { homeserverSyncFailing, MatrixError, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
-import { secondsSince } from '../telemetry/metrics.js';
+import { type Metrics, secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
+import type { SyncResponse } from '../upstream/sync-response.js';
 
 export interface PollerOptions {
   httpTimeoutMs: number;
@@ -47,6 +51,11 @@ export interface PollerDeps {
   /** The token was rejected: returns a newer token of the device to continue with, if any. */
   onTokenDead(token: string, err: UpstreamError): Promise<string | undefined>;
   onInitialSyncDone(): void;
+  /**
+   * Asked before each initial sync: true when another device of the user has its initial sync
+   * stored (so the user's rooms are), and this device's first sync need only fetch to-device.
+   */
+  toDeviceOnlyFirst?(): boolean;
   /** Bounds how many first polls (possibly huge initial syncs) run at once. */
   firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Metrics, a span per poll, and failed polls reported with the user and device. */
@@ -55,6 +64,22 @@ export interface PollerDeps {
 
 const NO_PRESENCE = { presence: { not_types: ['*'] } };
 
+/**
+ * The Go proxy's poller histograms: the size of every room timeline (joined and left rooms,
+ * empty ones left out), and of every joined room's state block in an incremental response,
+ * where a state block means a gap (the state between `since` and the timeline's start).
+ */
+function observeRoomSizes(metrics: Metrics, response: SyncResponse, initial: boolean): void {
+  for (const room of [...Object.values(response.rooms.join), ...Object.values(response.rooms.leave)]) {
+    const events = room.timeline.events.length;
+    if (events > 0) metrics.pollTimelineSize.observe({ limited: room.timeline.limited ? 'limited' : 'unlimited' }, events);
+  }
+  if (initial) return;
+  for (const room of Object.values(response.rooms.join)) {
+    if (room.state.length > 0) metrics.pollGappyStateSize.observe(room.state.length);
+  }
+}
+
 export class DevicePoller {
   readonly userId: string;
   readonly deviceId: string;
@@ -62,23 +87,32 @@ export class DevicePoller {
   #since: string | undefined;
   #abort = new AbortController();
   #done: Promise<void> | undefined;
-  #initialDone = Promise.withResolvers<void>();
+  /** Requests waiting for the initial sync: released when it is stored, or rejected when it fails. */
+  #initialWaiters = new Set<{ resolve(): void; reject(err: unknown): void }>();
   #initialIsDone = false;
-  #toDeviceOnlyFirst: boolean;
+  /** This device's initial sync was ingested (not skipped past), so the user's rooms are stored. */
+  #initialStored: boolean;
+  /** Why the initial sync cannot be had for now: waiting and new requests get this error. */
+  #initialFailure: MatrixError | undefined;
 
   constructor(
     private readonly deps: PollerDeps,
     private readonly opts: PollerOptions,
     device: { userId: string; deviceId: string; since: string | null; initialSyncDone: boolean },
     token: string,
-    toDeviceOnlyFirst = false,
   ) {
     this.userId = device.userId;
     this.deviceId = device.deviceId;
     this.#token = token;
     this.#since = device.since ?? undefined;
-    this.#toDeviceOnlyFirst = toDeviceOnlyFirst;
-    if (device.initialSyncDone) this.#markInitialDone();
+    this.#initialStored = device.initialSyncDone;
+    // A device with a position has its first sync behind it, stored or skipped past as unusable.
+    if (device.initialSyncDone || device.since !== null) this.#markInitialDone();
+  }
+
+  /** The device's initial sync is stored: the user's rooms are, as of its position. */
+  get initialSyncStored(): boolean {
+    return this.#initialStored;
   }
 
   /** The token in use: only for redacting it from debug dumps (heap snapshots); never log it. */
@@ -94,6 +128,7 @@ export class DevicePoller {
     this.#done ??= this.#loop().catch((err) => {
       this.deps.logger.error({ err }, 'poller crashed');
       this.#report(err, 'crashed');
+      this.#failInitial(new MatrixError(503, 'M_UNKNOWN', 'Polling of this device failed; retry', { retry_after_ms: 1000 }));
     });
   }
 
@@ -102,31 +137,62 @@ export class DevicePoller {
     this.#token = token;
   }
 
-  /** Resolves once the device's initial v2 sync is stored (at once if it already is). */
+  /**
+   * Resolves once the device's initial v2 sync is stored (at once if it already is). Rejects
+   * with a MatrixError when it cannot be had: the token died (401 M_UNKNOWN_TOKEN), the
+   * homeserver keeps answering unusably (502), or the poller stopped (503, retry).
+   */
   waitForInitialSync(signal?: AbortSignal): Promise<void> {
-    if (!signal) return this.#initialDone.promise;
-    return Promise.race([
-      this.#initialDone.promise,
-      new Promise<void>((_, reject) => {
-        if (signal.aborted) reject(signal.reason);
-        signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-      }),
-    ]);
+    if (this.#initialIsDone) return Promise.resolve();
+    if (this.#initialFailure) return Promise.reject(this.#initialFailure);
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => waiter.reject(signal?.reason);
+      const settle = () => {
+        // The device stops pending when its last waiting request is released, rejected or gone.
+        if (this.#initialWaiters.delete(waiter) && this.#initialWaiters.size === 0) {
+          this.deps.telemetry?.metrics.devicesPendingEnsurePolling.dec();
+        }
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter = {
+        resolve: () => {
+          settle();
+          resolve();
+        },
+        reject: (err: unknown) => {
+          settle();
+          reject(err);
+        },
+      };
+      this.#initialWaiters.add(waiter);
+      if (this.#initialWaiters.size === 1) this.deps.telemetry?.metrics.devicesPendingEnsurePolling.inc();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   async stop(): Promise<void> {
     this.#abort.abort(new Error('poller stopped'));
+    this.#failInitial(new MatrixError(503, 'M_UNKNOWN', 'Polling of this device stopped; retry', { retry_after_ms: 1000 }));
     await this.#done;
   }
 
   #markInitialDone() {
+    this.#initialFailure = undefined;
     if (this.#initialIsDone) return;
     this.#initialIsDone = true;
-    this.#initialDone.resolve();
+    for (const waiter of [...this.#initialWaiters]) waiter.resolve();
+  }
+
+  /** Releases the requests waiting for the initial sync with `err`, and answers later ones with it. */
+  #failInitial(err: MatrixError) {
+    if (this.#initialIsDone) return;
+    this.#initialFailure = err;
+    for (const waiter of [...this.#initialWaiters]) waiter.reject(err);
   }
 
   #filter(): Record<string, unknown> {
-    if (this.#since === undefined && this.#toDeviceOnlyFirst) return { ...NO_PRESENCE, room: { rooms: [] } };
+    if (this.#since === undefined && this.deps.toDeviceOnlyFirst?.()) return { ...NO_PRESENCE, room: { rooms: [] } };
     const limit = this.#since === undefined ? this.opts.initialTimelineLimit : this.opts.timelineLimit;
     return { ...NO_PRESENCE, room: { timeline: { limit } } };
   }
@@ -162,14 +228,19 @@ export class DevicePoller {
   async #pollOnce(initial: boolean, first: boolean, signal: AbortSignal): Promise<void> {
     const log = this.deps.logger;
     const metrics = this.deps.telemetry?.metrics;
-    const poll = () => {
+    const poll = async () => {
       metrics?.polls.inc();
-      return this.deps.homeserver.sync(
-        this.#token,
-        // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
-        { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
-        { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
-      );
+      metrics?.outstandingPolls.inc();
+      try {
+        return await this.deps.homeserver.sync(
+          this.#token,
+          // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
+          { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
+          { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
+        );
+      } finally {
+        metrics?.outstandingPolls.dec();
+      }
     };
     const { response, stats } = first ? await this.deps.firstPollSlot(poll) : await poll();
     const received = performance.now();
@@ -178,10 +249,13 @@ export class DevicePoller {
     if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
     this.#since = response.next_batch;
     if (initial) {
+      this.#initialStored = true;
       this.#markInitialDone();
       this.deps.onInitialSyncDone();
     }
     metrics?.pollProcessDuration.observe({ initial: String(initial), first: String(first) }, secondsSince(received));
+    // Counted once stored, so a response fetched again after a failure is not counted twice.
+    if (metrics) observeRoomSizes(metrics, response, initial);
   }
 
   /** Sends a failed poll to the error reporter (Sentry) with the user and device it concerns. */
@@ -212,6 +286,7 @@ export class DevicePoller {
       const next = await this.deps.onTokenDead(this.#token, err);
       if (!next) {
         log.info({ status: err.details.status }, 'token rejected by the homeserver; poller stopped');
+        this.#failInitial(unknownToken(err.details.softLogout === true));
         return 'stop';
       }
       this.#token = next;
@@ -244,6 +319,18 @@ export class DevicePoller {
       }
       this.deps.logger.error({ since, next, problem: err.message }, 'skipped an unusable /sync response after repeated failures');
       return 0;
+    }
+    if (count >= this.opts.poisonThreshold) {
+      // Nothing to skip to (not JSON, or no next_batch): keep retrying with capped backoff, and
+      // tell the clients waiting for this device's first sync instead of letting them hang.
+      if (since === '') this.#failInitial(homeserverSyncFailing());
+      const log = this.deps.logger;
+      (count === this.opts.poisonThreshold ? log.error : log.warn).call(
+        log,
+        { since, failures: count, problem: err.message },
+        'unusable /sync response without a next_batch to skip to; still retrying',
+      );
+      return backoff();
     }
     this.deps.logger.warn({ since, failures: count, problem: err.message }, 'unusable /sync response; retrying');
     return backoff();

@@ -71,10 +71,7 @@ export class PollerManager {
       existing.updateToken(token);
       return existing;
     }
-    // A user already polled through another device has its rooms stored: this device's first
-    // sync only needs its own to-device messages, which is far cheaper.
-    const userPolled = [...this.#pollers.values()].some((p) => p.userId === device.userId && p.running);
-    const poller = new DevicePoller(this.#pollerDeps(device), this.opts, device, token, userPolled);
+    const poller = new DevicePoller(this.#pollerDeps(device), this.opts, device, token);
     this.#pollers.set(key(device.userId, device.deviceId), poller);
     if (!this.#stopped) poller.start();
     return poller;
@@ -91,6 +88,13 @@ export class PollerManager {
       telemetry,
       firstPollSlot: <T>(fn: () => Promise<T>) => this.#firstPolls.run(fn),
       onInitialSyncDone: () => bus.publish('device.initial_sync_done', { userId: device.userId, deviceId: device.deviceId }),
+      // A user polled through another device whose initial sync is stored has its rooms stored:
+      // this device's first sync then only needs its own to-device messages, which is far
+      // cheaper. While that other initial sync is still running, this device does a full one.
+      toDeviceOnlyFirst: () =>
+        [...this.#pollers.values()].some(
+          (p) => p.userId === device.userId && p.deviceId !== device.deviceId && p.running && p.initialSyncStored,
+        ),
       onTokenDead: async (token: string, err: UpstreamError) => {
         await deleteToken(pool, hashToken(token));
         const newer = await latestToken(pool, device.userId, device.deviceId);
