@@ -43,6 +43,16 @@ export interface Metrics {
   apiSetupDuration: Histogram<'initial'>;
   /** sliding_sync_api_process_duration_secs: the engine's work for a request, long-poll waiting excluded. */
   apiProcessDuration: Histogram<'initial'>;
+  /** sliding_sync_poller_timeline_size: events in each room timeline of a v2 response, by `limited` ("limited" or "unlimited"). */
+  pollTimelineSize: Histogram<'limited'>;
+  /** sliding_sync_poller_gappy_state_size: events in each joined room's state block of an incremental (gappy) v2 response. */
+  pollGappyStateSize: Histogram;
+  /** sliding_sync_poller_num_outstanding_sync_v2_reqs: v2 /sync requests sent and not yet answered. */
+  outstandingPolls: Gauge;
+  /** sliding_sync_api_num_devices_pending_ensure_polling: devices whose requests wait for their initial sync. */
+  devicesPendingEnsurePolling: Gauge;
+  /** sliding_sync_api_slow_requests: sliding sync requests answered SLOW_REQUEST_SECS or more after they arrived. */
+  apiSlowRequests: Counter;
   /** syncv3_upstream_request_duration_seconds by endpoint and HTTP status (or network/timeout). */
   upstreamDuration: Histogram<'endpoint' | 'status'>;
   /** syncv3_upstream_errors_total by endpoint, error kind and status. */
@@ -60,6 +70,12 @@ export interface MetricsOptions {
 const WORK_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 // Upstream requests include 30 s long polls and initial syncs of up to SYNCV3_HTTP_INITIAL_TIMEOUT_SECS.
 const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 35, 60, 120, 300, 900, 1800];
+/**
+ * A sliding sync request is slow (sliding_sync_api_slow_requests, and a warning in the log) when
+ * its answer goes out this long after it arrived: the Go proxy's rule, which times the whole
+ * request, long-poll waiting included, so clients' usual 30 s long-polls stay well under it.
+ */
+export const SLOW_REQUEST_SECS = 50;
 const LAG_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 export function createMetrics(opts: MetricsOptions = {}): Metrics {
@@ -122,6 +138,35 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     help: 'Time taken to compute a sliding sync response, excluding long-poll waiting',
     labelNames: ['initial'] as const,
     buckets: WORK_BUCKETS,
+    registers,
+  });
+  // The Go proxy's buckets, so queries made for its dashboards keep their meaning.
+  const pollTimelineSize = new Histogram({
+    name: 'sliding_sync_poller_timeline_size',
+    help: 'Number of events seen by the poller in a sync v2 room timeline (joined and left rooms), by limited or unlimited',
+    labelNames: ['limited'] as const,
+    buckets: [0, 1, 2, 5, 10, 20, 50],
+    registers,
+  });
+  const pollGappyStateSize = new Histogram({
+    name: 'sliding_sync_poller_gappy_state_size',
+    help: 'Number of events in a joined room state block of an incremental (gappy) sync v2 response',
+    buckets: [1, 10, 100, 1000, 10000],
+    registers,
+  });
+  const outstandingPolls = new Gauge({
+    name: 'sliding_sync_poller_num_outstanding_sync_v2_reqs',
+    help: 'Number of sync v2 requests that have yet to return a response',
+    registers,
+  });
+  const devicesPendingEnsurePolling = new Gauge({
+    name: 'sliding_sync_api_num_devices_pending_ensure_polling',
+    help: "Number of devices whose sliding sync requests are waiting for the device's initial sync v2",
+    registers,
+  });
+  const apiSlowRequests = new Counter({
+    name: 'sliding_sync_api_slow_requests',
+    help: `Sliding sync requests answered ${SLOW_REQUEST_SECS} s or more after they arrived (long-poll waiting included), initial or otherwise`,
     registers,
   });
 
@@ -218,6 +263,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     ingestDuration,
     apiSetupDuration,
     apiProcessDuration,
+    pollTimelineSize,
+    pollGappyStateSize,
+    outstandingPolls,
+    devicesPendingEnsurePolling,
+    apiSlowRequests,
     upstreamDuration,
     upstreamErrors,
     setSources(next) {
