@@ -8,7 +8,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import type { Logger } from '../../src/telemetry/logger.js';
-import { createRoomState, message, syncResponse } from '../support/builders.js';
+import { createRoomState, message, stateEvent, syncResponse } from '../support/builders.js';
 import { type FakeHomeserver, startFakeHomeserver } from '../support/fake-homeserver.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
 
@@ -141,6 +141,50 @@ describe('operations', () => {
     const other = await fetch(`${proxy.promUrl}/`);
     assert.equal(other.status, 404);
     await other.text();
+  });
+
+  it("moves the Go proxy's poller size, outstanding request and pending device metrics", async (t) => {
+    const { fake, proxy } = await setup(t, { SYNCV3_PROM: '127.0.0.1:0' });
+    fake.addToken(TOKEN, '@alice:fake', 'ADEV');
+    // The initial sync takes a while: the device's first request waits for it meanwhile.
+    fake.queueFault(TOKEN, { delayMs: 1500 });
+    fake.queueSync(
+      TOKEN,
+      syncResponse({ join: { '!a:fake': { state: createRoomState('!a:fake', '@alice:fake'), timeline: [message('hello')] } } }),
+    );
+    let text = await scrape(proxy);
+    assert.equal(sample(text, 'sliding_sync_api_num_devices_pending_ensure_polling'), 0);
+    assert.equal(sample(text, 'sliding_sync_api_slow_requests'), 0, 'exported from the start');
+    const first = slidingSync(proxy);
+    await waitUntil(async () => sample(await scrape(proxy), 'sliding_sync_api_num_devices_pending_ensure_polling') === 1);
+    assert.equal((await first).status, 200);
+    text = await scrape(proxy);
+    assert.equal(sample(text, 'sliding_sync_api_num_devices_pending_ensure_polling'), 0, 'no longer pending');
+    assert.equal(sample(text, 'sliding_sync_poller_timeline_size_count', { limited: 'unlimited' }), 1);
+    assert.equal(sample(text, 'sliding_sync_poller_timeline_size_sum', { limited: 'unlimited' }), 1);
+    assert.equal(sample(text, 'sliding_sync_poller_gappy_state_size_count'), 0, 'an initial sync is not a gap');
+
+    // A gappy incremental sync: a limited timeline and the state block before it.
+    const gap = {
+      '!a:fake': {
+        state: [stateEvent('m.room.name', '', { name: 'Renamed' }), stateEvent('m.room.topic', '', { topic: 'T' })],
+        timeline: [message('after the gap'), message('and more')],
+        limited: true,
+        prevBatch: 'gap',
+      },
+    };
+    fake.queueSync(TOKEN, syncResponse({ join: gap }));
+    await waitUntil(async () => sample(await scrape(proxy), 'sliding_sync_poller_gappy_state_size_count') === 1);
+    text = await scrape(proxy);
+    assert.equal(sample(text, 'sliding_sync_poller_gappy_state_size_sum'), 2);
+    assert.equal(sample(text, 'sliding_sync_poller_gappy_state_size_bucket', { le: '1' }), 0);
+    assert.equal(sample(text, 'sliding_sync_poller_timeline_size_count', { limited: 'limited' }), 1);
+    assert.equal(sample(text, 'sliding_sync_poller_timeline_size_sum', { limited: 'limited' }), 2);
+    // The poller long-polls the fake homeserver almost all the time.
+    await waitUntil(async () => sample(await scrape(proxy), 'sliding_sync_poller_num_outstanding_sync_v2_reqs') === 1);
+    await proxy.stop();
+    text = await proxy.metrics.registry.metrics();
+    assert.equal(sample(text, 'sliding_sync_poller_num_outstanding_sync_v2_reqs'), 0, 'none left once stopped');
   });
 
   it('opens no operator listener when SYNCV3_PROM and SYNCV3_PPROF are unset', async (t) => {
