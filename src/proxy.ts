@@ -12,7 +12,6 @@ import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poll
 import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
-import { deleteIdleConnections } from './store/connections-table.js';
 import { createPool, type Pool, ping } from './store/db.js';
 import { countToDevice } from './store/device-inbox-table.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
@@ -43,6 +42,8 @@ export interface RunningProxy {
   promUrl: string | undefined;
   /** The SYNCV3_PPROF listener (serving /debug/pprof/), when configured. */
   pprofUrl: string | undefined;
+  /** The hourly housekeeping, run now (tests): idle connections expired, then retention. */
+  housekeep(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -138,18 +139,22 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
 
     // Before any poller runs: nothing is in flight, so the stream's current value is committed.
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger },
+      { pool, bus, logger, metrics },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
       void connections.dropDevice(userId, deviceId).catch((err) => logger.warn({ err }, 'dropping connections failed'));
     });
     // Hourly housekeeping: idle connections first, since they hold back what may be pruned.
+    // Expired in memory too, or a returning client's pending pos would meet a deleted row.
+    const housekeep = async () => {
+      const expired = await connections.expireIdle(config.connectionTtlSecs);
+      const pruned = await prune(pool, { keepPerRoom: 1000, batch: 50_000 });
+      if (expired || pruned.events) logger.info({ expired, pruned }, 'housekeeping');
+    };
     const expiry = setInterval(async () => {
       try {
-        const expired = await deleteIdleConnections(pool, config.connectionTtlSecs);
-        const pruned = await prune(pool, { keepPerRoom: 1000, batch: 50_000 });
-        if (expired || pruned.events) logger.info({ expired, pruned }, 'housekeeping');
+        await housekeep();
       } catch (err) {
         logger.warn({ err }, 'housekeeping failed');
         errors.capture(err, { tags: { component: 'housekeeping' } });
@@ -190,7 +195,13 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           return { schemaVersion: status.current };
         },
         slidingSync: { registry, engine, telemetry },
-        frontDoor: { forwarder, pool, metrics },
+        frontDoor: {
+          forwarder,
+          pool,
+          metrics,
+          bus,
+          whoami: (token) => homeserver.whoami(token, { timeoutMs: config.httpTimeoutMs }),
+        },
         errors,
       },
       { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
@@ -209,7 +220,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         errors.capture(err, { tags: { component: 'poller' } });
       },
     );
-    return { app, pool, bus, pollers, registry, metrics, telemetry, url, promUrl, pprofUrl, stop: () => lifecycle.stop() };
+    return { app, pool, bus, pollers, registry, metrics, telemetry, url, promUrl, pprofUrl, housekeep, stop: () => lifecycle.stop() };
   } catch (err) {
     errors.capture(err, { tags: { component: 'startup' } });
     await lifecycle.stop();

@@ -7,10 +7,13 @@
 // other request under /_matrix/ and /_synapse/client/ to the homeserver, bodies streamed.
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Bus } from '../bus/bus.js';
 import { unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Queryable } from '../store/db.js';
 import { findByTokenHash } from '../store/devices-table.js';
+import { currentStreamPos } from '../store/room-reads.js';
 import { hashToken } from '../store/token-cipher.js';
+import { forgetRoom } from '../store/user-rooms-table.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
@@ -27,6 +30,7 @@ export const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
 /** A /versions answer is a few KiB; anything far larger is not one. */
 const VERSIONS_BODY_LIMIT = 1024 * 1024;
 const V2_SYNC_PATH = /^\/_matrix\/client\/(?:v3|r0)\/sync$/;
+const FORGET_PATH = /^\/_matrix\/client\/(?:v3|r0)\/rooms\/([^/]+)\/forget$/;
 const WARN_EVERY_MS = 3_600_000;
 
 export interface FrontDoorDeps {
@@ -34,6 +38,10 @@ export interface FrontDoorDeps {
   /** Where the tokens of polled devices are looked up. */
   pool: Queryable;
   metrics: Pick<Metrics, 'v2SyncThroughProxy'>;
+  /** Where a forgotten room is announced, so caches drop it; absent: forgets are only forwarded. */
+  bus?: Pick<Bus, 'publish'>;
+  /** Who a token belongs to when no polled device has it (forgets only). */
+  whoami?: (token: string) => Promise<{ userId: string }>;
   /** Shown in /client/server.json; defaults to package.json's version. */
   version?: string;
 }
@@ -152,9 +160,27 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
     );
   }
 
+  // Kicked and banned rooms are listed until forgotten: once the homeserver has forgotten one,
+  // the user's row goes and the caches hear of it, before the client sees the answer.
+  async function forgetForUser(request: FastifyRequest, encodedRoomId: string): Promise<void> {
+    const bus = deps.bus;
+    if (!bus) return;
+    let token: string;
+    try {
+      token = accessToken(request);
+    } catch {
+      return;
+    }
+    const roomId = decodeURIComponent(encodedRoomId);
+    const userId = (await findByTokenHash(deps.pool, hashToken(token)))?.userId ?? (await deps.whoami?.(token))?.userId;
+    if (!userId || !(await forgetRoom(deps.pool, userId, roomId))) return;
+    bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos: await currentStreamPos(deps.pool) });
+  }
+
   async function forward(request: FastifyRequest, reply: FastifyReply) {
     const path = (request.raw.url ?? '').split('?')[0] ?? '';
     if (hasDotSegments(path)) throw unrecognized(`Unrecognized request: ${request.method} ${path}`);
+    const forgotten = request.method === 'POST' ? FORGET_PATH.exec(path)?.[1] : undefined;
     if (request.method === 'GET' && V2_SYNC_PATH.test(path)) {
       // Alongside the forwarding, never in its way: the client's request goes on regardless.
       void noticeV2Sync(request).catch((err) => request.log.warn({ err }, 'checking a v2 /sync token failed'));
@@ -166,6 +192,10 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
     } catch (err) {
       if (signal.aborted) return reply.code(499).send();
       throw upstreamFailure(err, request);
+    }
+    if (forgotten !== undefined && upstream.statusCode >= 200 && upstream.statusCode < 300) {
+      // The homeserver has forgotten it either way: a failure here only leaves the room listed.
+      await forgetForUser(request, forgotten).catch((err) => request.log.warn({ err }, 'dropping a forgotten room failed'));
     }
     // From here on the response is ours to write, byte for byte; Fastify stays out of it.
     reply.hijack();

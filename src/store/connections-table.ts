@@ -9,6 +9,8 @@ export interface ConnectionRow {
   pendingStream: number | null;
   pending: string | null;
   extensions: string;
+  /** When a response was last computed or confirmed on the connection. */
+  lastUsedAt: Date;
 }
 
 export interface ConnectionKey {
@@ -18,7 +20,7 @@ export interface ConnectionKey {
 }
 
 const COLUMNS = `id, confirmed_pos AS "confirmedPos", confirmed_stream AS "confirmedStream", pending_pos AS "pendingPos",
-  pending_stream AS "pendingStream", pending, extensions`;
+  pending_stream AS "pendingStream", pending, extensions, last_used_at AS "lastUsedAt"`;
 
 export async function findConnection(db: Queryable, k: ConnectionKey): Promise<ConnectionRow | undefined> {
   const { rows } = await db.query<ConnectionRow>(
@@ -33,15 +35,19 @@ export async function connectionRooms(db: Queryable, id: number): Promise<{ room
   return rows;
 }
 
-/** Replaces any connection with this key by a fresh one. */
-export async function createConnection(db: Queryable, k: ConnectionKey): Promise<ConnectionRow> {
-  await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3', [k.userId, k.deviceId, k.connId]);
+/** Replaces any connection with this key by a fresh one; `replaced` tells whether there was one. */
+export async function createConnection(db: Queryable, k: ConnectionKey): Promise<{ row: ConnectionRow; replaced: boolean }> {
+  const deleted = await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3', [
+    k.userId,
+    k.deviceId,
+    k.connId,
+  ]);
   const { rows } = await db.query<ConnectionRow>(
     `INSERT INTO connections (user_id, device_id, conn_id, confirmed_pos, confirmed_stream)
      VALUES ($1, $2, $3, nextval('connection_pos'), 0) RETURNING ${COLUMNS}`,
     [k.userId, k.deviceId, k.connId],
   );
-  return rows[0] as ConnectionRow;
+  return { row: rows[0] as ConnectionRow, replaced: (deleted.rowCount ?? 0) > 0 };
 }
 
 /** Records the response just computed; returns its pos, or undefined when the connection is gone. */
@@ -54,13 +60,24 @@ export async function setPending(db: Queryable, id: number, stream: number, pend
   return rows[0]?.pos;
 }
 
-/** The client used the pending pos: it becomes the confirmed state. */
+/**
+ * The client used the pending pos: it becomes the confirmed state. False when the connection
+ * is gone (expired or dropped meanwhile): nothing is written. Run it in a transaction.
+ */
 export async function confirmPending(
   db: Queryable,
   id: number,
   rooms: { roomId: string; sent: string }[],
   extensions: string,
-): Promise<void> {
+): Promise<boolean> {
+  // The row first: it locks the connection against a concurrent delete, and tells whether it is there.
+  const updated = await db.query(
+    `UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
+       pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
+     WHERE id = $1`,
+    [id, extensions],
+  );
+  if (!updated.rowCount) return false;
   if (rooms.length) {
     await db.query(
       `INSERT INTO connection_rooms (connection_id, room_id, sent) SELECT $1, * FROM unnest($2::text[], $3::text[])
@@ -68,16 +85,31 @@ export async function confirmPending(
       [id, rooms.map((r) => r.roomId), rooms.map((r) => r.sent)],
     );
   }
-  await db.query(
-    `UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
-       pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
-     WHERE id = $1`,
-    [id, extensions],
-  );
+  return true;
 }
 
-export async function deleteConnectionsOfDevice(db: Queryable, userId: string, deviceId: string): Promise<void> {
-  await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+/**
+ * The client retried the confirmed pos: the pending response it never got is discarded, so
+ * that its pos cannot be accepted later (after a restart). False when the connection is gone.
+ */
+export async function clearPending(db: Queryable, id: number): Promise<boolean> {
+  const res = await db.query(
+    'UPDATE connections SET pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now() WHERE id = $1',
+    [id],
+  );
+  return (res.rowCount ?? 0) > 0;
+}
+
+/** Deletes one connection (its rooms go with it); false when it was already gone. */
+export async function deleteConnection(db: Queryable, id: number): Promise<boolean> {
+  const res = await db.query('DELETE FROM connections WHERE id = $1', [id]);
+  return (res.rowCount ?? 0) > 0;
+}
+
+/** Deletes every connection of a device; returns how many there were. */
+export async function deleteConnectionsOfDevice(db: Queryable, userId: string, deviceId: string): Promise<number> {
+  const res = await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+  return res.rowCount ?? 0;
 }
 
 /** Keeps the `keep` most recently used connections of a device; returns the conn_ids deleted. */
@@ -91,7 +123,12 @@ export async function trimConnections(db: Queryable, userId: string, deviceId: s
   return rows.map((r) => r.conn_id);
 }
 
-export async function deleteIdleConnections(db: Queryable, idleSeconds: number): Promise<number> {
-  const res = await db.query('DELETE FROM connections WHERE last_used_at < now() - make_interval(secs => $1)', [idleSeconds]);
-  return res.rowCount ?? 0;
+/** Deletes connections unused for `idleSeconds`; returns their keys, for memory to forget them too. */
+export async function deleteIdleConnections(db: Queryable, idleSeconds: number): Promise<ConnectionKey[]> {
+  const { rows } = await db.query<ConnectionKey>(
+    `DELETE FROM connections WHERE last_used_at < now() - make_interval(secs => $1)
+     RETURNING user_id AS "userId", device_id AS "deviceId", conn_id AS "connId"`,
+    [idleSeconds],
+  );
+  return rows;
 }

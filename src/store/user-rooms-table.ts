@@ -95,3 +95,17 @@ export async function userRooms(db: Queryable, userId: string): Promise<UserRoom
   );
   return rows;
 }
+
+/**
+ * The user forgot a room (POST /rooms/{roomId}/forget succeeded upstream): its row goes, so a
+ * kicked or banned room stops being listed. Only rooms the user is out of: the homeserver
+ * refuses to forget a room the user is in, and a row that says otherwise is newer news.
+ * Returns whether a row was deleted.
+ */
+export async function forgetRoom(db: Queryable, userId: string, roomId: string): Promise<boolean> {
+  const res = await db.query(`DELETE FROM user_rooms WHERE user_id = $1 AND room_id = $2 AND membership IN ('leave', 'ban')`, [
+    userId,
+    roomId,
+  ]);
+  return (res.rowCount ?? 0) > 0;
+}

@@ -7,10 +7,13 @@ import { unknownPos, unknownToken } from '../matrix-error.js';
 import {
   type ConnectionKey,
   type ConnectionRow,
+  clearPending,
   confirmPending,
   connectionRooms,
   createConnection,
+  deleteConnection,
   deleteConnectionsOfDevice,
+  deleteIdleConnections,
   findConnection,
   setPending,
   trimConnections,
@@ -68,13 +71,36 @@ export interface Connection {
   pending: { pos: number; stream: number; rooms: Map<string, RoomSent>; ext: ExtensionPositions } | undefined;
   /** The request working on this connection, aborted when a newer one arrives. */
   inFlight: { abort: AbortController; done: Promise<unknown> } | undefined;
+  /** When the connection was last used (ms since the epoch): loaded from the store, updated on each request. */
+  lastUsedAt: number;
+  /** How long the connection had been unused when the current request resumed it, in ms (0 for a new one). */
+  idleMs: number;
+}
+
+/** Counters of connections ended (the Go proxy's names); absent: not counted. */
+export interface ConnectionCounters {
+  /** sliding_sync_api_expiry_conn_timed_out: expired for idleness. */
+  expiredIdle: { inc(n?: number): void };
+  /** sliding_sync_api_destroyed_conns: destroyed for any reason. */
+  destroyed: { inc(n?: number): void };
 }
 
 export interface ConnectionOptions {
   /** Live connections per device beyond which the least recently used is dropped. */
   maxPerDevice: number;
   maxInMemory: number;
+  /**
+   * A connection resumed after more than `farBehindIdleMs` unused, with more than
+   * `farBehindRooms` rooms to send, is too far behind (Synapse's rule: the client is better
+   * off starting small again). Defaults: 100 rooms, 1 hour.
+   */
+  farBehindRooms?: number;
+  farBehindIdleMs?: number;
+  counters?: ConnectionCounters;
 }
+
+export const FAR_BEHIND_ROOMS = 100;
+export const FAR_BEHIND_IDLE_MS = 3_600_000;
 
 const keyString = (k: ConnectionKey) => `${k.userId}\0${k.deviceId}\0${k.connId}`;
 
@@ -105,22 +131,54 @@ export class ConnectionManager {
     if (!conn) throw await this.#gone(key);
     if (Number.isNaN(n)) throw unknownPos();
     if (n === conn.pos) {
+      // Discarded in the store too, or a restart would accept the pos of the response never received.
+      if (conn.pending && !(await clearPending(this.pool, conn.id))) throw await this.#lost(conn);
       conn.pending = undefined;
     } else if (conn.pending && n === conn.pending.pos) {
       await this.#confirm(conn);
     } else {
       throw unknownPos();
     }
+    const now = Date.now();
+    conn.idleMs = Math.max(0, now - conn.lastUsedAt);
+    conn.lastUsedAt = now;
     this.#touch(conn);
     return conn;
+  }
+
+  /**
+   * Whether a resumed connection fell too far behind to be worth catching up: more than
+   * `farBehindRooms` rooms to send after more than `farBehindIdleMs` unused. The engine then
+   * calls expire() and answers M_UNKNOWN_POS. Never true for a new connection (no pos).
+   */
+  tooFarBehind(conn: Connection, roomsToSend: number): boolean {
+    return roomsToSend > (this.opts.farBehindRooms ?? FAR_BEHIND_ROOMS) && conn.idleMs > (this.opts.farBehindIdleMs ?? FAR_BEHIND_IDLE_MS);
+  }
+
+  /** Ends a connection: its pos, pending or confirmed, is unknown from now on. */
+  async expire(conn: Connection): Promise<void> {
+    this.#forget(conn);
+    if (await deleteConnection(this.pool, conn.id)) this.opts.counters?.destroyed.inc();
+  }
+
+  /** The hourly expiry: deletes connections unused for `idleSeconds`, in the store and in memory. */
+  async expireIdle(idleSeconds: number): Promise<number> {
+    const expired = await deleteIdleConnections(this.pool, idleSeconds);
+    for (const key of expired) this.#memory.delete(keyString(key));
+    if (expired.length) {
+      this.opts.counters?.expiredIdle.inc(expired.length);
+      this.opts.counters?.destroyed.inc(expired.length);
+    }
+    return expired.length;
   }
 
   /** Records a response's changes as pending; returns the pos to give the client. */
   async commit(conn: Connection, stream: number, rooms: Map<string, RoomSent>, ext: ExtensionPositions): Promise<string> {
     const pending = JSON.stringify({ rooms: [...rooms], ext });
     const pos = await setPending(this.pool, conn.id, stream, pending);
-    if (pos === undefined) throw await this.#gone(conn.key);
+    if (pos === undefined) throw await this.#lost(conn);
     conn.pending = { pos, stream, rooms, ext };
+    conn.lastUsedAt = Date.now();
     return String(pos);
   }
 
@@ -133,16 +191,29 @@ export class ConnectionManager {
     return (await latestToken(this.pool, key.userId, key.deviceId)) ? unknownPos() : unknownToken(false);
   }
 
+  /** The connection's row vanished under it (expired or dropped by another process): forget it too. */
+  async #lost(conn: Connection) {
+    this.#forget(conn);
+    return this.#gone(conn.key);
+  }
+
+  /** Drops a connection from memory unless a newer one with its key replaced it there. */
+  #forget(conn: Connection) {
+    const k = keyString(conn.key);
+    if (this.#memory.get(k) === conn) this.#memory.delete(k);
+  }
+
   /** The token died or the device went away: its connections end (next pos is unknown). */
   async dropDevice(userId: string, deviceId: string): Promise<void> {
     for (const [k, c] of this.#memory) if (c.key.userId === userId && c.key.deviceId === deviceId) this.#memory.delete(k);
-    await deleteConnectionsOfDevice(this.pool, userId, deviceId);
+    const dropped = await deleteConnectionsOfDevice(this.pool, userId, deviceId);
+    if (dropped) this.opts.counters?.destroyed.inc(dropped);
   }
 
   async #create(key: ConnectionKey): Promise<Connection> {
     const previous = this.#memory.get(keyString(key));
     previous?.inFlight?.abort.abort();
-    const row = await createConnection(this.pool, key);
+    const { row, replaced } = await createConnection(this.pool, key);
     const conn: Connection = {
       id: row.id,
       key,
@@ -152,10 +223,14 @@ export class ConnectionManager {
       ext: {},
       pending: undefined,
       inFlight: undefined,
+      lastUsedAt: Date.now(),
+      idleMs: 0,
     };
     this.#touch(conn);
     const dropped = await trimConnections(this.pool, key.userId, key.deviceId, this.opts.maxPerDevice);
     for (const connId of dropped) this.#memory.delete(keyString({ ...key, connId }));
+    const destroyed = dropped.length + (replaced ? 1 : 0);
+    if (destroyed) this.opts.counters?.destroyed.inc(destroyed);
     return conn;
   }
 
@@ -172,6 +247,8 @@ export class ConnectionManager {
       ext: JSON.parse(row.extensions) as ExtensionPositions,
       pending: parsePending(row),
       inFlight: undefined,
+      lastUsedAt: row.lastUsedAt.getTime(),
+      idleMs: 0,
     };
   }
 
@@ -179,7 +256,7 @@ export class ConnectionManager {
     const p = conn.pending;
     if (!p) return;
     const ext = { ...conn.ext, ...p.ext };
-    await withTransaction(this.pool, (tx) =>
+    const confirmed = await withTransaction(this.pool, (tx) =>
       confirmPending(
         tx,
         conn.id,
@@ -187,6 +264,7 @@ export class ConnectionManager {
         JSON.stringify(ext),
       ),
     );
+    if (!confirmed) throw await this.#lost(conn);
     for (const [roomId, sent] of p.rooms) conn.rooms.set(roomId, sent);
     conn.pos = p.pos;
     conn.stream = p.stream;

@@ -9,6 +9,7 @@ import { UserCaches } from '../cache/user-cache.js';
 import type { Pool } from '../store/db.js';
 import { currentStreamPos } from '../store/room-reads.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { Metrics } from '../telemetry/metrics.js';
 import { ConnectionManager } from './connections.js';
 import { SyncEngine } from './engine.js';
 import { Extensions } from './extensions/index.js';
@@ -21,14 +22,19 @@ export interface SyncService {
 }
 
 export async function createSyncService(
-  deps: { pool: Pool; bus: Bus; logger: Logger },
+  deps: { pool: Pool; bus: Bus; logger: Logger; metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'> },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
   const stream = new StreamTracker(bus, await currentStreamPos(pool));
   const metas = new RoomMetaCache(pool, bus);
   const users = new UserCaches(pool, bus, metas);
-  const connections = new ConnectionManager(pool, { maxPerDevice: opts.maxConnectionsPerDevice, maxInMemory: opts.maxConnectionsInMemory });
+  const counters = deps.metrics && { expiredIdle: deps.metrics.connsExpiredIdle, destroyed: deps.metrics.connsDestroyed };
+  const connections = new ConnectionManager(pool, {
+    maxPerDevice: opts.maxConnectionsPerDevice,
+    maxInMemory: opts.maxConnectionsInMemory,
+    counters,
+  });
   const extensions = new Extensions(new TypingCache(bus));
   const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions });
   return { engine, connections, users, metas };

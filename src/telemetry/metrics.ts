@@ -43,6 +43,10 @@ export interface Metrics {
   apiSetupDuration: Histogram<'initial'>;
   /** sliding_sync_api_process_duration_secs: the engine's work for a request, long-poll waiting excluded. */
   apiProcessDuration: Histogram<'initial'>;
+  /** sliding_sync_api_expiry_conn_timed_out: connections expired for idleness (SYNCV3_CONNECTION_TTL_SECS). */
+  connsExpiredIdle: Counter;
+  /** sliding_sync_api_destroyed_conns: connections destroyed for any reason. */
+  connsDestroyed: Counter;
   /** sliding_sync_poller_timeline_size: events in each room timeline of a v2 response, by `limited` ("limited" or "unlimited"). */
   pollTimelineSize: Histogram<'limited'>;
   /** sliding_sync_poller_gappy_state_size: events in each joined room's state block of an incremental (gappy) v2 response. */
@@ -138,6 +142,16 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     help: 'Time taken to compute a sliding sync response, excluding long-poll waiting',
     labelNames: ['initial'] as const,
     buckets: WORK_BUCKETS,
+    registers,
+  });
+  const connsExpiredIdle = new Counter({
+    name: 'sliding_sync_api_expiry_conn_timed_out',
+    help: 'Number of sliding sync connections expired for being unused too long',
+    registers,
+  });
+  const connsDestroyed = new Counter({
+    name: 'sliding_sync_api_destroyed_conns',
+    help: 'Number of sliding sync connections destroyed (expired, evicted past the per-device cap, replaced, too far behind, token gone)',
     registers,
   });
   // The Go proxy's buckets, so queries made for its dashboards keep their meaning.
@@ -263,6 +277,8 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     ingestDuration,
     apiSetupDuration,
     apiProcessDuration,
+    connsExpiredIdle,
+    connsDestroyed,
     pollTimelineSize,
     pollGappyStateSize,
     outstandingPolls,

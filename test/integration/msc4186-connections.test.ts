@@ -1,10 +1,12 @@
 // MSC4186 connections and `pos` through the whole proxy: retries of the latest pos, stale and
-// foreign positions, restarts of a connection, independent conn_ids, and connection state that
-// outlives a proxy restart.
+// foreign positions, restarts of a connection, independent conn_ids, connection state that
+// outlives a proxy restart, the per-device cap, idle expiry, and abandoned long-polls.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
-import { startTestProxy } from '../support/proxy.js';
+import { startFakeHomeserver } from '../support/fake-homeserver.js';
+import { startTestProxy, type TestProxy } from '../support/proxy.js';
 import {
   addUser,
   bodies,
@@ -31,6 +33,20 @@ function initial() {
 function assertUnknownPos(res: SsResult, why: string) {
   assert.equal(res.status, 400, why);
   assert.equal(res.body.errcode, 'M_UNKNOWN_POS', why);
+}
+
+/** The connection row as stored (positions as text, pending as JSON text). */
+async function stored(proxy: TestProxy, connId = '') {
+  const { rows } = await proxy.pool.query(
+    'SELECT confirmed_pos::text AS confirmed, pending_pos::text AS pending, pending AS diff FROM connections WHERE conn_id = $1',
+    [connId],
+  );
+  return rows[0] as { confirmed: string; pending: string | null; diff: string | null } | undefined;
+}
+
+async function counter(proxy: TestProxy, name: string): Promise<number> {
+  const metric = await proxy.metrics.registry.getSingleMetric(name)?.get();
+  return metric?.values[0]?.value ?? 0;
 }
 
 describe('MSC4186 connections', () => {
@@ -147,5 +163,110 @@ describe('MSC4186 connections', () => {
     // A retry of the pos the client had before the restart also still works.
     const retry = await slidingSync(next, alice.token, REQ, { pos: resumed.body.pos, timeout: 0 });
     assert.equal(retry.status, 200);
+  });
+
+  it('keeps SYNCV3_MAX_CONNECTIONS_PER_DEVICE connections per device, dropping the least recently used', async (t) => {
+    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
+    t.after(() => fake.close());
+    const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url, SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '3' }, { poller: FAST_POLLER });
+    const alice = addUser(fake, ME, 'A', initial());
+    // Element X's three connections fit.
+    const pos: Record<string, string> = {};
+    for (const connId of ['room-list', 'encryption', 'notifications']) {
+      const res = await slidingSync(proxy, alice.token, { ...REQ, conn_id: connId });
+      assert.equal(res.status, 200);
+      pos[connId] = res.body.pos;
+    }
+    for (const connId of ['encryption', 'room-list', 'notifications']) {
+      const res = await slidingSync(proxy, alice.token, { ...REQ, conn_id: connId }, { pos: pos[connId], timeout: 0 });
+      assert.equal(res.status, 200, `${connId} survives`);
+      pos[connId] = res.body.pos;
+    }
+    // encryption is now the least recently used: a fourth connection ends it.
+    const fourth = await slidingSync(proxy, alice.token, { ...REQ, conn_id: 'other' });
+    assert.equal(fourth.status, 200);
+    const { rows } = await proxy.pool.query('SELECT conn_id FROM connections ORDER BY conn_id');
+    assert.deepEqual(
+      rows.map((r) => r.conn_id),
+      ['notifications', 'other', 'room-list'],
+    );
+    assertUnknownPos(
+      await slidingSync(proxy, alice.token, { ...REQ, conn_id: 'encryption' }, { pos: pos.encryption, timeout: 0 }),
+      'the evicted connection',
+    );
+    for (const connId of ['room-list', 'notifications']) {
+      const res = await slidingSync(proxy, alice.token, { ...REQ, conn_id: connId }, { pos: pos[connId], timeout: 0 });
+      assert.equal(res.status, 200, `${connId} still works`);
+    }
+    assert.equal(await counter(proxy, 'sliding_sync_api_destroyed_conns'), 1);
+  });
+
+  it('expires idle connections in memory too: the returning client gets M_UNKNOWN_POS, not a 500', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', initial());
+    const idle = await slidingSync(proxy, alice.token, REQ);
+    const busy = await slidingSync(proxy, alice.token, { ...REQ, conn_id: 'busy' });
+    await proxy.pool.query(`UPDATE connections SET last_used_at = now() - interval '8 days' WHERE conn_id = ''`);
+    await proxy.housekeep();
+    assert.equal(await stored(proxy), undefined, 'the row is gone');
+    assertUnknownPos(await slidingSync(proxy, alice.token, REQ, { pos: idle.body.pos, timeout: 0 }), 'the pending pos');
+    const kept = await slidingSync(proxy, alice.token, { ...REQ, conn_id: 'busy' }, { pos: busy.body.pos, timeout: 0 });
+    assert.equal(kept.status, 200, 'a connection in use stays');
+    assert.equal(await counter(proxy, 'sliding_sync_api_expiry_conn_timed_out'), 1);
+    assert.equal(await counter(proxy, 'sliding_sync_api_destroyed_conns'), 1);
+    const fresh = await slidingSync(proxy, alice.token, REQ);
+    assert.equal(fresh.status, 200, 'the client starts over');
+    assert.equal(fresh.body.rooms['!a:fake']?.initial, true);
+  });
+
+  it('answers M_UNKNOWN_POS when another process deleted the connection under the in-memory copy', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', initial());
+    const first = await slidingSync(proxy, alice.token, REQ);
+    await proxy.pool.query('DELETE FROM connections');
+    assertUnknownPos(await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 0 }), 'the pending pos');
+  });
+
+  it('discards the pending response in the store when the confirmed pos is retried', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', initial());
+    const p1 = await slidingSync(proxy, alice.token, REQ);
+    const p2 = await slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 0 });
+    assert.equal((await stored(proxy))?.pending, p2.body.pos);
+    // The client never got p2's response: it retries p1 with a long-poll, then gives up on it.
+    const abort = new AbortController();
+    const retry = slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 10_000, signal: abort.signal }).catch(() => undefined);
+    await waitUntil(async () => (await stored(proxy))?.pending === null, 3000);
+    abort.abort();
+    await retry;
+    await proxy.stop();
+    const next = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { db: proxy.db, poller: FAST_POLLER });
+    assertUnknownPos(await slidingSync(next, alice.token, REQ, { pos: p2.body.pos, timeout: 0 }), "the discarded response's pos");
+    const again = await slidingSync(next, alice.token, REQ, { pos: p1.body.pos, timeout: 0 });
+    assert.equal(again.status, 200, 'the confirmed pos still works');
+  });
+
+  it('commits nothing for a client that disconnects mid long-poll', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', initial());
+    const p1 = await slidingSync(proxy, alice.token, REQ);
+    const abort = new AbortController();
+    const waiting = slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 10_000, signal: abort.signal }).catch(
+      () => undefined,
+    );
+    // Confirming p1 is the request's first step; then it waits.
+    await waitUntil(async () => (await stored(proxy))?.confirmed === p1.body.pos);
+    await sleep(100);
+    const before = await stored(proxy);
+    assert.equal(before?.pending, null);
+    abort.abort();
+    await waiting;
+    // News that would have ended the wait arrives after the client left.
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('after')] } } }));
+    await sleep(200);
+    assert.deepEqual(await stored(proxy), before, 'no pending response was committed');
+    const next = await slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 0 });
+    assert.equal(next.status, 200);
+    assert.deepEqual(bodies(next.body.rooms['!a:fake']?.timeline), ['after'], 'the news comes with the next request');
   });
 });

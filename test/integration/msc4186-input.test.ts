@@ -162,5 +162,8 @@ describe('MSC4186 request validation', () => {
     assert.ok((room?.timeline?.length ?? 0) <= 1, 'a small default timeline');
     assert.equal(room?.required_state, undefined, 'no state unless asked for');
     assert.deepEqual(Object.keys(res.body.extensions), [], 'unknown extensions produce nothing');
+    assert.equal((res.body as { txn_id?: string }).txn_id, 'txn1', 'txn_id is echoed');
+    const next = await slidingSync(stack.proxy, alice.token, { lists: {} }, { pos: res.body.pos, timeout: 0 });
+    assert.ok(!('txn_id' in next.body), 'and only when sent');
   });
 });

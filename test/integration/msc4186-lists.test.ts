@@ -107,6 +107,8 @@ describe('MSC4186 lists', () => {
       notEnc: { is_encrypted: false },
       inv: { is_invite: true },
       notInv: { is_invite: false },
+      invAlias: { is_invited: true },
+      notInvAlias: { is_invited: false },
       spaces: { room_types: ['m.space'] },
       untyped: { room_types: [null] },
       notSpace: { not_room_types: ['m.space'] },
@@ -130,6 +132,8 @@ describe('MSC4186 lists', () => {
     assert.ok(got('notEnc').includes('!plain:fake') && !got('notEnc').includes('!enc:fake'));
     assert.deepEqual(got('inv'), ['!inv:fake']);
     assert.deepEqual(got('notInv'), without('!inv:fake'));
+    assert.deepEqual(got('invAlias'), ['!inv:fake'], 'is_invited is an alias of is_invite');
+    assert.deepEqual(got('notInvAlias'), without('!inv:fake'));
     assert.deepEqual(got('spaces'), ['!space:fake']);
     assert.ok(!got('untyped').includes('!space:fake') && !got('untyped').includes('!custom:fake'));
     assert.ok(got('untyped').includes('!plain:fake') && got('untyped').includes('!child:fake'));

@@ -1,4 +1,4 @@
-// MSC4186 room results of joined rooms through the whole proxy: initial, name, heroes, counts,
+// MSC4186 room results of joined rooms through the whole proxy: initial, name, avatar, heroes, counts,
 // is_dm, required_state (wildcards, $ME, $LAZY), timelines, bump_stamp and unread counts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -242,5 +242,53 @@ describe('MSC4186 room fields', () => {
     const next = await slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 1000 });
     assert.deepEqual([next.body.rooms['!n:fake']?.notification_count, next.body.rooms['!n:fake']?.highlight_count], [0, 0]);
     assert.ok(next.ms < 900, 'the change ends the long-poll');
+  });
+
+  it('sends avatar from m.room.avatar, heroes with their avatar_url, and an avatar change', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({
+        join: {
+          '!pic:fake': {
+            state: [...createRoomState('!pic:fake', ME, { name: 'Pictured' }), stateEvent('m.room.avatar', '', { url: 'mxc://fake/room' })],
+            timeline: [message('a')],
+          },
+          '!heroes:fake': {
+            state: [
+              ...createRoomState('!heroes:fake', ME),
+              member(BOB, 'join', { displayname: 'Bob', avatarUrl: 'mxc://fake/bob' }),
+              member(CAROL, 'join', { displayname: 'Carol' }),
+            ],
+            timeline: [message('b')],
+          },
+        },
+      }),
+    );
+    const req = { lists: { all: list() } };
+    const first = await slidingSync(proxy, alice.token, req);
+    assert.equal(first.status, 200);
+    assert.equal(first.body.rooms['!pic:fake']?.avatar, 'mxc://fake/room');
+    const unnamed = first.body.rooms['!heroes:fake'];
+    assert.ok(unnamed && !('avatar' in unnamed), 'no avatar without m.room.avatar');
+    const heroes = [...(unnamed?.heroes ?? [])].sort((a, b) => a.user_id.localeCompare(b.user_id));
+    assert.deepEqual(heroes, [
+      { user_id: BOB, displayname: 'Bob', avatar_url: 'mxc://fake/bob' },
+      { user_id: CAROL, displayname: 'Carol' },
+    ]);
+
+    await pushSync(
+      fake,
+      alice,
+      syncResponse({ join: { '!pic:fake': { timeline: [stateEvent('m.room.avatar', '', { url: 'mxc://fake/new' }), message('c')] } } }),
+    );
+    const next = await slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 0 });
+    assert.equal(next.body.rooms['!pic:fake']?.avatar, 'mxc://fake/new', 'a changed avatar is sent');
+    await pushSync(fake, alice, syncResponse({ join: { '!pic:fake': { timeline: [message('d')] } } }));
+    const later = await slidingSync(proxy, alice.token, req, { pos: next.body.pos, timeout: 0 });
+    const room = later.body.rooms['!pic:fake'];
+    assert.ok(room && !('avatar' in room), 'an unchanged avatar is not re-sent');
   });
 });
