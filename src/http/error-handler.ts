@@ -4,6 +4,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { MatrixError, notJson, storageUnavailable, tooLarge, unrecognized } from '../matrix-error.js';
 import type { ErrorReporter } from '../telemetry/error-reporting.js';
+import { requestDevice } from './request-device.js';
 
 /** Fastify's own error codes for requests it could not parse. */
 function fromFastifyError(err: FastifyError, bodyLimit: number): MatrixError | undefined {
@@ -35,7 +36,10 @@ function isStorageOutage(err: unknown): boolean {
   return /Connection terminated|ECONNREFUSED|ECONNRESET/.test(message) && !(err instanceof MatrixError);
 }
 
-/** `errors` receives what ends in a 500 (bugs), with the request's method and path, never its query. */
+/**
+ * `errors` receives what ends in a 500 (bugs), with the request's method and path, never its
+ * query, and the user and device it was authenticated as, if it got that far.
+ */
 export function errorHandler(bodyLimit: number, errors?: ErrorReporter) {
   return (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const matrix = err instanceof MatrixError ? err : isStorageOutage(err) ? storageUnavailable() : fromFastifyError(err, bodyLimit);
@@ -44,7 +48,12 @@ export function errorHandler(bodyLimit: number, errors?: ErrorReporter) {
       return reply.code(matrix.statusCode).send(matrix.toJSON());
     }
     request.log.error({ err }, 'unhandled error');
-    errors?.capture(err, { tags: { method: request.method, path: request.url.split('?')[0] ?? '' } });
+    const device = requestDevice(request);
+    errors?.capture(err, {
+      user: device?.userId,
+      device: device?.deviceId,
+      tags: { method: request.method, path: request.url.split('?')[0] ?? '' },
+    });
     return reply.code(500).send({ errcode: 'M_UNKNOWN', error: 'Internal server error' });
   };
 }

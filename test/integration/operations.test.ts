@@ -266,6 +266,48 @@ describe('operations', () => {
     }
   });
 
+  it('reports an unexpected 500 to SYNCV3_SENTRY_DSN and flushes it when the proxy stops at once', async (t) => {
+    const sentry = await startRecorder(t);
+    const dsn = `http://0123456789abcdef@${new URL(sentry.url).host}/1`;
+    const { fake, proxy } = await setup(t, { SYNCV3_SENTRY_DSN: dsn });
+    alice(fake);
+    assert.equal((await slidingSync(proxy)).status, 200);
+    // A bug's stand-in: a query that fails for no reason a client could cause or cure.
+    await proxy.pool.query('DROP TABLE to_device_messages');
+    const res = await fetch(`${proxy.url}${PATH}?timeout=0`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ conn_id: 'e2ee', extensions: { to_device: { enabled: true } } }),
+    });
+    assert.equal(res.status, 500);
+    assert.deepEqual(await res.json(), { errcode: 'M_UNKNOWN', error: 'Internal server error' });
+    // Captured, not yet sent: stopping must deliver it before the process would exit.
+    await proxy.stop();
+    const event = sentry.requests
+      .filter((r) => r.path.startsWith('/api/1/envelope/'))
+      .flatMap((e) => e.body.split('\n'))
+      .filter((l) => l.includes('"exception"'))
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            user?: { id?: string };
+            tags?: Record<string, string>;
+            exception?: { values?: { value?: string }[] };
+          },
+      )
+      .find((e) => e.tags?.path === PATH);
+    assert.ok(event, 'the 500 arrived before stop() returned');
+    assert.equal(event.tags?.method, 'POST');
+    assert.match(event.exception?.values?.[0]?.value ?? '', /to_device_messages/);
+    for (const e of sentry.requests) assert.ok(!e.body.includes(TOKEN), 'no token in what Sentry receives');
+    // The error handler reports the device a route remembered (http/request-device.ts); the
+    // sliding sync route does so once it calls rememberDevice() after authenticating.
+    await t.test('with the user and device of the request', { todo: 'sliding-sync-routes.ts: rememberDevice(request, device)' }, () => {
+      assert.equal(event.user?.id, '@alice:fake');
+      assert.equal(event.tags?.device_id, 'ADEV');
+    });
+  });
+
   it('serves CPU profiles and heap snapshots on SYNCV3_PPROF, with the tokens it knows overwritten', async (t) => {
     const { fake, proxy } = await setup(t, { SYNCV3_PPROF: '127.0.0.1:0' });
     alice(fake);
