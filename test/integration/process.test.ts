@@ -1,6 +1,8 @@
-// The proxy as operators run it: `node dist/main.js` (here through tsx on src/) with env vars.
+// The proxy as operators run it: `node dist/main.js` (here through tsx on src/) with env vars,
+// and `npm start` on the build.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +10,7 @@ import { describe, it } from 'node:test';
 import { freePort } from '../support/ports.js';
 
 const MAIN = path.resolve('src/main.ts');
+const BUILT = path.resolve('dist/main.js');
 
 function startMain(env: Record<string, string>): ChildProcess {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
@@ -44,6 +47,17 @@ async function postgresUsing(dir: string): Promise<string[]> {
     if (!/^\d+$/.test(pid)) continue;
     const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
     if (cmd.includes('postgres') && cmd.includes(dir)) pids.push(pid);
+  }
+  return pids;
+}
+
+/** PIDs of processes started with `SYNCV3_DATA_DIR=dir` in their environment. */
+async function proxiesUsing(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const environ = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+    if (environ.split('\0').includes(`SYNCV3_DATA_DIR=${dir}`)) pids.push(Number(pid));
   }
   return pids;
 }
@@ -92,6 +106,40 @@ describe('the proxy process', () => {
       }
     }
     assert.equal((await stat(path.join(dataDir, 'secret'))).mode & 0o777, 0o600);
+  });
+
+  it('`npm start` passes SIGTERM on to the proxy, which stops its embedded PostgreSQL', {
+    skip: existsSync(BUILT) ? false : 'dist/main.js is not built (`npm run build`; CI builds before testing)',
+  }, async (t) => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-npm-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    t.after(async () => {
+      // Whatever a failed run left behind: an orphaned proxy, and its postgres.
+      for (const pid of await proxiesUsing(dataDir)) process.kill(pid, 'SIGKILL');
+      for (const pid of await postgresUsing(dataDir)) process.kill(Number(pid), 'SIGQUIT');
+    });
+    const [port, dbPort] = [await freePort(), await freePort()];
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
+    const env = {
+      ...clean,
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_BINDADDR: `127.0.0.1:${port}`,
+      SYNCV3_DATA_DIR: dataDir,
+      SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
+    };
+    const npm = spawn('npm', ['start', '--silent'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const { out, exit } = collect(npm);
+    t.after(() => npm.kill('SIGKILL'));
+    assert.equal((await waitFor(`http://127.0.0.1:${port}/health`, 60_000)).status, 200);
+    assert.ok((await postgresUsing(dataDir)).length > 0, 'embedded postgres runs');
+    npm.kill('SIGTERM');
+    await exit;
+    // npm exits with its child; the proxy must have stopped rather than been orphaned.
+    const deadline = Date.now() + 10_000;
+    while ((await postgresUsing(dataDir)).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await postgresUsing(dataDir), [], `no postgres left behind\n${out()}`);
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/health`), 'the proxy no longer listens');
+    assert.match(out(), /shutting down/);
   });
 
   it('exits with an error when the database cannot be reached', async () => {
