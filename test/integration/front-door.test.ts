@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
 import { insertToken } from '../../src/store/devices-table.js';
 import { hashToken } from '../../src/store/token-cipher.js';
 import { freePort } from '../support/ports.js';
@@ -629,5 +630,37 @@ describe('front door: v2 /sync through the proxy', () => {
     await sleep(200);
     assert.equal(await v2Count(proxy), 2);
     assert.equal(upstream.seen.filter((s) => s.url.includes('/sync')).length, 5, 'every v2 /sync was forwarded');
+  });
+
+  it('logs a warning naming the polled device, once per device per hour, and never the token', async (t) => {
+    const upstream = await startUpstream(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"next_batch":"s1"}');
+    });
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const proxy = await startTestProxy(t, { SYNCV3_SERVER: upstream.url }, { logger });
+    await insertToken(proxy.pool, {
+      tokenHash: hashToken('polled-token'),
+      tokenEncrypted: Buffer.from('not used here'),
+      userId: '@alice:example.org',
+      deviceId: 'ALICEDEV',
+    });
+    const warnings = () =>
+      lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => String(l.msg).includes('v2 /sync through the proxy'));
+
+    await call(proxy.url, { path: '/_matrix/client/v3/sync?timeout=0', headers: ['Authorization', 'Bearer someone-else'] });
+    await call(proxy.url, { path: '/_matrix/client/v3/sync?timeout=0', headers: ['Authorization', 'Bearer polled-token'] });
+    await until('the warning', async () => warnings().length === 1);
+    const [warning] = warnings();
+    assert.equal(warning?.level, 40, 'warn');
+    assert.deepEqual([warning?.userId, warning?.deviceId], ['@alice:example.org', 'ALICEDEV']);
+    assert.match(String(warning?.msg), /to-device messages it receives never reach sliding sync/);
+
+    // The same device again within the hour: counted, not logged again.
+    await call(proxy.url, { path: '/_matrix/client/v3/sync?since=s1&timeout=0', headers: ['Authorization', 'Bearer polled-token'] });
+    await until('the second count', async () => (await v2Count(proxy)) === 2);
+    assert.equal(warnings().length, 1);
+    for (const line of lines) assert.ok(!line.includes('polled-token'), 'no token in any log line');
   });
 });
