@@ -4,6 +4,7 @@
 // this proxy is a drop-in replacement; variables that the Go proxy did not have are marked
 // "ours" in VARIABLES. A bad environment is reported as ONE message listing every problem,
 // because an operator fixing a container's env one variable per restart is a miserable loop.
+import { accessSync, constants, statSync } from 'node:fs';
 import { z } from 'zod';
 
 /** Where something listens or connects: TCP host and port, or a unix socket path. */
@@ -118,6 +119,104 @@ const upstream = z.string().transform((raw, ctx): Upstream => {
   return { kind: 'url', baseUrl: url.href.replace(/\/+$/, '') };
 });
 
+/**
+ * Parses a libpq `keyword=value` string (values bare, or single-quoted; `\` escapes the next
+ * character), as the Go proxy's lib/pq accepted. Undefined when it is not one.
+ */
+function parseLibpq(raw: string): [string, string][] | undefined {
+  const pairs: [string, string][] = [];
+  const space = (c: string | undefined) => c !== undefined && /\s/.test(c);
+  let i = 0;
+  while (space(raw[i])) i++;
+  if (i === raw.length) return undefined;
+  while (i < raw.length) {
+    const key = /^[A-Za-z_][A-Za-z0-9_]*/.exec(raw.slice(i))?.[0];
+    if (!key) return undefined;
+    i += key.length;
+    while (space(raw[i])) i++;
+    if (raw[i] !== '=') return undefined;
+    i++;
+    while (space(raw[i])) i++;
+    let value = '';
+    const quoted = raw[i] === "'";
+    if (quoted) i++;
+    for (;;) {
+      const c = raw[i];
+      if (c === undefined) {
+        if (quoted) return undefined; // unterminated quote
+        break;
+      }
+      if (quoted ? c === "'" : space(c)) {
+        if (quoted) i++;
+        break;
+      }
+      if (!quoted && c === "'") return undefined;
+      if (c === '\\') {
+        const next = raw[i + 1];
+        if (next === undefined) return undefined;
+        value += next;
+        i += 2;
+      } else {
+        value += c;
+        i++;
+      }
+    }
+    pairs.push([key, value]);
+    const before = i;
+    while (space(raw[i])) i++;
+    if (i < raw.length && i === before) return undefined; // pairs are separated by whitespace
+  }
+  return pairs;
+}
+
+/** The postgres:// URL meaning what a libpq string means, in the form node-postgres reads. */
+function libpqToUrl(pairs: [string, string][]): string {
+  const params = new Map(pairs);
+  const take = (key: string) => {
+    const value = params.get(key);
+    params.delete(key);
+    return value || undefined;
+  };
+  const user = take('user');
+  const password = take('password');
+  const dbname = take('dbname');
+  const hostaddr = take('hostaddr');
+  const host = take('host') ?? hostaddr;
+  const port = take('port');
+  const enc = encodeURIComponent;
+  const auth = user || password ? `${user ? enc(user) : ''}${password ? `:${enc(password)}` : ''}@` : '';
+  let authority = '';
+  if (host && !host.startsWith('/')) authority = `${host.includes(':') ? `[${host}]` : host}${port ? `:${port}` : ''}`;
+  else {
+    // A unix socket directory (or no host) cannot go in the URL's authority: node-postgres reads both from the query.
+    if (host) params.set('host', host);
+    if (port) params.set('port', port);
+  }
+  const query = new URLSearchParams([...params]).toString();
+  return `postgres://${auth}${authority}/${dbname ? enc(dbname) : ''}${query ? `?${query}` : ''}`;
+}
+
+/**
+ * SYNCV3_DB as the postgres:// URL node-postgres reads (it reads no libpq strings), or why it
+ * is not one. Never echoes the value: it may carry a password.
+ */
+export function databaseUrl(raw: string): { url: string } | { problem: string } {
+  const value = raw.trim();
+  if (/^postgres(?:ql)?:\/\//i.test(value)) {
+    return URL.canParse(value) ? { url: value } : { problem: 'is not a valid postgres:// URL (its value is not shown)' };
+  }
+  const pairs = parseLibpq(value);
+  if (pairs) return { url: libpqToUrl(pairs) };
+  return { problem: 'is neither a postgres:// (or postgresql://) URL nor a libpq key=value string (its value is not shown)' };
+}
+
+const database = z.string().transform((raw, ctx) => {
+  const parsed = databaseUrl(raw);
+  if ('url' in parsed) return parsed.url;
+  ctx.addIssue({ code: 'custom', message: parsed.problem });
+  return z.NEVER;
+});
+
 const httpUrl = z.url({
   protocol: /^https?$/,
   error: 'must be an http(s) URL',
@@ -125,7 +224,7 @@ const httpUrl = z.url({
 
 const schema = z.object({
   SYNCV3_SERVER: z.preprocess(unset, upstream),
-  SYNCV3_DB: optionalString,
+  SYNCV3_DB: z.preprocess(unset, database.optional()),
   SYNCV3_SECRET: optionalString,
   SYNCV3_BINDADDR: z.preprocess(unset, address.prefault('0.0.0.0:8008')),
   SYNCV3_TLS_CERT: optionalString,
@@ -168,7 +267,26 @@ function crossVariableProblems(env: Record<string, string | undefined>): [Variab
   if (isSet('SYNCV3_DB') && !isSet('SYNCV3_SECRET')) {
     problems.push(['SYNCV3_SECRET', 'is required when SYNCV3_DB is set (only the embedded database may generate one)']);
   }
+  for (const name of ['SYNCV3_TLS_CERT', 'SYNCV3_TLS_KEY'] as const) {
+    const file = env[name]?.trim();
+    const problem = file ? unreadableFile(file) : undefined;
+    if (problem) problems.push([name, `"${file}" ${problem}`]);
+  }
   return problems;
+}
+
+/** Why a file the proxy must read at startup cannot be, or undefined when it can. */
+function unreadableFile(file: string): string | undefined {
+  try {
+    if (!statSync(file).isFile()) return 'is not a file';
+    accessSync(file, constants.R_OK);
+    return undefined;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'does not exist';
+    if (code === 'EACCES') return 'cannot be read (permission denied)';
+    return `cannot be read (${code ?? String(err)})`;
+  }
 }
 
 export interface Config {

@@ -1,17 +1,24 @@
 // `npm run migrate`: apply pending migrations to SYNCV3_DB and exit, for operators who migrate
 // as a separate deployment step before rolling out new proxies.
+import { databaseUrl, VARIABLES } from './config.js';
 import { createPool } from './store/db.js';
 import { loadMigrations, migrate, SchemaError } from './store/migrate.js';
 import { createLogger } from './telemetry/logger.js';
 
 const logger = createLogger({ level: 'info' });
-const connectionString = process.env.SYNCV3_DB?.trim();
-if (!connectionString) {
+const raw = process.env.SYNCV3_DB?.trim();
+if (!raw) {
   process.stderr.write(
     'SYNCV3_DB is required: the PostgreSQL connection string to migrate (the embedded database migrates itself on start)\n',
   );
   process.exit(1);
 }
+const parsed = databaseUrl(raw);
+if ('problem' in parsed) {
+  process.stderr.write(`SYNCV3_DB ${parsed.problem}. SYNCV3_DB: ${VARIABLES.SYNCV3_DB}\n`);
+  process.exit(1);
+}
+const connectionString = parsed.url;
 const pool = createPool({ connectionString, max: 1, idleTimeoutMs: 1000 }, logger);
 try {
   const migrations = await loadMigrations();

@@ -64,11 +64,18 @@ async function proxiesUsing(dir: string): Promise<number[]> {
 
 describe('the proxy process', () => {
   it('exits 1 listing every missing or invalid variable, without a stack trace', async () => {
-    const child = startMain({ SYNCV3_DB: 'postgres://x/y', SYNCV3_BINDADDR: 'nowhere' });
+    const child = startMain({
+      SYNCV3_DB: 'postgres://x/y',
+      SYNCV3_BINDADDR: 'nowhere',
+      SYNCV3_TLS_CERT: '/nonexistent/cert.pem',
+      SYNCV3_TLS_KEY: '/nonexistent/key.pem',
+    });
     const { out, exit } = collect(child);
     assert.equal(await exit, 1);
     const text = out();
-    assert.match(text, /Invalid configuration \(3 problems\)/);
+    assert.match(text, /Invalid configuration \(5 problems\)/);
+    assert.match(text, /SYNCV3_TLS_CERT "\/nonexistent\/cert\.pem" does not exist/);
+    assert.match(text, /SYNCV3_TLS_KEY "\/nonexistent\/key\.pem" does not exist/);
     assert.match(text, /SYNCV3_SERVER is required but not set/);
     assert.match(text, /SYNCV3_SECRET is required when SYNCV3_DB is set/);
     assert.match(text, /SYNCV3_BINDADDR "nowhere" is neither host:port/);

@@ -1,13 +1,61 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { startProxy } from '../../src/proxy.js';
 import { SchemaError } from '../../src/store/migrate.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
+import { startFakeHomeserver } from '../support/fake-homeserver.js';
 import { startTestProxy } from '../support/proxy.js';
+
+/** A pino logger whose JSON lines are kept for the test to read. */
+function capturingLogger() {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+/** A self-signed certificate for 127.0.0.1, or undefined without openssl. */
+async function selfSignedCertificate(dir: string): Promise<{ cert: string; key: string } | undefined> {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  try {
+    await promisify(execFile)('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ]);
+  } catch {
+    return undefined;
+  }
+  return { cert, key };
+}
 
 describe('service', () => {
   it('answers /health and /ready once migrated', async (t) => {
@@ -65,6 +113,92 @@ describe('service', () => {
       SYNCV3_BINDADDR: '127.0.0.1:0',
     });
     await assert.rejects(startProxy(config, testLogger), (err: Error) => err instanceof SchemaError && /version 999/.test(err.message));
+  });
+
+  it('connects with a libpq key=value SYNCV3_DB, as the Go proxy accepted', async (t) => {
+    const db = await createTestDatabase(t, { dropManually: true });
+    const url = new URL(db.url);
+    const libpq = [
+      `host=${url.hostname}`,
+      `port=${url.port || '5432'}`,
+      `dbname=${db.name}`,
+      url.username ? `user=${decodeURIComponent(url.username)}` : '',
+      url.password ? `password='${decodeURIComponent(url.password).replace(/['\\]/g, '\\$&')}'` : '',
+      'sslmode=disable',
+    ].join(' ');
+    const proxy = await startTestProxy(t, { SYNCV3_DB: libpq }, { db });
+    t.after(() => db.drop());
+    assert.equal((await fetch(`${proxy.url}/ready`)).status, 200);
+  });
+
+  it('serves HTTPS with SYNCV3_TLS_CERT and SYNCV3_TLS_KEY', async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-tls-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const files = await selfSignedCertificate(dir);
+    if (!files) return t.skip('openssl is not installed');
+    const proxy = await startTestProxy(t, { SYNCV3_TLS_CERT: files.cert, SYNCV3_TLS_KEY: files.key });
+    assert.match(proxy.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+    const ca = await readFile(files.cert);
+    const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      httpsRequest(`${proxy.url}/health`, { ca }, (res) => {
+        let body = '';
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+        .on('error', reject)
+        .end();
+    });
+    assert.deepEqual([status, JSON.parse(body)], [200, { status: 'ok' }]);
+    await assert.rejects(fetch(`${proxy.url.replace('https:', 'http:')}/health`), 'no plain HTTP on the TLS port');
+  });
+
+  it('drains on shutdown: in-flight requests finish within the grace period, the rest are cut', async (t) => {
+    const fake = await startFakeHomeserver();
+    t.after(() => fake.close());
+    const forever = new Promise<undefined>(() => {});
+    fake.route('GET', '/_matrix/client/v3/slow', async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      return { status: 200, body: { slow: true } };
+    });
+    fake.route('GET', '/_matrix/client/v3/forever', () => forever);
+    const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url, SYNCV3_SHUTDOWN_GRACE_SECS: '1' });
+    const slow = fetch(`${proxy.url}/_matrix/client/v3/slow`);
+    const stuck = fetch(`${proxy.url}/_matrix/client/v3/forever`).then(
+      (res) => res.text(),
+      (err: Error) => err,
+    );
+    await new Promise<void>((resolve) => {
+      const check = () =>
+        fake.requests.filter((r) => r.path.includes('/v3/slow') || r.path.includes('/v3/forever')).length === 2
+          ? resolve()
+          : setTimeout(check, 10);
+      check();
+    });
+    const started = performance.now();
+    await proxy.stop();
+    const took = performance.now() - started;
+    assert.ok(took >= 900 && took < 4000, `stop took ${Math.round(took)} ms; the grace period is 1 s`);
+    const res = await slow;
+    assert.deepEqual([res.status, await res.json()], [200, { slow: true }], 'a request that fits in the grace period completes');
+    assert.ok((await stuck) instanceof Error, 'a request outliving the grace period is cut');
+    await assert.rejects(fetch(`${proxy.url}/health`), 'no longer listening');
+  });
+
+  it('gives each request an id (X-Request-Id when the client sends one, else a generated UUID) on its log lines', async (t) => {
+    const { logger, lines } = capturingLogger();
+    const proxy = await startTestProxy(t, {}, { logger });
+    await fetch(`${proxy.url}/health`, { headers: { 'x-request-id': 'client-chosen-id' } });
+    await fetch(`${proxy.url}/health`);
+    await fetch(`${proxy.url}/health`);
+    const ids = lines.filter((l) => l.msg === 'request' && l.path === '/health').map((l) => l.reqId);
+    assert.equal(ids.length, 3);
+    assert.equal(ids[0], 'client-chosen-id');
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    assert.match(String(ids[1]), uuid);
+    assert.match(String(ids[2]), uuid);
+    assert.notEqual(ids[1], ids[2]);
   });
 
   it('listens on a unix socket, replacing a stale one', async (t) => {

@@ -1,9 +1,22 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { describe, it } from 'node:test';
-import { ConfigError, loadConfig, VARIABLES } from '../../src/config.js';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig, VARIABLES, type VariableName } from '../../src/config.js';
 
 const minimal = { SYNCV3_SERVER: 'https://matrix.example.org' };
+const external = { ...minimal, SYNCV3_SECRET: 's' };
+/** Any file that exists and can be read. */
+const READABLE = fileURLToPath(import.meta.url);
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'syncv3-config-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+const CERT = path.join(tmp, 'cert.pem');
+const KEY = path.join(tmp, 'key.pem');
+writeFileSync(CERT, '-----BEGIN CERTIFICATE-----\n');
+writeFileSync(KEY, '-----BEGIN PRIVATE KEY-----\n');
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -38,8 +51,8 @@ describe('config', () => {
       SYNCV3_DB: 'user=p dbname=syncv3 sslmode=disable',
       SYNCV3_SECRET: 's3cret',
       SYNCV3_BINDADDR: '[::1]:9000',
-      SYNCV3_TLS_CERT: '/c.pem',
-      SYNCV3_TLS_KEY: '/k.pem',
+      SYNCV3_TLS_CERT: CERT,
+      SYNCV3_TLS_KEY: KEY,
       SYNCV3_PPROF: ':6060',
       SYNCV3_PROM: '127.0.0.1:2112',
       SYNCV3_OTLP_URL: 'http://otel:4318',
@@ -61,7 +74,8 @@ describe('config', () => {
     assert.deepEqual(c.bind, { kind: 'tcp', host: '::1', port: 9000 });
     assert.deepEqual(c.pprof, { kind: 'tcp', host: '0.0.0.0', port: 6060 });
     assert.deepEqual(c.prom, { kind: 'tcp', host: '127.0.0.1', port: 2112 });
-    assert.deepEqual(c.tls, { cert: '/c.pem', key: '/k.pem' });
+    assert.deepEqual(c.tls, { cert: CERT, key: KEY });
+    assert.equal(c.db, 'postgres://p@/syncv3?sslmode=disable', 'the libpq string as the URL node-postgres reads');
     assert.deepEqual(c.otlp, { url: 'http://otel:4318', username: 'u', password: 'p' });
     assert.equal(c.logLevel, 'error');
     assert.equal(c.maxDbConnections, 7);
@@ -98,7 +112,7 @@ describe('config', () => {
       SYNCV3_DB: 'postgres://x',
       SYNCV3_BINDADDR: 'not-an-address',
       SYNCV3_PROM: 'localhost:99999',
-      SYNCV3_TLS_CERT: '/c.pem',
+      SYNCV3_TLS_CERT: READABLE,
       SYNCV3_OTLP_URL: 'mailto:x',
       SYNCV3_OTLP_PASSWORD: 'p',
       SYNCV3_SENTRY_DSN: 'nonsense',
@@ -143,6 +157,94 @@ describe('config', () => {
   it('requires SYNCV3_SECRET with an external database but not with the embedded one', () => {
     assert.match(problems({ ...minimal, SYNCV3_DB: 'postgres://db/syncv3' })[0] ?? '', /^SYNCV3_SECRET is required when SYNCV3_DB is set/);
     assert.equal(loadConfig({ ...minimal, SYNCV3_DB: 'postgres://db/syncv3', SYNCV3_SECRET: 'x' }).secret, 'x');
+  });
+
+  it('takes SYNCV3_DB as a postgres:// URL unchanged', () => {
+    for (const url of [
+      'postgres://syncv3:pw@db:5432/syncv3?sslmode=require',
+      'postgresql://db/syncv3',
+      'postgres:///syncv3?host=/run/pg',
+    ]) {
+      assert.equal(loadConfig({ ...external, SYNCV3_DB: url }).db, url);
+    }
+  });
+
+  it('turns a libpq key=value SYNCV3_DB into the equivalent URL', () => {
+    const cases: [string, string][] = [
+      ['host=db port=5433 user=syncv3 dbname=syncv3', 'postgres://syncv3@db:5433/syncv3'],
+      ["  user = 'sync v3'   password='it\\'s @/:secret' host=db  dbname=s  ", "postgres://sync%20v3:it's%20%40%2F%3Asecret@db/s"],
+      ['host=/run/postgresql port=5433 dbname=syncv3', 'postgres:///syncv3?host=%2Frun%2Fpostgresql&port=5433'],
+      ['hostaddr=::1 dbname=d sslmode=disable application_name=syncv3', 'postgres://[::1]/d?sslmode=disable&application_name=syncv3'],
+      ['password=a\\ b user=u', 'postgres://u:a%20b@/'],
+    ];
+    for (const [libpq, url] of cases) assert.equal(loadConfig({ ...external, SYNCV3_DB: libpq }).db, url, libpq);
+  });
+
+  it('rejects a SYNCV3_DB that is neither, naming the variable and never echoing the value', () => {
+    for (const db of [
+      'x',
+      'hunter2',
+      'mysql://u:hunter2@db/x',
+      'password=hunter2 garbage',
+      "password='hunter2",
+      'password=hunter2\\',
+      'postgres://[hunter2',
+    ]) {
+      const found = problems({ ...external, SYNCV3_DB: db });
+      assert.equal(found.length, 1, db);
+      assert.match(
+        found[0] ?? '',
+        /^SYNCV3_DB is (neither a postgres:\/\/ \(or postgresql:\/\/\) URL nor a libpq key=value string|not a valid postgres:\/\/ URL)/,
+      );
+      assert.ok(found[0]?.endsWith(`SYNCV3_DB: ${VARIABLES.SYNCV3_DB}`), 'with its meaning');
+      assert.ok(!found[0]?.includes('hunter2'), `"${db}" must not be echoed`);
+    }
+  });
+
+  it('reports TLS files that are missing or unreadable, with every other problem', () => {
+    const dir = path.join(tmp, 'a-directory');
+    mkdirSync(dir, { recursive: true });
+    const found = problems({ ...minimal, SYNCV3_TLS_CERT: path.join(tmp, 'nope.pem'), SYNCV3_TLS_KEY: dir, SYNCV3_BINDADDR: 'nowhere' });
+    assert.deepEqual(
+      found.map((p) => p.split('. ')[0]),
+      [
+        'SYNCV3_BINDADDR "nowhere" is neither host:port nor an absolute unix socket path',
+        `SYNCV3_TLS_CERT "${path.join(tmp, 'nope.pem')}" does not exist`,
+        `SYNCV3_TLS_KEY "${dir}" is not a file`,
+      ],
+    );
+    assert.match(new ConfigError(found).message, /^Invalid configuration \(3 problems\):/);
+    if (process.getuid?.() !== 0) {
+      // root reads any file, so this check only means something for other users.
+      const locked = path.join(tmp, 'locked.pem');
+      writeFileSync(locked, 'x', { mode: 0o000 });
+      assert.match(problems({ ...minimal, SYNCV3_TLS_CERT: locked, SYNCV3_TLS_KEY: KEY })[0] ?? '', /cannot be read \(permission denied\)/);
+    }
+  });
+
+  it('reports each remaining kind of bad value with its variable and meaning', () => {
+    const cases: [Record<string, string>, VariableName, RegExp][] = [
+      [{ SYNCV3_SERVER: 'matrix.example.org' }, 'SYNCV3_SERVER', /neither an http\(s\) URL nor an absolute unix socket path/],
+      [{ SYNCV3_PPROF: 'nowhere' }, 'SYNCV3_PPROF', /"nowhere" is neither host:port/],
+      [{ SYNCV3_PPROF: '127.0.0.1:65536' }, 'SYNCV3_PPROF', /"127\.0\.0\.1:65536" is neither host:port/],
+      [{ SYNCV3_CONNECTION_TTL_SECS: '59' }, 'SYNCV3_CONNECTION_TTL_SECS', /"59" is not a whole number from 60/],
+      [{ SYNCV3_CONNECTION_TTL_SECS: '1h' }, 'SYNCV3_CONNECTION_TTL_SECS', /"1h" is not a whole number/],
+      [{ SYNCV3_TLS_KEY: KEY }, 'SYNCV3_TLS_CERT', /must be set together with SYNCV3_TLS_KEY/],
+      [{ SYNCV3_TLS_CERT: CERT }, 'SYNCV3_TLS_KEY', /must be set together with SYNCV3_TLS_CERT/],
+      [{ SYNCV3_OTLP_USERNAME: 'u' }, 'SYNCV3_OTLP_PASSWORD', /must be set together with SYNCV3_OTLP_USERNAME/],
+      [{ SYNCV3_SENTRY_DSN: 'ftp://key@sentry/1' }, 'SYNCV3_SENTRY_DSN', /must be an http\(s\) URL/],
+      [{ SYNCV3_MAX_DB_CONN: '10001' }, 'SYNCV3_MAX_DB_CONN', /from 0 to 10000/],
+      [{ SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '1001' }, 'SYNCV3_MAX_CONNECTIONS_PER_DEVICE', /from 3 to 1000/],
+      [{ SYNCV3_SHUTDOWN_GRACE_SECS: '3601' }, 'SYNCV3_SHUTDOWN_GRACE_SECS', /from 0 to 3600/],
+      [{ SYNCV3_EMBEDDED_DB_PORT: '0' }, 'SYNCV3_EMBEDDED_DB_PORT', /from 1 to 65535/],
+    ];
+    for (const [env, name, why] of cases) {
+      const found = problems({ ...minimal, ...env });
+      assert.equal(found.length, 1, `${JSON.stringify(env)}: ${found.join(' | ')}`);
+      assert.ok(found[0]?.startsWith(`${name} `), found[0]);
+      assert.match(found[0] ?? '', why);
+      assert.ok(found[0]?.endsWith(`${name}: ${VARIABLES[name]}`), found[0]);
+    }
   });
 
   it('.env.example documents every variable, and nothing else', () => {
