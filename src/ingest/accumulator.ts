@@ -83,11 +83,16 @@ export function createAccumulator(deps: {
   };
 }
 
+/**
+ * Rooms in the order their latest events happened: a response lists rooms in no particular
+ * order, and positions (hence recency order) are handed out as rooms are stored.
+ */
 function roomBlocks(response: SyncResponse): RoomBlock[] {
+  const latestTs = (b: RoomBlock) => b.room.timeline.events.at(-1)?.origin_server_ts ?? 0;
   return [
     ...Object.entries(response.rooms.join).map(([roomId, room]) => ({ roomId, room })),
     ...Object.entries(response.rooms.leave).map(([roomId, room]) => ({ roomId, room })),
-  ];
+  ].sort((a, b) => latestTs(a) - latestTs(b));
 }
 
 const membershipOf = (event: RoomEvent): Membership | undefined => {
