@@ -8,11 +8,16 @@ import { roomMeta, type StateRow } from '../store/room-reads.js';
 export interface RoomMeta {
   roomId: string;
   name: string | undefined;
+  /** m.room.canonical_alias content.alias: MSC3575's calculated name falls back to it. */
+  canonicalAlias: string | undefined;
   avatar: string | undefined;
   encrypted: boolean;
   /** `m.room.create` content.type; null for an ordinary room, undefined while unknown. */
   roomType: string | null | undefined;
   tombstoned: boolean;
+  /** The tombstone's replacement_room, and m.room.create's predecessor (MSC3575 old rooms). */
+  successor: string | undefined;
+  predecessor: string | undefined;
   spaceChildren: Set<string>;
   /** m.room.history_visibility (default shared, as the spec says for an absent or unknown value). */
   historyVisibility: string;
@@ -30,10 +35,13 @@ function emptyMeta(roomId: string): RoomMeta {
   return {
     roomId,
     name: undefined,
+    canonicalAlias: undefined,
     avatar: undefined,
     encrypted: false,
     roomType: undefined,
     tombstoned: false,
+    successor: undefined,
+    predecessor: undefined,
     spaceChildren: new Set(),
     historyVisibility: 'shared',
     joinedCount: undefined,
@@ -52,17 +60,24 @@ function applyState(meta: RoomMeta, row: StateRow) {
     case 'm.room.name':
       meta.name = typeof content.name === 'string' && content.name.trim() ? content.name : undefined;
       break;
+    case 'm.room.canonical_alias':
+      meta.canonicalAlias = typeof content.alias === 'string' && content.alias ? content.alias : undefined;
+      break;
     case 'm.room.avatar':
       meta.avatar = typeof content.url === 'string' && content.url ? content.url : undefined;
       break;
     case 'm.room.encryption':
       meta.encrypted = typeof content.algorithm === 'string';
       break;
-    case 'm.room.create':
+    case 'm.room.create': {
       meta.roomType = typeof content.type === 'string' ? content.type : null;
+      const predecessor = (content.predecessor as { room_id?: unknown } | undefined)?.room_id;
+      meta.predecessor = typeof predecessor === 'string' ? predecessor : undefined;
       break;
+    }
     case 'm.room.tombstone':
       meta.tombstoned = typeof content.replacement_room === 'string';
+      meta.successor = meta.tombstoned ? (content.replacement_room as string) : undefined;
       break;
     case 'm.room.history_visibility':
       meta.historyVisibility = typeof content.history_visibility === 'string' ? content.history_visibility : 'shared';

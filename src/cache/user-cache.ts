@@ -1,11 +1,22 @@
 // Per-user read model: the user's rooms (membership, invite state, counts, heroes), their
-// tags and DM set, and the rooms ordered by recency. The order is kept sorted incrementally:
-// a room whose recency changes moves by binary search, never a full sort per request or event.
+// tags and DM set, and the rooms ordered by recency (and by any MSC3575 sort in use). Orders
+// are kept sorted incrementally: a room whose key changes moves by binary search, never a
+// full sort per request or event.
 import type { Bus } from '../bus/bus.js';
 import type { Pool } from '../store/db.js';
 import { classifyingAccountData, type UserRoomWithData, userRoomsByIds } from '../store/user-reads.js';
 import type { Membership } from '../store/user-rooms-table.js';
 import type { RoomMetaCache } from './room-meta-cache.js';
+import { SortedRooms } from './sorted-rooms.js';
+
+/** A member a calculated room name is made of. */
+export interface Hero {
+  userId: string;
+  displayname?: string;
+  avatarUrl?: string;
+  /** join, invite, leave or ban: a room whose heroes all left is "Empty Room (was …)". */
+  membership?: string;
+}
 
 export interface UserRoom {
   roomId: string;
@@ -38,9 +49,12 @@ export class UserCache {
   readonly rooms = new Map<string, UserRoom>();
   readonly tags = new Map<string, Set<string>>();
   dmRooms = new Set<string>();
-  /** Room ids, most recent first. */
-  #order: string[] = [];
-  #keys = new Map<string, number>();
+  /** Rooms by recency, most recent first (the MSC4186 order). */
+  readonly #recency = new SortedRooms((id) => (this.rooms.has(id) ? [-this.sortKey(id)] : undefined));
+  /** Other orders (MSC3575 `sort`), by a key naming the sort; refreshed by their users. */
+  readonly orders = new Map<string, SortedRooms>();
+  /** MSC3575 calculated names, each with the inputs it was computed from (see sync/names.ts). */
+  readonly names = new Map<string, { stamp: string; name: string; heroes: Hero[] }>();
   staleRooms = new Set<string>();
   staleClassification = false;
 
@@ -58,35 +72,12 @@ export class UserCache {
   }
 
   get order(): readonly string[] {
-    return this.#order;
-  }
-
-  /** Where a room with `key` belongs: descending key, then room id for a stable order. */
-  #search(key: number, roomId: string): number {
-    let lo = 0;
-    let hi = this.#order.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const other = this.#order[mid] as string;
-      const otherKey = this.#keys.get(other) ?? 0;
-      if (otherKey > key || (otherKey === key && other < roomId)) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return this.#recency.order;
   }
 
   /** Moves one room to its place (or removes it when the user no longer has it). */
   reposition(roomId: string): void {
-    const oldKey = this.#keys.get(roomId);
-    if (oldKey !== undefined) {
-      const at = this.#search(oldKey, roomId);
-      if (this.#order[at] === roomId) this.#order.splice(at, 1);
-      this.#keys.delete(roomId);
-    }
-    if (!this.rooms.has(roomId)) return;
-    const key = this.sortKey(roomId);
-    this.#keys.set(roomId, key);
-    this.#order.splice(this.#search(key, roomId), 0, roomId);
+    this.#recency.update(roomId);
   }
 
   setRooms(rows: UserRoomWithData[], replaceAll: boolean): string[] {

@@ -169,10 +169,11 @@ export interface RoomMetaRow {
   receiptPos: number;
 }
 
-/** The state types room metadata is computed from (name, avatar, encryption, type, space children, tombstone). */
+/** The state types room metadata is computed from (name, alias, avatar, encryption, type, space children, tombstone). */
 export const META_STATE_TYPES = [
   'm.room.create',
   'm.room.name',
+  'm.room.canonical_alias',
   'm.room.avatar',
   'm.room.encryption',
   'm.room.tombstone',
@@ -267,4 +268,28 @@ export async function historyVisibilityChanges(db: Queryable, roomIds: string[])
 export async function currentStreamPos(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ pos: number }>(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS pos FROM stream_pos`);
   return rows[0]?.pos ?? 0;
+}
+
+/**
+ * Each room's latest timeline event of one of `types` (any type when empty), at most at `upTo`:
+ * MSC3575 `bump_event_types` recency and the `timestamp` field. One index probe per room.
+ */
+export async function latestEventsOfTypes(
+  db: Queryable,
+  roomIds: string[],
+  types: string[],
+  upTo: number,
+): Promise<{ roomId: string; nid: number; ts: number }[]> {
+  if (roomIds.length === 0) return [];
+  const { rows } = await db.query<{ roomId: string; nid: number; ts: number }>(
+    `SELECT r.id AS "roomId", e.nid, e.origin_server_ts AS ts
+       FROM unnest($1::text[]) AS r(id)
+       CROSS JOIN LATERAL (
+         SELECT nid, origin_server_ts FROM events
+          WHERE room_id = r.id AND in_timeline AND nid <= $3 AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
+          ORDER BY nid DESC LIMIT 1
+       ) e`,
+    [roomIds, types, upTo],
+  );
+  return rows;
 }

@@ -1,0 +1,105 @@
+// MSC3575 calculated room names (and the heroes they are made of) for a user's rooms, kept in
+// the user's cache and recomputed only for rooms whose inputs changed: by_name sorts every
+// candidate room by it, so it must be cheap after the first time. Heroes' member events are
+// loaded for all rooms that need them in one query.
+import type { RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { Hero, UserCache, UserRoom } from '../cache/user-cache.js';
+import type { Pool } from '../store/db.js';
+import { currentMembers, fallbackHeroes, type StateRow } from '../store/room-reads.js';
+import { calculateRoomName } from './room-name.js';
+
+const MAX_HEROES = 5;
+
+interface Stripped {
+  type?: string;
+  state_key?: string;
+  sender?: string;
+  content?: Record<string, unknown>;
+}
+
+const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
+
+function heroFrom(userId: string, content: Record<string, unknown> | undefined): Hero {
+  const hero: Hero = { userId };
+  const displayname = str(content?.displayname);
+  const avatarUrl = str(content?.avatar_url);
+  const membership = str(content?.membership);
+  if (displayname) hero.displayname = displayname;
+  if (avatarUrl) hero.avatarUrl = avatarUrl;
+  if (membership) hero.membership = membership;
+  return hero;
+}
+
+/** What a name depends on: when this is unchanged, the remembered name still holds. */
+function stampOf(room: UserRoom, metas: RoomMetaCache): string {
+  const meta = metas.get(room.roomId);
+  return `${room.membership}|${room.membershipPos}|${meta?.statePos ?? 0}|${meta?.joinedCount}|${meta?.invitedCount}|${room.heroes?.join(',')}`;
+}
+
+/** An invite's name comes from its stripped state; the inviter is its only hero. */
+function inviteName(userId: string, room: UserRoom): { name: string; heroes: Hero[] } {
+  const parsed = JSON.parse(room.inviteState ?? '[]') as Stripped[] | { events?: Stripped[] };
+  const events = Array.isArray(parsed) ? parsed : (parsed.events ?? []);
+  const content = (type: string, key?: string) =>
+    events.find((e) => e.type === type && (key === undefined || e.state_key === key))?.content;
+  const inviter = events.find((e) => e.type === 'm.room.member' && e.state_key === userId)?.sender;
+  const heroes = inviter && inviter !== userId ? [heroFrom(inviter, content('m.room.member', inviter))] : [];
+  const name = calculateRoomName({
+    name: str(content('m.room.name', '')?.name),
+    canonicalAlias: str(content('m.room.canonical_alias', '')?.alias),
+    heroes: heroes.map((h) => ({ ...h, membership: 'join' })),
+    joinedCount: heroes.length,
+    invitedCount: 1,
+  });
+  return { name, heroes };
+}
+
+export interface NameContext {
+  pool: Pool;
+  user: UserCache;
+  metas: RoomMetaCache;
+}
+
+/** Makes user.names current for `roomIds` (metadata must be loaded). */
+export async function ensureNames(ctx: NameContext, roomIds: Iterable<string>): Promise<void> {
+  const { user, metas } = ctx;
+  const todo: { room: UserRoom; stamp: string; heroIds: string[] }[] = [];
+  for (const id of roomIds) {
+    const room = user.rooms.get(id);
+    if (!room) continue;
+    const stamp = stampOf(room, metas);
+    if (user.names.get(id)?.stamp === stamp) continue;
+    if (room.membership === 'invite' || room.membership === 'knock') {
+      user.names.set(id, { stamp, ...inviteName(user.userId, room) });
+      continue;
+    }
+    const meta = metas.get(id);
+    if (meta?.name || meta?.canonicalAlias) {
+      user.names.set(id, { stamp, name: meta.name ?? (meta.canonicalAlias as string), heroes: [] });
+      continue;
+    }
+    todo.push({ room, stamp, heroIds: (room.heroes ?? []).filter((u) => u !== user.userId).slice(0, MAX_HEROES) });
+  }
+  if (todo.length === 0) return;
+  const rows = new Map<string, StateRow[]>();
+  const withIds = todo.filter((t) => t.heroIds.length > 0);
+  for (const row of await currentMembers(
+    ctx.pool,
+    withIds.flatMap((t) => t.heroIds.map((userId) => ({ roomId: t.room.roomId, userId }))),
+  )) {
+    rows.set(row.roomId, [...(rows.get(row.roomId) ?? []), row]);
+  }
+  // No heroes from the homeserver's summary: members from the stored state, as Synapse picks them.
+  for (const t of todo.filter((x) => x.heroIds.length === 0)) {
+    rows.set(t.room.roomId, await fallbackHeroes(ctx.pool, t.room.roomId, user.userId, MAX_HEROES));
+  }
+  for (const t of todo) {
+    const members = rows.get(t.room.roomId) ?? [];
+    const ids = t.heroIds.length ? t.heroIds : members.map((m) => m.stateKey);
+    const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content]));
+    const heroes = ids.map((u) => heroFrom(u, byUser.get(u)));
+    const meta = metas.get(t.room.roomId);
+    const name = calculateRoomName({ heroes, joinedCount: meta?.joinedCount ?? 0, invitedCount: meta?.invitedCount ?? 0 });
+    user.names.set(t.room.roomId, { stamp: t.stamp, name, heroes });
+  }
+}
