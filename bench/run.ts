@@ -149,6 +149,7 @@ const ELEMENT_X_REQUIRED_STATE: [string, string][] = [
 
 function roomListRequest(range: [number, number], pos: string | undefined, timeoutMs = 0): SyncRequest {
   return {
+    protocol: 'msc4186',
     connId: 'room-list',
     pos,
     timeoutMs,

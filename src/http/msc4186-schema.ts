@@ -8,9 +8,9 @@ import type { ExtensionsRequest, ListFilters, ListRequest, RoomConfig, SyncReque
 
 export const LIMITS = { lists: 100, listKeyLength: 64, timelineLimit: 1000, toDeviceLimit: 100, connIdLength: 256 };
 
-const requiredState = z.array(z.tuple([z.string(), z.string()]));
+export const requiredState = z.array(z.tuple([z.string(), z.string()]));
 const index = z.number().int().min(0);
-const range = z.tuple([index, index]).refine(([a, b]) => a <= b, 'range start must not be after its end');
+export const range = z.tuple([index, index]).refine(([a, b]) => a <= b, 'range start must not be after its end');
 const nullableTypes = z.array(z.string().nullable());
 
 const roomConfig = z.looseObject({
@@ -19,11 +19,12 @@ const roomConfig = z.looseObject({
   required_state: requiredState.default([]),
 });
 
-const filters = z.looseObject({
+export const filters = z.looseObject({
   is_dm: z.boolean().optional(),
   is_encrypted: z.boolean().optional(),
   is_invite: z.boolean().optional(),
   is_invited: z.boolean().optional(),
+  is_tombstoned: z.boolean().optional(),
   room_types: nullableTypes.optional(),
   not_room_types: nullableTypes.optional(),
   spaces: z.array(z.string()).optional(),
@@ -39,7 +40,7 @@ const list = roomConfig.extend({
   filters: filters.optional(),
 });
 
-const scoped = z.looseObject({
+export const scoped = z.looseObject({
   enabled: z.boolean().optional(),
   lists: z.array(z.string()).optional(),
   rooms: z.array(z.string()).optional(),
@@ -76,7 +77,7 @@ const body = z.looseObject({
   extensions: extensions.optional(),
 });
 
-const query = z.looseObject({
+export const query = z.looseObject({
   pos: z.string().optional(),
   timeout: z
     .string()
@@ -87,14 +88,14 @@ const query = z.looseObject({
 
 type Body = z.infer<typeof body>;
 
-function toMatrixError(error: z.ZodError, root: string): MatrixError {
+export function toMatrixError(error: z.ZodError, root: string): MatrixError {
   const issue = error.issues[0];
   const field = [root, ...(issue?.path ?? [])].filter((p) => p !== '').join('.');
   const message = issue?.message ?? 'invalid';
   return issue?.code === 'invalid_type' ? badJson(field || 'body', message) : invalidParam(field || 'body', message);
 }
 
-function toFilters(f: z.infer<typeof filters> | undefined): ListFilters | undefined {
+export function toFilters(f: z.infer<typeof filters> | undefined): ListFilters | undefined {
   if (!f) return undefined;
   return {
     isDm: f.is_dm,
@@ -106,6 +107,7 @@ function toFilters(f: z.infer<typeof filters> | undefined): ListFilters | undefi
     roomNameLike: f.room_name_like,
     tags: f.tags,
     notTags: f.not_tags,
+    isTombstoned: f.is_tombstoned,
   };
 }
 
@@ -148,6 +150,7 @@ export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedMsc4186
   return {
     txnId: d.txn_id,
     request: {
+      protocol: 'msc4186',
       connId: d.conn_id ?? '',
       pos: q.data.pos ?? d.pos,
       timeoutMs: q.data.timeout ?? d.timeout ?? 0,

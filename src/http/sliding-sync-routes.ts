@@ -1,6 +1,8 @@
-// POST …/org.matrix.simplified_msc3575/sync: MSC4186 on the wire, the engine underneath.
-// A client's first request for a new device waits until that device's initial v2 sync is
-// stored; a client that hangs up stops the work (and commits nothing).
+// The sliding sync endpoints, one engine underneath: POST …/org.matrix.simplified_msc3575/sync
+// (MSC4186) and POST …/org.matrix.msc3575/sync (MSC3575, also on POST /v3/sync when the body
+// is a sliding sync one, as the Go proxy served it). A client's first request for a new device
+// waits until that device's initial v2 sync is stored; a client that hangs up stops the work
+// (and commits nothing).
 //
 // Each request gets a span (user_id, device_id, conn_id) and, once answered, one access log
 // line at info level with the Go proxy's compact fields: u user, dev device, p pos in, q pos
@@ -8,17 +10,25 @@
 // status, and `duration` as "total(setup+processing)": setup is authentication and waiting for
 // the device's initial sync, processing the engine's work without long-poll waiting.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { MatrixError } from '../matrix-error.js';
 import type { DeviceRegistry } from '../poller/device-registry.js';
 import type { SyncEngine, SyncTiming } from '../sync/engine.js';
 import { toJson } from '../sync/json.js';
-import type { SyncResponse } from '../sync/types.js';
+import type { SyncRequest, SyncResponse } from '../sync/types.js';
+import { SLOW_REQUEST_SECS } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { noopTracer } from '../telemetry/tracing.js';
 import { accessToken } from './access-token.js';
 import { disconnectSignal } from './disconnect.js';
+import { isSlidingSyncBody, parseMsc3575 } from './msc3575-schema.js';
 import { parseMsc4186 } from './msc4186-schema.js';
+import { rememberDevice } from './request-device.js';
 
 export const MSC4186_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
+export const MSC3575_PATH = '/_matrix/client/unstable/org.matrix.msc3575/sync';
+const V3_SYNC_PATH = '/_matrix/client/v3/sync';
+
+type Parser = (query: unknown, body: unknown) => { request: SyncRequest; txnId: string | undefined };
 
 export interface SlidingSyncDeps {
   registry: DeviceRegistry;
@@ -45,9 +55,14 @@ const accessOf = new WeakMap<FastifyRequest, Access>();
 
 const ms = (n: number) => `${n.toFixed(1)}ms`;
 
-function logAccess(request: FastifyRequest, reply: FastifyReply) {
+function logAccess(request: FastifyRequest, reply: FastifyReply, metrics: Telemetry['metrics'] | undefined) {
   const { setupMs, processingMs, ...fields } = accessOf.get(request) ?? {};
   const total = reply.elapsedTime;
+  // As the Go proxy counts them: the whole request, long-poll wait included.
+  if (total >= SLOW_REQUEST_SECS * 1000) {
+    metrics?.apiSlowRequests.inc();
+    request.log.warn({ ms: Math.round(total) }, 'slow request');
+  }
   const split = setupMs === undefined ? '' : `(${ms(setupMs)}+${processingMs === undefined ? '?' : ms(processingMs)})`;
   request.log.info({ ...fields, status: reply.statusCode, duration: `${ms(total)}${split}`, ms: Math.round(total) }, 'sliding sync');
 }
@@ -60,24 +75,25 @@ function toDeviceCount(response: SyncResponse): number {
 export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
   const tracer = deps.telemetry?.tracer ?? noopTracer;
   const metrics = deps.telemetry?.metrics;
-  app.post(MSC4186_PATH, { onResponse: async (request, reply) => logAccess(request, reply) }, async (request, reply) => {
+  const serve = (route: string, parse: Parser) => async (request: FastifyRequest, reply: FastifyReply) => {
     const access: Access = {};
     accessOf.set(request, access);
     const token = accessToken(request);
-    const { request: syncRequest, txnId } = parseMsc4186(request.query, request.body);
+    const { request: syncRequest, txnId } = parse(request.query, request.body);
     access.p = syncRequest.pos;
     access.c = syncRequest.connId || undefined;
     access.t = txnId;
     const initial = String(syncRequest.pos === undefined);
     const signal = disconnectSignal(reply);
-    const attributes = { 'http.route': MSC4186_PATH, conn_id: syncRequest.connId, initial: syncRequest.pos === undefined };
+    const attributes = { 'http.route': route, conn_id: syncRequest.connId, initial: syncRequest.pos === undefined };
     return tracer.run(
-      `POST ${MSC4186_PATH}`,
+      `POST ${route}`,
       attributes,
       async (span) => {
         try {
           const started = performance.now();
           const device = await deps.registry.authenticate(token, signal);
+          rememberDevice(request, device);
           access.u = device.userId;
           access.dev = device.deviceId;
           span.setAttributes({ user_id: device.userId, device_id: device.deviceId });
@@ -104,5 +120,14 @@ export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
       },
       'server',
     );
+  };
+  const logged = { onResponse: async (request: FastifyRequest, reply: FastifyReply) => logAccess(request, reply, metrics) };
+  app.post(MSC4186_PATH, logged, serve(MSC4186_PATH, parseMsc4186));
+  app.post(MSC3575_PATH, logged, serve(MSC3575_PATH, parseMsc3575));
+  const msc3575 = serve(V3_SYNC_PATH, parseMsc3575);
+  // Classic /sync is GET only (and forwarded); a POST is sliding sync or nothing.
+  app.post(V3_SYNC_PATH, logged, async (request, reply) => {
+    if (!isSlidingSyncBody(request.body)) throw new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
+    return msc3575(request, reply);
   });
 }

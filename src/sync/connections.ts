@@ -20,6 +20,8 @@ import {
 } from '../store/connections-table.js';
 import { type Pool, withTransaction } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
+import type { ListMemory } from './lists.js';
+import type { StickyState } from './sticky.js';
 import type { RoomConfig } from './types.js';
 
 /** What a connection has sent of one room. */
@@ -58,6 +60,9 @@ export interface ExtensionPositions {
   subs?: [string, RoomConfig][];
   /** required_state configs by key (see RoomSent.rs), stored once per connection. */
   configs?: Record<string, string[][]>;
+  /** MSC3575: the sticky request parameters, and per list what the client holds of it. */
+  sticky?: StickyState;
+  lists?: Record<string, ListMemory>;
 }
 
 export interface Connection {

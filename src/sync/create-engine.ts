@@ -2,6 +2,7 @@
 // top of them. Call it before any poller runs, so the sequence's current value is a committed
 // position.
 import type { Bus } from '../bus/bus.js';
+import { BumpCache } from '../cache/bump-cache.js';
 import { RoomMetaCache } from '../cache/room-meta-cache.js';
 import { StreamTracker } from '../cache/stream-tracker.js';
 import { TypingCache } from '../cache/typing-cache.js';
@@ -36,6 +37,7 @@ export async function createSyncService(
     counters,
   });
   const extensions = new Extensions(new TypingCache(bus));
-  const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions });
+  const bumps = new BumpCache(pool, metas);
+  const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions, bumps });
   return { engine, connections, users, metas };
 }

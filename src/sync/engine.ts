@@ -3,15 +3,17 @@
 // bus activity relevant to this user and recompute, until data or the timeout.
 
 import type { Bus } from '../bus/bus.js';
+import type { BumpCache } from '../cache/bump-cache.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
-import { superseded, unknownToken } from '../matrix-error.js';
+import { superseded, unknownPos, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
 import type { Extensions } from './extensions/index.js';
-import { computeList, isListable } from './lists.js';
+import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
+import { ensureNames } from './names.js';
 import {
   compileRequiredState,
   deserializeStateConfig,
@@ -22,7 +24,14 @@ import {
   unionStateConfigs,
 } from './required-state.js';
 import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js';
+import { sortedRooms } from './sort.js';
+import { applySticky, type StickyState } from './sticky.js';
 import type { RoomConfig, SyncRequest, SyncResponse } from './types.js';
+
+/** MSC3575 connections are kept apart from MSC4186 ones with the same conn_id. */
+const MSC3575_CONN_PREFIX = '\u0001msc3575:';
+/** Most to-device messages per response, as both protocols' clients ask for (and the Go proxy's default). */
+const TO_DEVICE_MAX = 100;
 
 export interface Device {
   userId: string;
@@ -43,6 +52,7 @@ export interface EngineDeps {
   stream: StreamTracker;
   connections: ConnectionManager;
   extensions: Extensions;
+  bumps: BumpCache;
 }
 
 interface Computed {
@@ -51,6 +61,8 @@ interface Computed {
   ext: ExtensionPositions;
   stream: number;
   hasData: boolean;
+  /** Rooms with something to send (the far-behind rule counts them). */
+  roomsToSend: number;
 }
 
 interface EffectiveConfig {
@@ -58,6 +70,26 @@ interface EffectiveConfig {
   state: StateConfig;
   /** stateConfigKey(state): rooms remember their config by it. */
   key: string;
+  includeHeroes?: boolean;
+  /** MSC3575: the bump_event_types of the (first) list the room is in, for `timestamp`. */
+  bumpEventTypes?: string[];
+}
+
+/** A room in several lists and subscriptions gets the union of their configs. */
+function mergeConfigs(a: EffectiveConfig, b: EffectiveConfig): EffectiveConfig {
+  const merged = { ...a, includeHeroes: a.includeHeroes || b.includeHeroes, bumpEventTypes: a.bumpEventTypes ?? b.bumpEventTypes };
+  if (a.key === b.key) return { ...merged, timelineLimit: Math.max(a.timelineLimit, b.timelineLimit) };
+  const state = unionStateConfigs(a.state, b.state);
+  return { ...merged, timelineLimit: Math.max(a.timelineLimit, b.timelineLimit), state, key: stateConfigKey(state) };
+}
+
+/** The lists of a response, the rooms in their windows, and what the connection remembers of them. */
+interface Windows {
+  lists: SyncResponse['lists'];
+  listRooms: Map<string, string[]>;
+  memory: Pick<ExtensionPositions, 'lists'>;
+  /** MSC3575: some list has ops or a new count (that alone answers a long-poll). */
+  changed: boolean;
 }
 
 /** Why work stopped: a newer request on the connection (a Matrix error), or the client's own abort. */
@@ -82,9 +114,11 @@ function memoConfigs(stored: Record<string, string[][]>): (key: string) => State
 export class SyncEngine {
   constructor(private readonly deps: EngineDeps) {}
 
-  async sync(device: Device, req: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
-    const key = { ...device, connId: req.connId };
-    const conn = await this.deps.connections.resolve(key, req.pos);
+  async sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
+    // The protocols' connections never mix: one's pos is unknown to the other.
+    const connId = request.protocol === 'msc3575' ? `${MSC3575_CONN_PREFIX}${request.connId}` : request.connId;
+    const conn = await this.deps.connections.resolve({ ...device, connId }, request.pos);
+    const { req, sticky } = this.#withSticky(conn, request);
     // One request per connection at a time: a newer one (the client gave up on the old
     // long-poll) aborts the older, which then commits nothing.
     const previous = conn.inFlight;
@@ -92,7 +126,7 @@ export class SyncEngine {
     await previous?.done.catch(() => undefined);
     const abort = new AbortController();
     const linked = AbortSignal.any([signal, abort.signal]);
-    const work = this.#run(conn, device, req, linked, abort.signal, timing);
+    const work = this.#run(conn, device, req, sticky, linked, abort.signal, timing);
     conn.inFlight = { abort, done: work };
     try {
       return await work;
@@ -105,6 +139,7 @@ export class SyncEngine {
     conn: Connection,
     device: Device,
     req: SyncRequest,
+    sticky: StickyState | undefined,
     signal: AbortSignal,
     abortedByNewer: AbortSignal,
     timing?: SyncTiming,
@@ -114,6 +149,13 @@ export class SyncEngine {
     const activity = this.#watch(device, req);
     try {
       let computed = await this.#compute(conn, device, req);
+      // A client back after a long absence with a huge catch-up is better served starting
+      // over with a small window (Synapse's rule).
+      if (req.pos !== undefined && this.deps.connections.tooFarBehind(conn, computed.roomsToSend)) {
+        await this.deps.connections.expire(conn);
+        throw unknownPos();
+      }
+      if (sticky) computed.ext.sticky = sticky;
       const deadline = Date.now() + req.timeoutMs;
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
         const waitStart = performance.now();
@@ -135,6 +177,13 @@ export class SyncEngine {
     return { pos, ...computed.response };
   }
 
+  /** MSC3575: the request's changes applied to the confirmed sticky parameters. */
+  #withSticky(conn: Connection, req: SyncRequest): { req: SyncRequest; sticky: StickyState | undefined } {
+    if (!req.sticky) return { req, sticky: undefined };
+    const merged = applySticky(conn.ext.sticky, req.sticky, TO_DEVICE_MAX);
+    return { req: { ...req, lists: merged.lists, extensions: merged.extensions }, sticky: merged.state };
+  }
+
   /** Room subscriptions are sticky until unsubscribed (js-sdk sends them once; rust-sdk every time). */
   #applySubscriptions(conn: Connection, req: SyncRequest) {
     const subs = new Map(conn.ext.subs ?? []);
@@ -147,38 +196,47 @@ export class SyncEngine {
     const upTo = this.deps.stream.current;
     const user = await this.deps.users.get(device.userId);
     const from = conn.stream;
-    const candidates = user.order.filter((id) => isListable(id, user, from));
+    const msc3575 = req.protocol === 'msc3575';
 
     // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
-    const compile = (cfg: RoomConfig): EffectiveConfig => {
+    const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
       const state = compileRequiredState(cfg.requiredState, device.userId);
-      return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state) };
+      return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state), includeHeroes: cfg.includeHeroes, bumpEventTypes };
     };
     const configs = new Map<string, EffectiveConfig>();
     const addConfig = (roomId: string, cfg: EffectiveConfig) => {
       const prev = configs.get(roomId);
-      if (!prev || prev.key === cfg.key) {
-        configs.set(roomId, prev && prev.timelineLimit >= cfg.timelineLimit ? prev : cfg);
-        return;
-      }
-      const state = unionStateConfigs(prev.state, cfg.state);
-      configs.set(roomId, { timelineLimit: Math.max(prev.timelineLimit, cfg.timelineLimit), state, key: stateConfigKey(state) });
+      configs.set(roomId, prev ? mergeConfigs(prev, cfg) : cfg);
     };
-    const lists: SyncResponse['lists'] = {};
-    const listRooms = new Map<string, string[]>();
-    for (const [name, list] of req.lists) {
-      const window = computeList(list, candidates, user, this.deps.metas);
-      lists[name] = window.result;
-      listRooms.set(name, window.roomIds);
-      const cfg = compile(list);
-      for (const id of window.roomIds) addConfig(id, cfg);
-    }
-    for (const [roomId, sub] of conn.ext.subs ?? []) if (user.rooms.has(roomId)) addConfig(roomId, compile(sub));
+    const addOldRooms = (roomId: string, cfg: RoomConfig) => {
+      if (!cfg.includeOldRooms) return;
+      const old = compile({ ...cfg.includeOldRooms, includeHeroes: cfg.includeHeroes });
+      for (const pred of this.#predecessors(user, roomId)) addConfig(pred, old);
+    };
 
+    const windows = msc3575 ? await this.#lists3575(conn, user, req, upTo) : this.#lists4186(conn, user, req);
+    for (const [name, list] of req.lists) {
+      const cfg = compile(list, list.bumpEventTypes);
+      for (const id of windows.listRooms.get(name) ?? []) {
+        addConfig(id, cfg);
+        addOldRooms(id, list);
+      }
+    }
+    for (const [roomId, sub] of conn.ext.subs ?? []) {
+      if (!user.rooms.has(roomId)) continue;
+      addConfig(roomId, compile(sub));
+      addOldRooms(roomId, sub);
+    }
     const previousConfig = memoConfigs(conn.ext.configs ?? {});
+    // MSC3575: a room that left every window because the user left it still gets its last
+    // events (the leave), as it was configured then.
+    if (msc3575)
+      for (const roomId of this.#newlyLeft(conn, user, configs, from)) addConfig(roomId, this.#lastConfig(conn, roomId, previousConfig));
+
+    const inScopeBefore = msc3575 ? this.#inScopeBefore(conn) : undefined;
     const plans: RoomPlan[] = [];
     for (const [roomId, cfg] of configs) {
-      const plan = this.#plan(conn, user, roomId, cfg, previousConfig);
+      const plan = this.#plan(conn, user, roomId, cfg, previousConfig, inScopeBefore);
       if (plan) plans.push(plan);
     }
     const ctx: BuildContext = {
@@ -189,7 +247,14 @@ export class SyncEngine {
       metas: this.deps.metas,
       upTo,
       from,
+      protocol: req.protocol,
+      timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
     };
+    if (msc3575)
+      await ensureNames(
+        { pool: this.deps.pool, user, metas: this.deps.metas },
+        plans.map((p) => p.roomId),
+      );
     const built = await buildRooms(ctx, plans);
     const rooms: SyncResponse['rooms'] = {};
     const sent = new Map<string, RoomSent>();
@@ -209,7 +274,7 @@ export class SyncEngine {
       initial: req.pos === undefined,
       from,
       upTo,
-      listRooms,
+      listRooms: windows.listRooms,
       subscribedRooms: (conn.ext.subs ?? []).map(([id]) => id).filter((id) => user.rooms.has(id)),
       sentRooms: rooms,
     });
@@ -221,12 +286,106 @@ export class SyncEngine {
     const usedConfigs = { ...conn.ext.configs };
     for (const cfg of configs.values()) if (!usedConfigs[cfg.key]) usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
     return {
-      response: { lists, rooms, extensions: ext.data },
+      response: { lists: windows.lists, rooms, extensions: ext.data },
       sent,
-      ext: { ...ext.positions, configs: usedConfigs },
+      ext: { ...ext.positions, configs: usedConfigs, ...windows.memory },
       stream: upTo,
-      hasData: Object.keys(rooms).length > 0 || ext.wakes,
+      hasData: Object.keys(rooms).length > 0 || ext.wakes || windows.changed,
+      roomsToSend: plans.length,
     };
+  }
+
+  /** MSC4186: recency order, one SYNC op per range, nothing remembered. */
+  #lists4186(conn: Connection, user: UserCache, req: SyncRequest): Windows {
+    const candidates = user.order.filter((id) => isListable(id, user, conn.stream));
+    const lists: SyncResponse['lists'] = {};
+    const listRooms = new Map<string, string[]>();
+    for (const [name, list] of req.lists) {
+      const window = computeList(list, candidates, user, this.deps.metas);
+      lists[name] = window.result;
+      listRooms.set(name, window.roomIds);
+    }
+    return { lists, listRooms, memory: {}, changed: false };
+  }
+
+  /** MSC3575: each list in its own sort, ops against what the client holds, remembered per list. */
+  async #lists3575(conn: Connection, user: UserCache, req: SyncRequest, upTo: number): Promise<Windows> {
+    const { metas, pool } = this.deps;
+    const candidates = user.order.filter((id) => isListable3575(id, user, metas));
+    const needsNames = [...req.lists.values()].some((l) => l.sort?.includes('by_name') || l.filters?.roomNameLike !== undefined);
+    if (needsNames) await ensureNames({ pool, user, metas }, candidates);
+    const nameOf = (id: string) => user.names.get(id)?.name;
+    const lists: SyncResponse['lists'] = {};
+    const listRooms = new Map<string, string[]>();
+    const memory: Record<string, ListMemory> = {};
+    let changed = false;
+    for (const [name, list] of req.lists) {
+      const sort = list.sort ?? ['by_recency'];
+      const bumpTypes = list.bumpEventTypes ?? [];
+      const bump = bumpTypes.length ? await this.deps.bumps.ensure(bumpTypes, candidates, upTo) : undefined;
+      const ordered = sortedRooms(sort, bumpTypes, candidates, { user, metas, bump });
+      const filtered = list.filters ? ordered.filter((id) => matchesFilters(id, list.filters, user, metas, nameOf)) : ordered;
+      const window = computeListOps(list, filtered, conn.ext.lists?.[name]);
+      lists[name] = window.result;
+      listRooms.set(name, window.roomIds);
+      memory[name] = window.memory;
+      changed ||= window.changed;
+    }
+    return { lists, listRooms, memory: { lists: memory }, changed };
+  }
+
+  /** Predecessor rooms (by m.room.create) the user is joined to, nearest first. */
+  #predecessors(user: UserCache, roomId: string): string[] {
+    const out: string[] = [];
+    let pred = this.deps.metas.get(roomId)?.predecessor;
+    while (pred && !out.includes(pred) && user.rooms.get(pred)?.membership === 'join' && out.length < 10) {
+      out.push(pred);
+      pred = this.deps.metas.get(pred)?.predecessor;
+    }
+    return out;
+  }
+
+  /** MSC3575: every room the client held in a window or a subscription after the confirmed response. */
+  #inScopeBefore(conn: Connection): Set<string> {
+    const ids = new Set<string>();
+    for (const m of Object.values(conn.ext.lists ?? {})) for (const part of m.view.ids) for (const id of part) ids.add(id);
+    for (const [id] of conn.ext.subs ?? []) ids.add(id);
+    return ids;
+  }
+
+  /** Rooms the client held that the user has left since, and that are in no window now. */
+  #newlyLeft(conn: Connection, user: UserCache, configs: Map<string, EffectiveConfig>, from: number): string[] {
+    return [...this.#inScopeBefore(conn)].filter((id) => {
+      const room = user.rooms.get(id);
+      return !configs.has(id) && room !== undefined && room.membership !== 'join' && room.membershipPos > from && conn.rooms.has(id);
+    });
+  }
+
+  #lastConfig(conn: Connection, roomId: string, previousConfig: (key: string) => StateConfig | undefined): EffectiveConfig {
+    const sent = conn.rooms.get(roomId) as RoomSent;
+    const state = previousConfig(sent.rs) ?? compileRequiredState([], '');
+    return { timelineLimit: sent.tl, state, key: sent.rs };
+  }
+
+  /** MSC3575 `timestamp`: the latest bump event (of the first list's bump_event_types that holds the room). */
+  async #timestamps(plans: RoomPlan[], configs: Map<string, EffectiveConfig>, upTo: number): Promise<Map<string, number>> {
+    const byTypes = new Map<string, { types: string[]; roomIds: string[] }>();
+    for (const p of plans) {
+      const types = configs.get(p.roomId)?.bumpEventTypes ?? [];
+      const k = types.join('\0');
+      const g = byTypes.get(k) ?? { types, roomIds: [] };
+      byTypes.set(k, g);
+      g.roomIds.push(p.roomId);
+    }
+    const out = new Map<string, number>();
+    for (const g of byTypes.values()) {
+      const bump = await this.deps.bumps.ensure(g.types, g.roomIds, upTo);
+      for (const id of g.roomIds) {
+        const ts = bump(id)?.ts;
+        if (ts) out.set(id, ts);
+      }
+    }
+    return out;
   }
 
   /** Whether (and how) a room in scope is sent; undefined when the client is up to date. */
@@ -236,13 +395,16 @@ export class SyncEngine {
     roomId: string,
     cfg: EffectiveConfig,
     previousConfig: (key: string) => StateConfig | undefined,
+    inScopeBefore: Set<string> | undefined,
   ): RoomPlan | undefined {
     const room = user.rooms.get(roomId);
     if (!room) return undefined;
     const sent = conn.rooms.get(roomId);
     const meta = this.deps.metas.get(roomId);
-    // Never sent, or newly joined (e.g. after an invite): from scratch.
-    const initial = !sent || (room.membership === 'join' && sent.m !== 'join');
+    // Never sent, or newly joined (e.g. after an invite): from scratch. MSC3575 also sends a
+    // room that re-enters the client's windows from scratch, where MSC4186 sends the delta.
+    const reentered = inScopeBefore !== undefined && !inScopeBefore.has(roomId) && room.membership === 'join';
+    const initial = !sent || (room.membership === 'join' && sent.m !== 'join') || reentered;
     const plan: RoomPlan = {
       roomId,
       timelineLimit: cfg.timelineLimit,
@@ -252,6 +414,7 @@ export class SyncEngine {
       initial,
       expandTimeline: false,
       expandState: false,
+      includeHeroes: cfg.includeHeroes ?? false,
     };
     if (initial) return plan;
     plan.expandTimeline = cfg.timelineLimit > sent.tl;

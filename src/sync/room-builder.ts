@@ -23,7 +23,7 @@ import {
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
 import { type StateConfig, toSelector, wants } from './required-state.js';
-import type { RoomResult } from './types.js';
+import type { Protocol, RoomResult } from './types.js';
 
 export interface RoomPlan {
   roomId: string;
@@ -36,6 +36,8 @@ export interface RoomPlan {
   initial: boolean;
   expandTimeline: boolean;
   expandState: boolean;
+  /** MSC3575 include_heroes. */
+  includeHeroes: boolean;
 }
 
 export interface BuildContext {
@@ -48,6 +50,10 @@ export interface BuildContext {
   upTo: number;
   /** Stream position of the confirmed response (0 on a new connection). */
   from: number;
+  /** Which protocol's room fields to fill in (MSC3575 names are calculated, see user.names). */
+  protocol: Protocol;
+  /** MSC3575 `timestamp` per room. */
+  timestamps: Map<string, number>;
 }
 
 export interface BuiltRoom {
@@ -242,6 +248,11 @@ function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRo
     highlight_count: 0,
   };
   if (dm) result.is_dm = true;
+  if (ctx.protocol === 'msc3575') {
+    // The Go proxy counts an invite as a highlight, so by_notification_level puts it on top.
+    Object.assign(result, { bump_stamp: undefined, highlight_count: 1, timestamp: ctx.timestamps.get(plan.roomId) });
+    result.name = ctx.user.names.get(plan.roomId)?.name;
+  }
   return { result, sent };
 }
 
@@ -287,7 +298,8 @@ async function buildJoinedOrLeft(
     m: room.membership,
   };
   if (lazySent) sent.lazy = [...lazySent];
-  await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
+  if (ctx.protocol === 'msc3575') addMetadata3575(ctx, plan, room, meta, result, sent, fromScratch);
+  else await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
   return { result: fromScratch || hasContent(result) ? result : undefined, sent };
 }
 
@@ -331,6 +343,45 @@ async function addMetadata(
   if (dm) result.is_dm = true;
   sent.dm = dm;
   result.bump_stamp = joined ? meta?.bumpNid || meta?.latestNid || room.membershipPos : room.membershipPos;
+}
+
+/**
+ * MSC3575's metadata: the calculated name, the avatar (a DM's other member's when the room has
+ * none; null once removed), heroes only on request, counts always, and `timestamp`.
+ */
+function addMetadata3575(
+  ctx: BuildContext,
+  plan: RoomPlan,
+  room: UserRoom,
+  meta: RoomMeta | undefined,
+  result: RoomResult,
+  sent: RoomSent,
+  fromScratch: boolean,
+) {
+  const named = ctx.user.names.get(plan.roomId);
+  const dm = ctx.user.dmRooms.has(plan.roomId);
+  const heroes = named?.heroes ?? [];
+  const name = named?.name;
+  if (name !== undefined && (fromScratch || name !== plan.sent?.name)) result.name = name;
+  sent.name = name;
+  const avatar = meta?.avatar ?? (dm && heroes.length === 1 ? heroes[0]?.avatarUrl : undefined);
+  if (fromScratch ? avatar !== undefined : avatar !== plan.sent?.avatar) result.avatar = avatar ?? null;
+  sent.avatar = avatar;
+  const calculated = !meta?.name && !meta?.canonicalAlias;
+  if (plan.includeHeroes && calculated && heroes.length && (fromScratch || result.name !== undefined)) {
+    result.heroes = heroes.map((h) => ({ user_id: h.userId, displayname: h.displayname, avatar_url: h.avatarUrl }));
+  }
+  if (room.membership === 'join') {
+    if (meta?.joinedCount && (fromScratch || meta.joinedCount !== plan.sent?.jc)) result.joined_count = meta.joinedCount;
+    if (meta?.invitedCount !== undefined && (fromScratch || meta.invitedCount !== plan.sent?.ic)) result.invited_count = meta.invitedCount;
+    sent.jc = meta?.joinedCount;
+    sent.ic = meta?.invitedCount;
+  }
+  result.notification_count = room.notificationCount;
+  result.highlight_count = room.highlightCount;
+  if (dm) result.is_dm = true;
+  sent.dm = dm;
+  result.timestamp = ctx.timestamps.get(plan.roomId);
 }
 
 const NAME_AND_AVATAR: StateSelector = { all: false, types: [], keys: [], pairTypes: ['m.room.name', 'm.room.avatar'], pairKeys: ['', ''] };

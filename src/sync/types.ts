@@ -1,20 +1,32 @@
-// The engine's protocol-neutral request and response. http/ adapts MSC4186 (and later MSC3575)
-// wire shapes to these.
+// The engine's protocol-neutral request and response. http/ adapts the MSC4186 and MSC3575
+// wire shapes to these; `protocol` selects the few rules in which the two differ (list ops,
+// room names, what a room re-entering a window gets, which rooms are candidates).
 //
 // Glossary:
 // - pos: names a connection position; the client echoes the last one it processed.
-// - list: a filtered, recency-ordered view of the user's rooms; `ranges` pick windows of it.
+// - list: a filtered, ordered view of the user's rooms (by recency unless `sort` says otherwise);
+//   `ranges` pick windows of it.
 // - room subscription: a room the client asks for directly, whatever the lists say.
 // - required_state: [type, state_key] pairs of state to return (with *, $ME, $LAZY).
 // - extension: an extra stream in the same response (to_device, e2ee, account_data, ...).
 // - stream position: our global position (store/); a connection remembers, per room, the
 //   position it has sent that room up to.
 import type { RawJson } from './json.js';
+import type { ListOp } from './list-ops.js';
+
+export type Protocol = 'msc4186' | 'msc3575';
 
 export interface RoomConfig {
   timelineLimit: number;
   requiredState: [string, string][];
+  /** MSC3575: send heroes (when the name is calculated). MSC4186 sends them for every unnamed room. */
+  includeHeroes?: boolean;
+  /** MSC3575: also send the predecessors (by tombstone) the user is joined to, with this config. */
+  includeOldRooms?: { timelineLimit: number; requiredState: [string, string][] };
 }
+
+/** MSC3575 sort comparators, applied in order. */
+export type SortBy = 'by_recency' | 'by_name' | 'by_notification_level' | 'by_notification_count' | 'by_highlight_count';
 
 export interface ListFilters {
   isDm?: boolean;
@@ -26,12 +38,18 @@ export interface ListFilters {
   roomNameLike?: string;
   tags?: string[];
   notTags?: string[];
+  /** MSC3575 (deprecated there): the room has a tombstone. */
+  isTombstoned?: boolean;
 }
 
 export interface ListRequest extends RoomConfig {
   /** Inclusive ranges; undefined = the whole list. */
   ranges: [number, number][] | undefined;
   filters: ListFilters | undefined;
+  /** MSC3575 sort; undefined = the fixed recency order of MSC4186. */
+  sort?: SortBy[];
+  /** MSC3575: the event types that count as activity for by_recency and `timestamp`; empty = all. */
+  bumpEventTypes?: string[];
 }
 
 /** Extension requests as the engine sees them; absent = not requested this time. */
@@ -44,6 +62,7 @@ export interface ExtensionsRequest {
 }
 
 export interface SyncRequest {
+  protocol: Protocol;
   connId: string;
   pos: string | undefined;
   timeoutMs: number;
@@ -51,18 +70,55 @@ export interface SyncRequest {
   roomSubscriptions: Map<string, RoomConfig>;
   unsubscribeRooms: string[];
   extensions: ExtensionsRequest;
+  /**
+   * MSC3575 sticky parameters: this request's changes to the lists and extensions the
+   * connection remembers. When set, `lists` and `extensions` are computed from it.
+   */
+  sticky?: StickyDelta;
 }
+
+/** One list's changes: an absent field keeps its previous value. */
+export interface ListDelta {
+  ranges?: [number, number][];
+  sort?: SortBy[];
+  requiredState?: [string, string][];
+  /** 0 keeps the previous value (MSC3575 cannot reset it to 0). */
+  timelineLimit?: number;
+  filters?: ListFilters;
+  bumpEventTypes?: string[];
+  includeHeroes?: boolean;
+  includeOldRooms?: RoomConfig['includeOldRooms'];
+  slowGetAllRooms?: boolean;
+  deleted?: boolean;
+}
+
+/** One extension's changes; `since` is the to-device acknowledgement, `limit` its page size. */
+export interface ExtensionDelta {
+  enabled?: boolean;
+  lists?: string[];
+  rooms?: string[];
+  limit?: number;
+  since?: string;
+}
+
+export interface StickyDelta {
+  lists: Map<string, ListDelta>;
+  extensions: Partial<Record<ExtensionName, ExtensionDelta>>;
+}
+
+export type ExtensionName = 'to_device' | 'e2ee' | 'account_data' | 'receipts' | 'typing';
 
 export interface ListResult {
   count: number;
-  ops: { op: 'SYNC'; range: [number, number]; room_ids: string[] }[];
+  ops: ListOp[];
 }
 
 /** A room result with fields named as on the MSC4186 wire; events are raw JSON. */
 export interface RoomResult {
   initial?: true;
   name?: string;
-  avatar?: string;
+  /** null (MSC3575 only): the avatar was removed. */
+  avatar?: string | null;
   heroes?: { user_id: string; displayname?: string; avatar_url?: string }[];
   is_dm?: true;
   joined_count?: number;
@@ -77,6 +133,8 @@ export interface RoomResult {
   bump_stamp?: number;
   invite_state?: RawJson;
   unstable_expanded_timeline?: true;
+  /** MSC3575: origin_server_ts of the latest bump event (never before the user's join). */
+  timestamp?: number;
 }
 
 export interface SyncResponse {

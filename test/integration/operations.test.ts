@@ -302,7 +302,7 @@ describe('operations', () => {
     for (const e of sentry.requests) assert.ok(!e.body.includes(TOKEN), 'no token in what Sentry receives');
     // The error handler reports the device a route remembered (http/request-device.ts); the
     // sliding sync route does so once it calls rememberDevice() after authenticating.
-    await t.test('with the user and device of the request', { todo: 'sliding-sync-routes.ts: rememberDevice(request, device)' }, () => {
+    await t.test('with the user and device of the request', () => {
       assert.equal(event.user?.id, '@alice:fake');
       assert.equal(event.tags?.device_id, 'ADEV');
     });

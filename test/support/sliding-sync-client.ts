@@ -85,6 +85,8 @@ export interface SsOptions {
   raw?: string;
   /** Content-Type header; default application/json; null sends none of ours (fetch then says text/plain). */
   contentType?: string | null;
+  /** Endpoint path; default the MSC4186 one. */
+  path?: string;
 }
 
 /** POSTs one sliding sync request; token undefined sends no Authorization header. */
@@ -102,7 +104,7 @@ export async function slidingSync(
   if (opts.contentType !== null) headers['content-type'] = opts.contentType ?? 'application/json';
   const started = Date.now();
   const qs = query.size ? `?${query}` : '';
-  const res = await fetch(`${proxy.url}${MSC4186_PATH}${qs}`, {
+  const res = await fetch(`${proxy.url}${opts.path ?? MSC4186_PATH}${qs}`, {
     method: 'POST',
     headers,
     body: opts.raw ?? JSON.stringify(body),
