@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ListOp } from '../../src/sync/list-ops.js';
-import { createRoomState, member, message, stateEvent, syncResponse } from '../support/builders.js';
+import { createRoomState, event, member, message, stateEvent, syncResponse } from '../support/builders.js';
 import { applyOps, createListModel, highestIndex, modelRoomAt } from '../support/list-model.js';
 import { addUser, pushSync, type SsBody, type SsRoom, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
@@ -286,6 +286,53 @@ describe('MSC3575', () => {
       old.required_state?.map((e) => e.type),
       ['m.room.tombstone'],
     );
+  });
+
+  it('moves rooms by recency only for bump_event_types, and timestamps them by those events', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', fourRooms());
+    const req = { lists: { l: { ranges: [[0, 9]], timeline_limit: 1, bump_event_types: ['m.room.message'] } } };
+    const first = await sync3575(proxy, alice.token, req);
+    assert.deepEqual(first.body.lists.l?.ops?.[0], { op: 'SYNC', range: [0, 3], room_ids: ['!d:fake', '!c:fake', '!b:fake', '!a:fake'] });
+    const reaction = event('m.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$x', key: 'y' } });
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [reaction] } } }));
+    const quiet = await sync3575(proxy, alice.token, {}, { pos: first.body.pos });
+    assert.deepEqual(quiet.body.lists.l?.ops ?? [], [], 'a reaction is not a bump event here');
+    const aBefore = first.body.rooms['!a:fake'] as Room3575;
+    assert.equal((quiet.body.rooms['!a:fake'] as Room3575).timestamp, aBefore.timestamp, 'nor does it change the timestamp');
+    const msg = message('bump');
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [msg] } } }));
+    const bumped = await sync3575(proxy, alice.token, {}, { pos: quiet.body.pos });
+    assert.deepEqual(bumped.body.lists.l?.ops, [
+      { op: 'DELETE', index: 3 },
+      { op: 'INSERT', index: 0, room_id: '!a:fake' },
+    ]);
+    assert.equal((bumped.body.rooms['!a:fake'] as Room3575).timestamp, msg.origin_server_ts);
+  });
+
+  it('answers a retried pos with the same body the same way, and keeps subscriptions until unsubscribed', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', fourRooms());
+    // By name, [0,0] is always !b ("alpha"); !a ("Delta") is only ever seen through its subscription.
+    const first = await sync3575(proxy, alice.token, { lists: { l: { ranges: [[0, 0]], sort: ['by_name'], timeline_limit: 1 } } });
+    await pushSync(fake, alice, syncResponse({ join: { '!b:fake': { timeline: [message('up')] } } }));
+    const body = { room_subscriptions: { '!a:fake': { timeline_limit: 2 } } };
+    const once = await sync3575(proxy, alice.token, body, { pos: first.body.pos });
+    const again = await sync3575(proxy, alice.token, body, { pos: first.body.pos });
+    assert.deepEqual(again.body.lists, once.body.lists, 'the lost response is computed again from the same state');
+    assert.deepEqual(again.body.rooms, once.body.rooms);
+    assert.deepEqual(Object.keys(again.body.rooms).sort(), ['!a:fake', '!b:fake']);
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('sub')] } } }));
+    const sticky = await sync3575(proxy, alice.token, {}, { pos: again.body.pos });
+    assert.deepEqual(
+      sticky.body.rooms['!a:fake']?.timeline?.map((e) => e.content.body),
+      ['sub'],
+      'still subscribed without saying so',
+    );
+    const gone = await sync3575(proxy, alice.token, { unsubscribe_rooms: ['!a:fake'] }, { pos: sticky.body.pos });
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('unseen')] } } }));
+    const after = await sync3575(proxy, alice.token, {}, { pos: gone.body.pos, timeout: 300 });
+    assert.equal(after.body.rooms['!a:fake'], undefined);
   });
 
   it('keeps extensions sticky: to_device enabled once keeps delivering', async (t) => {
