@@ -3,9 +3,9 @@
 // Go proxy's clients send null for "unchanged"); the engine merges them into what the
 // connection remembers. Errors name the field, as for MSC4186.
 import { z } from 'zod';
-import { badJson, invalidParam, notJson } from '../matrix-error.js';
-import type { ExtensionDelta, ExtensionName, ListDelta, RoomConfig, SortBy, StickyDelta, SyncRequest } from '../sync/types.js';
-import { filters, LIMITS, query, range, requiredState, scoped, toFilters, toMatrixError } from './msc4186-schema.js';
+import { invalidParam } from '../matrix-error.js';
+import type { ExtensionDelta, ExtensionName, ListDelta, RoomConfig, SortBy, StickyDelta } from '../sync/types.js';
+import { filters, LIMITS, type ParsedSync, range, requiredState, scoped, toFilters, validateSync } from './msc4186-schema.js';
 
 /** The Go proxy's default long-poll. */
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -112,19 +112,8 @@ function toExtensionDeltas(e: Body['extensions']): StickyDelta['extensions'] {
   return out;
 }
 
-export interface ParsedMsc3575 {
-  request: SyncRequest;
-  txnId: string | undefined;
-}
-
-export function parseMsc3575(rawQuery: unknown, rawBody: unknown): ParsedMsc3575 {
-  if (rawBody === undefined) throw notJson('Request body is empty');
-  if (typeof rawBody !== 'object' || rawBody === null || Array.isArray(rawBody)) throw badJson('body', 'must be a JSON object');
-  const q = query.safeParse(rawQuery ?? {});
-  if (!q.success) throw toMatrixError(q.error, '');
-  const b = body.safeParse(rawBody);
-  if (!b.success) throw toMatrixError(b.error, '');
-  const d = b.data;
+export function parseMsc3575(rawQuery: unknown, rawBody: unknown): ParsedSync {
+  const { q, d } = validateSync(body, rawQuery, rawBody);
   const lists = new Map(Object.entries(d.lists ?? {}).map(([name, l]) => [name, toListDelta(name, l)]));
   const subs = Object.entries(d.room_subscriptions ?? {}).map(([roomId, s]): [string, RoomConfig] => [
     roomId,
@@ -140,8 +129,8 @@ export function parseMsc3575(rawQuery: unknown, rawBody: unknown): ParsedMsc3575
     request: {
       protocol: 'msc3575',
       connId: d.conn_id ?? '',
-      pos: q.data.pos ?? orUndefined(d.pos),
-      timeoutMs: q.data.timeout ?? d.timeout ?? DEFAULT_TIMEOUT_MS,
+      pos: q.pos ?? orUndefined(d.pos),
+      timeoutMs: q.timeout ?? d.timeout ?? DEFAULT_TIMEOUT_MS,
       lists: new Map(),
       roomSubscriptions: new Map(subs),
       unsubscribeRooms: d.unsubscribe_rooms ?? [],

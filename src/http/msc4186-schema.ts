@@ -77,7 +77,7 @@ const body = z.looseObject({
   extensions: extensions.optional(),
 });
 
-export const query = z.looseObject({
+const query = z.looseObject({
   pos: z.string().optional(),
   timeout: z
     .string()
@@ -88,7 +88,7 @@ export const query = z.looseObject({
 
 type Body = z.infer<typeof body>;
 
-export function toMatrixError(error: z.ZodError, root: string): MatrixError {
+function toMatrixError(error: z.ZodError, root: string): MatrixError {
   const issue = error.issues[0];
   const field = [root, ...(issue?.path ?? [])].filter((p) => p !== '').join('.');
   const message = issue?.message ?? 'invalid';
@@ -128,20 +128,29 @@ function toExtensions(e: Body['extensions']): ExtensionsRequest {
   return out;
 }
 
-export interface ParsedMsc4186 {
+/** What both protocols' parsers give the route. */
+export interface ParsedSync {
   request: SyncRequest;
   txnId: string | undefined;
 }
 
-/** Parses query and body; throws a MatrixError naming the first bad field. */
-export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedMsc4186 {
+/** Validates a sliding sync request's query and body against `schema`; throws a MatrixError naming the first bad field. */
+export function validateSync<S extends z.ZodType>(
+  schema: S,
+  rawQuery: unknown,
+  rawBody: unknown,
+): { q: z.infer<typeof query>; d: z.infer<S> } {
   if (rawBody === undefined) throw notJson('Request body is empty');
   if (typeof rawBody !== 'object' || rawBody === null || Array.isArray(rawBody)) throw badJson('body', 'must be a JSON object');
   const q = query.safeParse(rawQuery ?? {});
   if (!q.success) throw toMatrixError(q.error, '');
-  const b = body.safeParse(rawBody);
+  const b = schema.safeParse(rawBody);
   if (!b.success) throw toMatrixError(b.error, '');
-  const d = b.data;
+  return { q: q.data, d: b.data };
+}
+
+export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedSync {
+  const { q, d } = validateSync(body, rawQuery, rawBody);
   const lists = new Map<string, ListRequest>();
   for (const [name, l] of Object.entries(d.lists ?? {})) {
     const ranges = l.ranges ?? (l.range ? [l.range] : undefined);
@@ -152,8 +161,8 @@ export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedMsc4186
     request: {
       protocol: 'msc4186',
       connId: d.conn_id ?? '',
-      pos: q.data.pos ?? d.pos,
-      timeoutMs: q.data.timeout ?? d.timeout ?? 0,
+      pos: q.pos ?? d.pos,
+      timeoutMs: q.timeout ?? d.timeout ?? 0,
       lists,
       roomSubscriptions: new Map(Object.entries(d.room_subscriptions ?? {}).map(([id, c]) => [id, toConfig(c)])),
       unsubscribeRooms: d.unsubscribe_rooms ?? [],

@@ -14,21 +14,21 @@ import { MatrixError } from '../matrix-error.js';
 import type { DeviceRegistry } from '../poller/device-registry.js';
 import type { SyncEngine, SyncTiming } from '../sync/engine.js';
 import { toJson } from '../sync/json.js';
-import type { SyncRequest, SyncResponse } from '../sync/types.js';
+import type { SyncResponse } from '../sync/types.js';
 import { SLOW_REQUEST_SECS } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { noopTracer } from '../telemetry/tracing.js';
 import { accessToken } from './access-token.js';
 import { disconnectSignal } from './disconnect.js';
 import { isSlidingSyncBody, parseMsc3575 } from './msc3575-schema.js';
-import { parseMsc4186 } from './msc4186-schema.js';
+import { type ParsedSync, parseMsc4186 } from './msc4186-schema.js';
 import { rememberDevice } from './request-device.js';
 
 export const MSC4186_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
 export const MSC3575_PATH = '/_matrix/client/unstable/org.matrix.msc3575/sync';
 const V3_SYNC_PATH = '/_matrix/client/v3/sync';
 
-type Parser = (query: unknown, body: unknown) => { request: SyncRequest; txnId: string | undefined };
+type Parser = (query: unknown, body: unknown) => ParsedSync;
 
 export interface SlidingSyncDeps {
   registry: DeviceRegistry;

@@ -5,35 +5,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as sdk from 'matrix-js-sdk-37';
-import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk-37/lib/logger.js';
+import { logger as sdkGlobalLogger } from 'matrix-js-sdk-37/lib/logger.js';
 import { SlidingSync, SlidingSyncEvent } from 'matrix-js-sdk-37/lib/sliding-sync.js';
 import { failed, startE2eProxy } from '../support/e2e-proxy.js';
 import { eventually, registerUser } from '../support/matrix-users.js';
+import { quietSdkLog, silenceGlobal } from '../support/quiet-sdk-log.js';
 import { homeserverForFile } from '../support/synapse.js';
 
 const hs = await homeserverForFile();
 
-const sdkLog: string[] = [];
-const quiet: Logger = (() => {
-  const log =
-    (level: string) =>
-    (...msg: unknown[]) => {
-      sdkLog.push(`${level} ${msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ')}`);
-      if (sdkLog.length > 500) sdkLog.shift();
-    };
-  const l: Logger = {
-    trace: log('trace'),
-    debug: log('debug'),
-    info: log('info'),
-    warn: log('warn'),
-    error: log('error'),
-    getChild: () => l,
-  };
-  return l;
-})();
-sdkGlobalLogger.getChild = () => quiet;
-for (const level of ['trace', 'debug', 'info', 'warn', 'error'] as const)
-  (sdkGlobalLogger as unknown as Record<string, unknown>)[level] = quiet[level];
+const sdkLog = quietSdkLog();
+silenceGlobal(sdkGlobalLogger, sdkLog);
 
 test('matrix-js-sdk 37 (MSC3575) syncs through the proxy', { skip: hs.skip, timeout: 150_000 }, async (t) => {
   const hsUrl = hs.url as string;
@@ -51,9 +33,15 @@ test('matrix-js-sdk 37 (MSC3575) syncs through the proxy', { skip: hs.skip, time
   await bob.sendMessage(dm, 'just us');
 
   t.afterEach((st) => {
-    if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk 37 log (last 50 lines):\n${sdkLog.slice(-50).join('\n')}\n`);
+    if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk 37 log (last 50 lines):\n${sdkLog.tail(50)}\n`);
   });
-  const client = sdk.createClient({ baseUrl: proxy.url, accessToken: alice.accessToken, userId: alice.userId, deviceId: alice.deviceId });
+  const client = sdk.createClient({
+    baseUrl: proxy.url,
+    accessToken: alice.accessToken,
+    userId: alice.userId,
+    deviceId: alice.deviceId,
+    logger: sdkLog.logger as never,
+  });
   const required = [
     ['m.room.name', ''],
     ['m.room.member', '$ME'],

@@ -10,36 +10,14 @@ import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger
 import { SlidingSync } from 'matrix-js-sdk/lib/sliding-sync.js';
 import { failed, startE2eProxy } from '../support/e2e-proxy.js';
 import { eventually, registerUser } from '../support/matrix-users.js';
+import { quietSdkLog, silenceGlobal } from '../support/quiet-sdk-log.js';
 import { homeserverForFile } from '../support/synapse.js';
 
 const hs = await homeserverForFile();
 
-/** Keeps the SDK's chatter out of the test output; the tail is printed when a test fails. */
-function quietLogger(lines: string[]): Logger {
-  const log =
-    (level: string) =>
-    (...msg: unknown[]) => {
-      lines.push(`${level} ${msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ')}`);
-      if (lines.length > 500) lines.shift();
-    };
-  const logger: Logger = {
-    trace: log('trace'),
-    debug: log('debug'),
-    info: log('info'),
-    warn: log('warn'),
-    error: log('error'),
-    getChild: () => logger,
-  };
-  return logger;
-}
-
-// Parts of the SDK (SlidingSync itself, MatrixRTC) log through the global loglevel logger, at
-// debug level, rather than through the client's: their children go to the same quiet log, and
-// the global logger itself prints errors only.
-const sdkLog: string[] = [];
-const quiet = quietLogger(sdkLog);
-sdkGlobalLogger.getChild = () => quiet;
-(sdkGlobalLogger as unknown as { setLevel(level: string, persist: boolean): void }).setLevel('error', false);
+const sdkLog = quietSdkLog();
+silenceGlobal(sdkGlobalLogger, sdkLog);
+const quiet = sdkLog.logger as Logger;
 
 test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_000 }, async (t) => {
   const hsUrl = hs.url as string;
@@ -54,7 +32,7 @@ test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_0
   await bob.sendMessage(unnamed, 'just us');
 
   t.afterEach((st) => {
-    if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk log (last 50 lines):\n${sdkLog.slice(-50).join('\n')}\n`);
+    if (failed(st)) process.stderr.write(`\n--- matrix-js-sdk log (last 50 lines):\n${sdkLog.tail(50)}\n`);
   });
   const client = sdk.createClient({
     baseUrl: proxy.url,
