@@ -89,25 +89,47 @@ function applyState(meta: RoomMeta, row: StateRow) {
   }
 }
 
+type Recency = Pick<RoomMeta, 'latestNid' | 'bumpNid' | 'bumpTs' | 'statePos' | 'receiptPos'>;
+
+/** Takes into `meta` whatever of `seen` is more recent (a bus message may have raced the query). */
+function mergeRecency(meta: RoomMeta, seen: Recency): void {
+  meta.latestNid = Math.max(meta.latestNid, seen.latestNid);
+  if (seen.bumpNid > meta.bumpNid) Object.assign(meta, { bumpNid: seen.bumpNid, bumpTs: seen.bumpTs });
+  meta.statePos = Math.max(meta.statePos, seen.statePos);
+  meta.receiptPos = Math.max(meta.receiptPos, seen.receiptPos);
+}
+
+/**
+ * Freshness is decided on one counter, the tick, which orders bus messages and loads. Ingest
+ * publishes after commit, so a load that starts at tick T reads every change announced at or
+ * before T, and perhaps some announced after: its result is fresh for changes up to T only.
+ * A room is stale when the bus announced a state change later than the start of the load that
+ * produced its cached metadata. Ticks never repeat, so neither a reload that finishes out of
+ * order nor a room that goes stale again while a slow load runs can pass an old load for a
+ * fresh one (a per-room change counter, reset when the room turned fresh, could).
+ */
 export class RoomMetaCache {
   #rooms = new Map<string, RoomMeta>();
-  /** Rooms whose state changed since loaded, with a counter so a change during a reload is not lost. */
-  #stale = new Map<string, number>();
+  #tick = 0;
+  /** Tick of the latest state change of a cached or loading room, while it may be unread. */
+  #changedAt = new Map<string, number>();
+  /** Tick at which the load that produced each cached room's metadata started. */
+  #loadedAt = new Map<string, number>();
+  /** Loads in flight per room; bus messages for uncached rooms are only kept while one runs. */
+  #loading = new Map<string, number>();
+  /** The latest load started for each room, which later callers may wait for instead of loading. */
+  #latestLoad = new Map<string, { startedAt: number; done: Promise<void> }>();
+  /** Recency announced for rooms being loaded for the first time, merged in when the load lands. */
+  #pendingRecency = new Map<string, Recency>();
   #listeners = new Set<(roomId: string) => void>();
-  #loading = new Set<string>();
 
   constructor(
     private readonly pool: Pool,
     bus: Bus,
   ) {
     bus.subscribe('room.changed', (m) => {
-      const meta = this.#rooms.get(m.roomId);
-      if (!meta) {
-        // Being loaded for the first time: the load may have read the state before this
-        // change, so it must not be taken as fresh.
-        if (this.#loading.has(m.roomId)) this.#stale.set(m.roomId, (this.#stale.get(m.roomId) ?? 0) + 1);
-        return;
-      }
+      const meta = this.#rooms.get(m.roomId) ?? this.#pendingRecency.get(m.roomId);
+      if (!meta) return; // neither cached nor loading: a later load reads the change
       meta.latestNid = Math.max(meta.latestNid, m.latestNid);
       if (m.bump && m.bump.nid > meta.bumpNid) {
         meta.bumpNid = m.bump.nid;
@@ -115,12 +137,12 @@ export class RoomMetaCache {
       }
       if (m.statePos) {
         meta.statePos = Math.max(meta.statePos, m.statePos);
-        this.#stale.set(m.roomId, (this.#stale.get(m.roomId) ?? 0) + 1);
+        this.#changedAt.set(m.roomId, ++this.#tick);
       }
-      for (const l of this.#listeners) l(m.roomId);
+      if (this.#rooms.has(m.roomId)) for (const l of this.#listeners) l(m.roomId);
     });
     bus.subscribe('room.receipts', (m) => {
-      const meta = this.#rooms.get(m.roomId);
+      const meta = this.#rooms.get(m.roomId) ?? this.#pendingRecency.get(m.roomId);
       if (meta) meta.receiptPos = Math.max(meta.receiptPos, m.pos);
     });
   }
@@ -134,15 +156,56 @@ export class RoomMetaCache {
     return this.#rooms.get(roomId);
   }
 
-  /** Loads (or reloads, when stale) the given rooms in one batch. */
+  #fresh(roomId: string): boolean {
+    const loadedAt = this.#loadedAt.get(roomId);
+    return loadedAt !== undefined && (this.#changedAt.get(roomId) ?? 0) <= loadedAt;
+  }
+
+  /**
+   * Loads (or reloads, when stale) the given rooms in one batch. A room already being loaded by
+   * a load that started after its latest change is waited for rather than loaded again.
+   */
   async ensure(roomIds: Iterable<string>): Promise<void> {
-    const todo = [...roomIds].filter((id) => !this.#rooms.has(id) || this.#stale.has(id));
-    if (todo.length === 0) return;
-    const generations = new Map(todo.map((id) => [id, this.#stale.get(id)]));
-    for (const id of todo) this.#loading.add(id);
-    const { rooms, state } = await roomMeta(this.pool, todo).finally(() => {
-      for (const id of todo) this.#loading.delete(id);
-    });
+    const todo: string[] = [];
+    const waits = new Set<Promise<void>>();
+    for (const id of new Set(roomIds)) {
+      if (this.#fresh(id)) continue;
+      const running = this.#latestLoad.get(id);
+      if (running && running.startedAt >= (this.#changedAt.get(id) ?? 0)) waits.add(running.done);
+      else todo.push(id);
+    }
+    if (todo.length) waits.add(this.#load(todo));
+    await Promise.all(waits);
+  }
+
+  #load(todo: string[]): Promise<void> {
+    const startedAt = this.#tick;
+    for (const id of todo) {
+      this.#loading.set(id, (this.#loading.get(id) ?? 0) + 1);
+      if (!this.#rooms.has(id) && !this.#pendingRecency.has(id)) this.#pendingRecency.set(id, emptyMeta(id));
+    }
+    const done = roomMeta(this.pool, todo)
+      .then(({ rooms, state }) => this.#install(todo, startedAt, rooms, state))
+      .finally(() => {
+        for (const id of todo) {
+          // Never left behind: a later caller must not wait on a load that ended (or failed).
+          if (this.#latestLoad.get(id)?.done === done) this.#latestLoad.delete(id);
+          const left = (this.#loading.get(id) ?? 1) - 1;
+          if (left > 0) {
+            this.#loading.set(id, left);
+            continue;
+          }
+          this.#loading.delete(id);
+          this.#pendingRecency.delete(id);
+          // Failed and nothing cached: forget the room's change ticks along with it.
+          if (!this.#rooms.has(id)) this.#changedAt.delete(id);
+        }
+      });
+    for (const id of todo) this.#latestLoad.set(id, { startedAt, done });
+    return done;
+  }
+
+  #install(todo: string[], startedAt: number, rooms: Awaited<ReturnType<typeof roomMeta>>['rooms'], state: StateRow[]): void {
     const fresh = new Map(todo.map((id) => [id, emptyMeta(id)]));
     for (const r of rooms) {
       const meta = fresh.get(r.roomId) as RoomMeta;
@@ -156,16 +219,17 @@ export class RoomMetaCache {
     }
     for (const row of state) applyState(fresh.get(row.roomId) as RoomMeta, row);
     for (const [id, meta] of fresh) {
+      // A load that started later already landed: this one read older state.
+      if ((this.#loadedAt.get(id) ?? -1) >= startedAt) continue;
       const old = this.#rooms.get(id);
-      // A bus message may have raced the query: never go back in recency.
-      if (old) {
-        meta.latestNid = Math.max(meta.latestNid, old.latestNid);
-        if (old.bumpNid > meta.bumpNid) Object.assign(meta, { bumpNid: old.bumpNid, bumpTs: old.bumpTs });
-        meta.statePos = Math.max(meta.statePos, old.statePos);
-        meta.receiptPos = Math.max(meta.receiptPos, old.receiptPos);
-      }
+      const seen = old ?? this.#pendingRecency.get(id);
+      if (seen) mergeRecency(meta, seen);
       this.#rooms.set(id, meta);
-      if (this.#stale.get(id) === generations.get(id)) this.#stale.delete(id);
+      this.#loadedAt.set(id, startedAt);
+      this.#pendingRecency.delete(id);
+      if ((this.#changedAt.get(id) ?? 0) <= startedAt) this.#changedAt.delete(id);
+      // The store knew of later events than the bus told us (another process's ingest, say).
+      if (old && (meta.latestNid !== old.latestNid || meta.bumpNid !== old.bumpNid)) for (const l of this.#listeners) l(id);
     }
   }
 
