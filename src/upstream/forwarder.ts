@@ -30,7 +30,7 @@ const HOP_BY_HOP = new Set([
 /**
  * Request headers replaced rather than passed on: undici sets `host` for the homeserver,
  * node already answered `expect: 100-continue` (and undici refuses the header), and the
- * X-Forwarded-Proto/-Host we send describe the client's connection to us.
+ * X-Forwarded-Proto/-Host we send describe the client's connection (see requestHeaders).
  */
 const REPLACED = new Set(['host', 'expect', 'x-forwarded-proto', 'x-forwarded-host']);
 
@@ -107,9 +107,15 @@ export function upstreamRequestHeaders(incoming: IncomingMessage): string[] {
   const out: string[] = [];
   const forwardedFor: string[] = [];
   let host: string | undefined;
+  // Behind a TLS-terminating reverse proxy (nginx), ours is not the client's connection: that
+  // proxy's X-Forwarded-Proto/-Host say how the client came, and the homeserver needs those.
+  let proto: string | undefined;
+  let forwardedHost: string | undefined;
   for (const [name, value] of pairs) {
     const lower = name.toLowerCase();
     if (lower === 'host') host ??= value;
+    if (lower === 'x-forwarded-proto') proto ??= value.split(',')[0]?.trim();
+    if (lower === 'x-forwarded-host') forwardedHost ??= value.split(',')[0]?.trim();
     if (lower === 'x-forwarded-for') {
       forwardedFor.push(value);
       continue;
@@ -122,8 +128,9 @@ export function upstreamRequestHeaders(incoming: IncomingMessage): string[] {
   const address = clientAddress(incoming);
   if (address) forwardedFor.push(address);
   if (forwardedFor.length) out.push('X-Forwarded-For', forwardedFor.join(', '));
-  out.push('X-Forwarded-Proto', (incoming.socket as Partial<TLSSocket>).encrypted ? 'https' : 'http');
-  if (host) out.push('X-Forwarded-Host', host);
+  out.push('X-Forwarded-Proto', proto || ((incoming.socket as Partial<TLSSocket>).encrypted ? 'https' : 'http'));
+  const clientHost = forwardedHost || host;
+  if (clientHost) out.push('X-Forwarded-Host', clientHost);
   return out;
 }
 

@@ -147,6 +147,7 @@ describe('front door: forwarding', () => {
       assert.equal(got.headers.authorization, 'Bearer tok');
       assert.equal(got.headers['x-custom'], 'one, two');
       assert.equal(got.headers['user-agent'], 'front-door-test');
+      assert.equal(got.headers['x-forwarded-proto'], 'http', 'no reverse proxy in front: the scheme of the connection to us');
       assert.equal(got.body, body ?? '', `${method} body`);
     }
 
@@ -319,7 +320,7 @@ describe('front door: forwarding', () => {
     assert.notEqual(seen.headers['keep-alive'], 'timeout=5');
     assert.equal(seen.headers['x-end-to-end'], 'kept');
     assert.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 198.51.100.2, 127.0.0.1', 'the client address is appended');
-    assert.equal(seen.headers['x-forwarded-proto'], 'http', 'the scheme the client used to reach the proxy');
+    assert.equal(seen.headers['x-forwarded-proto'], 'https', 'the scheme the client used, as the reverse proxy in front of us said');
     assert.equal(seen.headers['x-forwarded-host'], host);
     assert.equal(seen.headers.host, new URL(upstream.url).host, 'Host names the homeserver');
     assert.equal(seen.headers['content-length'], '5');
