@@ -39,13 +39,14 @@ function normaliseRoom(room: Room): Room {
   // required_state is a set: neither server promises an order.
   if (r.required_state) r.required_state = r.required_state.map(normaliseEvent).sort(byTypeAndKey);
   if (r.invite_state) {
-    // Stripped state: {type, state_key, sender, content}. The proxy passes on the v2 invite
-    // event as the homeserver gave it (with event_id, origin_server_ts, unsigned), where Synapse
-    // appends a stripped copy; clients read only the stripped fields.
+    // Stripped state of an invite or a knock: {type, state_key, sender, content}. The proxy
+    // passes on the v2 invite or knock event as the homeserver gave it (with event_id,
+    // origin_server_ts, unsigned; a knock's unsigned.knock_room_state repeats the stripped
+    // state), where Synapse appends a stripped copy; clients read only the stripped fields.
     r.invite_state = r.invite_state.map((e: Json) => ({ type: e.type, state_key: e.state_key, sender: e.sender, content: e.content }));
-    // Synapse also reads `name`/`avatar` of an invite from the room's current state (its server
-    // is in the room; the final MSC calls this an accidental leak). A proxy only has the stripped
-    // state, which carries the name anyway.
+    // Synapse also reads `name`/`avatar` of an invited or knocked room from the room's current
+    // state (its server is in the room; the final MSC calls this an accidental leak). A proxy
+    // only has the stripped state, which carries the name anyway.
     delete r.name;
     delete r.avatar;
   }

@@ -152,6 +152,11 @@ export class MatrixUser {
     await this.call('POST', `/join/${encodeURIComponent(roomId)}`, {});
   }
 
+  /** Asks to join a room whose join rule is `knock` (POST /knock/{roomIdOrAlias}). */
+  async knock(roomId: string, reason?: string): Promise<void> {
+    await this.call('POST', `/knock/${encodeURIComponent(roomId)}`, reason === undefined ? {} : { reason });
+  }
+
   async leave(roomId: string): Promise<void> {
     await this.call('POST', `${this.room(roomId)}/leave`, {});
   }
