@@ -1,6 +1,8 @@
 // `npm run bench -- [ingest|msc4186]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { createInProcessBus } from '../src/bus/bus.js';
@@ -32,6 +34,45 @@ async function freshDatabase(serverUrl: string, name: string): Promise<Pool> {
   const pool = createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
   await migrate(pool, await loadMigrations());
   return pool;
+}
+
+/**
+ * Counts the SQL statements a pool runs (the pool's own query and its clients', promise-style
+ * only). BENCH_SQL=1 also prints, at the end, time and parameter bytes per statement.
+ */
+const sqlStats = new Map<string, { n: number; ms: number; bytes: number }>();
+function countQueries(pool: Pool): { readonly n: number } {
+  const counter = { n: 0 };
+  const detail = Boolean(process.env.BENCH_SQL);
+  const wrap = (target: { query: unknown }) => {
+    const original = (target.query as (...args: unknown[]) => unknown).bind(target);
+    target.query = (...args: unknown[]) => {
+      if (typeof args.at(-1) === 'function') return original(...args);
+      counter.n++;
+      if (!detail) return original(...args);
+      const text = String(args[0]).replace(/\s+/g, ' ').slice(0, 90);
+      const bytes = JSON.stringify(args[1] ?? []).length;
+      const t0 = performance.now();
+      const done = () => {
+        const st = sqlStats.get(text) ?? { n: 0, ms: 0, bytes: 0 };
+        sqlStats.set(text, { n: st.n + 1, ms: st.ms + ms(t0), bytes: st.bytes + bytes });
+      };
+      const p = original(...args) as Promise<unknown>;
+      p.then(done, done);
+      return p;
+    };
+  };
+  wrap(pool);
+  pool.on('connect', (client) => wrap(client));
+  return counter;
+}
+
+function printSqlStats(phase: string) {
+  if (!sqlStats.size) return;
+  console.log(`  SQL of ${phase} by total time (calls, ms, parameter KiB):`);
+  for (const [text, st] of [...sqlStats].sort((a, b) => b[1].ms - a[1].ms).slice(0, 15))
+    console.log(`    ${String(st.n).padStart(6)} ${fmt(st.ms).padStart(7)} ms ${fmt(st.bytes / 1024).padStart(8)} KiB  ${text}`);
+  sqlStats.clear();
 }
 
 async function roundTripMs(pool: Pool): Promise<number> {
@@ -164,9 +205,29 @@ function roomListRequest(range: [number, number], pos: string | undefined, timeo
   };
 }
 
+/** BENCH_CPU_PROFILE=dir: one .cpuprofile per measured phase (open in Chrome DevTools). */
+async function profiled<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  const dir = process.env.BENCH_CPU_PROFILE;
+  if (!dir) return fn();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(`${dir}/${label}.cpuprofile`, JSON.stringify(profile));
+    session.disconnect();
+  }
+}
+
+/** BENCH_ROOMS=10000 runs the msc4186 scenario at one size only (e.g. under --cpu-prof). */
+const ROOM_COUNTS = process.env.BENCH_ROOMS ? process.env.BENCH_ROOMS.split(',').map(Number) : [1_000, 10_000];
+
 async function benchMsc4186(serverUrl: string) {
   console.log('\n== msc4186 (Element X room-list connection) ==');
-  for (const rooms of [1_000, 10_000]) {
+  for (const rooms of ROOM_COUNTS) {
     const pool = await freshDatabase(serverUrl, `syncv3_bench_msc4186_${rooms}`);
     const bus = createInProcessBus(logger);
     const acc = createAccumulator({ pool, bus, logger });
@@ -183,51 +244,90 @@ async function benchMsc4186(serverUrl: string) {
     const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 1000 });
     const signal = new AbortController().signal;
     const rt = await roundTripMs(pool);
+    const queries = countQueries(pool);
     global.gc?.();
     const heapBefore = process.memoryUsage().heapUsed;
 
     let t0 = performance.now();
+    let q0 = queries.n;
     let res = await engine.sync(d, roomListRequest([0, 19], undefined), signal);
     toJson(res);
     const cold = ms(t0);
+    const coldQueries = queries.n - q0;
     global.gc?.();
     const heapCaches = process.memoryUsage().heapUsed - heapBefore;
     const warm: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      t0 = performance.now();
-      toJson(await engine.sync(d, roomListRequest([0, 19], undefined), signal));
-      warm.push(ms(t0));
-    }
+    q0 = queries.n;
+    await profiled(`msc4186-${rooms}-warm`, async () => {
+      for (let i = 0; i < 20; i++) {
+        t0 = performance.now();
+        toJson(await engine.sync(d, roomListRequest([0, 19], undefined), signal));
+        warm.push(ms(t0));
+      }
+    });
+    const warmQueries = (queries.n - q0) / 20;
+    printSqlStats('warm first windows');
     // Growing by 100 with timeout 0 up to the whole list, as Element X does.
     t0 = performance.now();
-    res = await engine.sync(d, roomListRequest([0, 19], undefined), signal);
-    for (let end = 99; ; end += 100) {
-      const last = Math.min(end, rooms - 1);
-      res = await engine.sync(d, roomListRequest([0, last], res.pos), signal);
-      toJson(res);
-      if (last === rooms - 1) break;
-    }
+    q0 = queries.n;
+    let steps = 1;
+    await profiled(`msc4186-${rooms}-grow`, async () => {
+      res = await engine.sync(d, roomListRequest([0, 19], undefined), signal);
+      for (let end = 99; ; end += 100) {
+        const last = Math.min(end, rooms - 1);
+        res = await engine.sync(d, roomListRequest([0, last], res.pos), signal);
+        toJson(res);
+        steps++;
+        if (last === rooms - 1) break;
+      }
+    });
     const whole = ms(t0);
+    printSqlStats('growing');
+    const wholeQueries = queries.n - q0;
 
-    // Live: a long-poll on the fully loaded list, woken by an ingested message.
-    const lat: number[] = [];
-    for (let i = 0; i < 50; i++) {
-      const waiting = engine.sync(d, roomListRequest([0, rooms - 1], res.pos, 30_000), signal);
-      await new Promise((r) => setTimeout(r, 5));
-      const t1 = performance.now();
-      await acc.ingest(d, parse(liveMessage((i * 37) % rooms, userId(1), `live ${i}`)));
-      res = await waiting;
-      toJson(res);
-      lat.push(ms(t1));
-      if (!Object.keys(res.rooms).length) throw new Error('live message not delivered');
-    }
+    // Live: a long-poll, woken by an ingested message; measured from the upstream body in hand
+    // (total) and from the end of its ingest (what serving adds to the upstream's own delivery).
+    const live = async (range: [number, number]) => {
+      const total: number[] = [];
+      const over: number[] = [];
+      const q = queries.n;
+      let pos = (await engine.sync(d, roomListRequest(range, undefined), signal)).pos;
+      for (let i = 0; i < 50; i++) {
+        const waiting = engine.sync(d, roomListRequest(range, pos, 30_000), signal);
+        await new Promise((r) => setTimeout(r, 5));
+        const t1 = performance.now();
+        await acc.ingest(d, parse(liveMessage((i * 37) % rooms, userId(1), `live ${i}`)));
+        const ingested = performance.now();
+        const r = await waiting;
+        toJson(r);
+        total.push(ms(t1));
+        over.push(performance.now() - ingested);
+        pos = r.pos;
+        if (!Object.keys(r.rooms).length) throw new Error('live message not delivered');
+      }
+      return { total, over, queries: (queries.n - q) / 51 };
+    };
+    printSqlStats('setup');
+    const liveAll = await profiled(`msc4186-${rooms}-live-all`, () => live([0, rooms - 1]));
+    printSqlStats('live');
+    const liveTop = await profiled(`msc4186-${rooms}-live-top`, () => live([0, 19]));
     console.log(`user in ${rooms} rooms (PostgreSQL round trip p50 ${fmt(rt)} ms):`);
-    console.log(`  first window [0,19], cold caches: ${fmt(cold)} ms (${fmt(cold / rt)} round trips)`);
+    console.log(`  first window [0,19], cold caches: ${fmt(cold)} ms (${fmt(cold / rt)} round trips; ${coldQueries} queries)`);
     console.log(
-      `  first window [0,19], warm: p50 ${fmt(pct(warm, 50))} ms, p99 ${fmt(pct(warm, 99))} ms (${fmt(pct(warm, 50) / rt)} round trips)`,
+      `  first window [0,19], warm: p50 ${fmt(pct(warm, 50))} ms, p99 ${fmt(pct(warm, 99))} ms (${fmt(pct(warm, 50) / rt)} round trips; ${fmt(warmQueries)} queries)`,
     );
-    console.log(`  whole list by growing 100 at a time: ${fmt(whole / 1000)} s`);
-    console.log(`  live (ingest of the upstream event -> long-poll answered): p50 ${fmt(pct(lat, 50))} ms, p99 ${fmt(pct(lat, 99))} ms`);
+    console.log(
+      `  whole list by growing 100 at a time: ${fmt(whole / 1000)} s (${steps} requests, ${fmt(wholeQueries / steps)} queries each)`,
+    );
+    for (const [label, l] of [
+      [`whole list [0,${rooms - 1}]`, liveAll],
+      ['window [0,19]', liveTop],
+    ] as const) {
+      console.log(
+        `  live, ${label} (ingest of the upstream event -> long-poll answered): p50 ${fmt(pct(l.total, 50))} ms, p99 ${fmt(pct(l.total, 99))} ms; ` +
+          `after the ingest: p50 ${fmt(pct(l.over, 50))} ms, p99 ${fmt(pct(l.over, 99))} ms (${fmt(l.queries)} queries per response)`,
+      );
+    }
     if (global.gc) console.log(`  cache memory: ${fmt(heapCaches / rooms / 1024)} KiB per room (${fmt(heapCaches / 1024 / 1024)} MiB)`);
     await pool.end();
   }

@@ -57,6 +57,10 @@ export class UserCache {
   readonly names = new Map<string, { stamp: string; name: string; heroes: Hero[] }>();
   staleRooms = new Set<string>();
   staleClassification = false;
+  /** Rooms whose state changed since their metadata was last ensured (reloaded on the next get). */
+  staleMetas = new Set<string>();
+  /** Rooms the user left themself (not kicked): listed only in the response covering the leave. */
+  readonly selfLeft = new Set<string>();
 
   constructor(
     readonly userId: string,
@@ -84,8 +88,20 @@ export class UserCache {
     const changed = new Set(rows.map((r) => r.roomId));
     if (replaceAll) for (const id of this.rooms.keys()) changed.add(id);
     if (replaceAll) this.rooms.clear();
-    for (const r of rows) this.rooms.set(r.roomId, toUserRoom(r));
+    if (replaceAll) this.selfLeft.clear();
+    for (const r of rows) this.setRoom(toUserRoom(r));
     return [...changed];
+  }
+
+  setRoom(room: UserRoom): void {
+    this.rooms.set(room.roomId, room);
+    if (room.membership === 'leave' && !room.kicked) this.selfLeft.add(room.roomId);
+    else this.selfLeft.delete(room.roomId);
+  }
+
+  deleteRoom(roomId: string): void {
+    this.rooms.delete(roomId);
+    this.selfLeft.delete(roomId);
   }
 
   setClassification(rows: { roomId: string; type: string; json: string }[]): void {
@@ -127,6 +143,12 @@ export class UserCaches {
     });
     metas.onRecencyChange((roomId) => {
       for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.reposition(roomId);
+    });
+    // A state change makes the room's metadata stale: only those rooms are ensured per request,
+    // not every room of the user.
+    bus.subscribe('room.changed', ({ roomId, statePos }) => {
+      if (!statePos) return;
+      for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.staleMetas.add(roomId);
     });
   }
 
@@ -174,15 +196,25 @@ export class UserCaches {
       const rows = await userRoomsByIds(this.pool, user.userId, changed);
       const found = new Set(rows.map((r) => r.roomId));
       user.setRooms(rows, false);
-      for (const id of changed) if (!found.has(id)) user.rooms.delete(id);
+      for (const id of changed) if (!found.has(id)) user.deleteRoom(id);
       for (const id of changed) this.#index(id, user.userId);
     }
     if (user.staleClassification) {
       user.staleClassification = false;
       user.setClassification(await classifyingAccountData(this.pool, user.userId));
     }
-    // Reloads only rooms whose state changed; recency moves already happened on the bus.
-    await this.metas.ensure(user.rooms.keys());
+    // Reloads only rooms whose state changed (or that are new); recency moves already happened
+    // on the bus. Every other room was ensured when it came in.
+    const stale = [...changed, ...user.staleMetas].filter((id) => user.rooms.has(id));
+    user.staleMetas.clear();
+    if (stale.length) {
+      try {
+        await this.metas.ensure(stale);
+      } catch (err) {
+        for (const id of stale) user.staleMetas.add(id);
+        throw err;
+      }
+    }
     // A membership change moves its room (an invite accepted sorts by its latest event).
     for (const id of changed) user.reposition(id);
   }

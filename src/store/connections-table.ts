@@ -62,7 +62,9 @@ export async function setPending(db: Queryable, id: number, stream: number, pend
 
 /**
  * The client used the pending pos: it becomes the confirmed state. False when the connection
- * is gone (expired or dropped meanwhile): nothing is written. Run it in a transaction.
+ * is gone (expired or dropped meanwhile): nothing is written. One statement, so atomic without
+ * a transaction's extra round trips: the row's update locks it against a concurrent delete and
+ * tells whether it is there, and the rooms are written only when it is.
  */
 export async function confirmPending(
   db: Queryable,
@@ -70,22 +72,20 @@ export async function confirmPending(
   rooms: { roomId: string; sent: string }[],
   extensions: string,
 ): Promise<boolean> {
-  // The row first: it locks the connection against a concurrent delete, and tells whether it is there.
-  const updated = await db.query(
-    `UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
-       pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
-     WHERE id = $1`,
-    [id, extensions],
+  const { rows } = await db.query<{ found: boolean }>(
+    `WITH c AS (
+       UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
+         pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
+       WHERE id = $1 RETURNING id
+     ), r AS (
+       INSERT INTO connection_rooms (connection_id, room_id, sent)
+       SELECT c.id, u.room_id, u.sent FROM c, unnest($3::text[], $4::text[]) AS u(room_id, sent)
+       ON CONFLICT (connection_id, room_id) DO UPDATE SET sent = excluded.sent
+     )
+     SELECT EXISTS (SELECT 1 FROM c) AS found`,
+    [id, extensions, rooms.map((r) => r.roomId), rooms.map((r) => r.sent)],
   );
-  if (!updated.rowCount) return false;
-  if (rooms.length) {
-    await db.query(
-      `INSERT INTO connection_rooms (connection_id, room_id, sent) SELECT $1, * FROM unnest($2::text[], $3::text[])
-       ON CONFLICT (connection_id, room_id) DO UPDATE SET sent = excluded.sent`,
-      [id, rooms.map((r) => r.roomId), rooms.map((r) => r.sent)],
-    );
-  }
-  return true;
+  return rows[0]?.found ?? false;
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   setPending,
   trimConnections,
 } from '../store/connections-table.js';
-import { type Pool, withTransaction } from '../store/db.js';
+import type { Pool } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
 import type { ListMemory } from './lists.js';
 import type { StickyState } from './sticky.js';
@@ -261,13 +261,11 @@ export class ConnectionManager {
     const p = conn.pending;
     if (!p) return;
     const ext = { ...conn.ext, ...p.ext };
-    const confirmed = await withTransaction(this.pool, (tx) =>
-      confirmPending(
-        tx,
-        conn.id,
-        [...p.rooms].map(([roomId, sent]) => ({ roomId, sent: JSON.stringify(sent) })),
-        JSON.stringify(ext),
-      ),
+    const confirmed = await confirmPending(
+      this.pool,
+      conn.id,
+      [...p.rooms].map(([roomId, sent]) => ({ roomId, sent: JSON.stringify(sent) })),
+      JSON.stringify(ext),
     );
     if (!confirmed) throw await this.#lost(conn);
     for (const [roomId, sent] of p.rooms) conn.rooms.set(roomId, sent);

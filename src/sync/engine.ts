@@ -297,7 +297,9 @@ export class SyncEngine {
 
   /** MSC4186: recency order, one SYNC op per range, nothing remembered. */
   #lists4186(conn: Connection, user: UserCache, req: SyncRequest): Windows {
-    const candidates = user.order.filter((id) => isListable(id, user, conn.stream));
+    // Only rooms the user left themself can drop out; without any, the order is used as it is
+    // (computeList copies what it keeps).
+    const candidates = user.selfLeft.size ? user.order.filter((id) => isListable(id, user, conn.stream)) : user.order;
     const lists: SyncResponse['lists'] = {};
     const listRooms = new Map<string, string[]>();
     for (const [name, list] of req.lists) {
@@ -400,36 +402,40 @@ export class SyncEngine {
     const room = user.rooms.get(roomId);
     if (!room) return undefined;
     const sent = conn.rooms.get(roomId);
-    const meta = this.deps.metas.get(roomId);
     // Never sent, or newly joined (e.g. after an invite): from scratch. MSC3575 also sends a
     // room that re-enters the client's windows from scratch, where MSC4186 sends the delta.
     const reentered = inScopeBefore !== undefined && !inScopeBefore.has(roomId) && room.membership === 'join';
     const initial = !sent || (room.membership === 'join' && sent.m !== 'join') || reentered;
-    const plan: RoomPlan = {
+    let expandTimeline = false;
+    let expandState = false;
+    if (!initial) {
+      // Checked per room in the window on every response: nothing is allocated for a room
+      // the client is up to date on.
+      expandTimeline = cfg.timelineLimit > sent.tl;
+      if (sent.rs !== cfg.key) {
+        const before = previousConfig(sent.rs);
+        expandState = before === undefined || stateConfigGrew(before, cfg.state);
+      }
+      const meta = this.deps.metas.get(roomId);
+      const joined = room.membership === 'join';
+      const latest = Math.max(meta?.latestNid ?? 0, meta?.statePos ?? 0);
+      const newData = (joined ? latest : Math.min(latest, room.membershipPos)) > sent.pos || (!joined && sent.pos < room.membershipPos);
+      const countsChanged =
+        room.notificationCount !== sent.nc || room.highlightCount !== sent.hc || user.dmRooms.has(roomId) !== Boolean(sent.dm);
+      const membershipChanged = room.membership !== sent.m;
+      if (!(newData || countsChanged || membershipChanged || expandTimeline || expandState)) return undefined;
+    }
+    return {
       roomId,
       timelineLimit: cfg.timelineLimit,
       state: cfg.state,
       stateKey: cfg.key,
       sent,
       initial,
-      expandTimeline: false,
-      expandState: false,
+      expandTimeline,
+      expandState,
       includeHeroes: cfg.includeHeroes ?? false,
     };
-    if (initial) return plan;
-    plan.expandTimeline = cfg.timelineLimit > sent.tl;
-    if (sent.rs !== cfg.key) {
-      const before = previousConfig(sent.rs);
-      plan.expandState = before === undefined || stateConfigGrew(before, cfg.state);
-    }
-    const upTo = room.membership === 'join' ? Number.POSITIVE_INFINITY : room.membershipPos;
-    const newData =
-      Math.min(Math.max(meta?.latestNid ?? 0, meta?.statePos ?? 0), upTo) > sent.pos ||
-      (room.membership !== 'join' && sent.pos < room.membershipPos);
-    const countsChanged =
-      room.notificationCount !== sent.nc || room.highlightCount !== sent.hc || user.dmRooms.has(roomId) !== Boolean(sent.dm);
-    const membershipChanged = room.membership !== sent.m;
-    return newData || countsChanged || membershipChanged || plan.expandTimeline || plan.expandState ? plan : undefined;
   }
 
   /**

@@ -48,6 +48,13 @@ export function matchesFilters(
   return true;
 }
 
+/** Whether a list filters at all (`{}` and absent filters keep every candidate). */
+export function hasFilters(f: ListFilters | undefined): boolean {
+  if (!f) return false;
+  for (const v of Object.values(f)) if (v !== undefined) return true;
+  return false;
+}
+
 /**
  * Rooms that may appear in lists: joined, invited, knocked, kicked and banned (until
  * forgotten), and rooms the user left themself only in the response covering the leave.
@@ -76,19 +83,28 @@ export interface ListWindow {
   roomIds: string[];
 }
 
+/**
+ * `candidates` may be a live order (mutated as rooms move): what is returned never aliases it.
+ * Without filters nothing is copied but the windows themselves.
+ */
 export function computeList(list: ListRequest, candidates: readonly string[], user: UserCache, metas: RoomMetaCache): ListWindow {
-  const filtered = candidates.filter((id) => matchesFilters(id, list.filters, user, metas));
+  const filtered = hasFilters(list.filters) ? candidates.filter((id) => matchesFilters(id, list.filters, user, metas)) : candidates;
   const count = filtered.length;
   if (!list.ranges) {
-    return { result: { count, ops: count ? [{ op: 'SYNC', range: [0, count - 1], room_ids: filtered }] : [] }, roomIds: filtered };
+    const all = filtered === candidates ? [...candidates] : (filtered as string[]);
+    return { result: { count, ops: count ? [{ op: 'SYNC', range: [0, count - 1], room_ids: all }] : [] }, roomIds: all };
   }
-  const roomIds = new Set<string>();
   const ops: ListResult['ops'] = [];
+  const slices: string[][] = [];
   for (const [start, end] of list.ranges) {
     const slice = filtered.slice(start, end + 1);
-    for (const id of slice) roomIds.add(id);
+    slices.push(slice);
     ops.push({ op: 'SYNC', range: [start, end], room_ids: slice });
   }
+  // One range (the usual case) holds each room once; several may overlap.
+  if (slices.length === 1) return { result: { count, ops }, roomIds: slices[0] as string[] };
+  const roomIds = new Set<string>();
+  for (const slice of slices) for (const id of slice) roomIds.add(id);
   return { result: { count, ops }, roomIds: [...roomIds] };
 }
 

@@ -63,6 +63,25 @@ export interface BuiltRoom {
 
 const MEMBER = 'm.room.member';
 
+/**
+ * Per-room lookups (rare ones: a prev_batch, heroes, a left room's state) of a window run a few
+ * at a time rather than one after another, without one big window taking the whole pool.
+ */
+const PER_ROOM_CONCURRENCY = 8;
+
+async function mapConcurrent<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PER_ROOM_CONCURRENCY, items.length) }, worker));
+  return out;
+}
+
 /** Where a room's data stops: now for joined rooms, at the membership event otherwise. */
 function roomUpTo(ctx: BuildContext, room: UserRoom): number {
   return room.membership === 'join' ? ctx.upTo : Math.min(ctx.upTo, room.membershipPos);
@@ -92,32 +111,34 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
     if (room.membership === 'invite' || room.membership === 'knock') out.set(plan.roomId, buildInvite(ctx, plan, room));
     else eventPlans.push(plan);
   }
-  const timelines = await loadTimelines(ctx, eventPlans);
-  const state = await loadState(ctx, eventPlans, timelines);
-  const txnIds = await transactionIdsFor(
-    ctx.pool,
-    ctx.userId,
-    ctx.deviceId,
-    [...timelines.values()]
-      .flat()
-      .filter((r) => r.sender === ctx.userId)
-      .map((r) => r.eventId),
-  );
-  const lazy = await loadLazyMembers(ctx, eventPlans, timelines, state);
-  for (const plan of eventPlans) {
+  // Independent reads run concurrently: timelines with the from-scratch state, then the
+  // transaction ids with the lazy members, then each room's own few lookups.
+  const [timelines, scratchState] = await Promise.all([loadTimelines(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
+  const state = await loadState(ctx, eventPlans, timelines, scratchState);
+  const [txnIds, lazy] = await Promise.all([
+    transactionIdsFor(
+      ctx.pool,
+      ctx.userId,
+      ctx.deviceId,
+      [...timelines.values()]
+        .flat()
+        .filter((r) => r.sender === ctx.userId)
+        .map((r) => r.eventId),
+    ),
+    loadLazyMembers(ctx, eventPlans, timelines, state),
+  ]);
+  const built = await mapConcurrent(eventPlans, (plan) => {
     const members = lazy.get(plan.roomId);
-    out.set(
-      plan.roomId,
-      await buildJoinedOrLeft(
-        ctx,
-        plan,
-        timelines.get(plan.roomId) ?? [],
-        [...(state.get(plan.roomId) ?? []), ...(members?.rows ?? [])],
-        members?.sent,
-        txnIds,
-      ),
+    return buildJoinedOrLeft(
+      ctx,
+      plan,
+      timelines.get(plan.roomId) ?? [],
+      [...(state.get(plan.roomId) ?? []), ...(members?.rows ?? [])],
+      members?.sent,
+      txnIds,
     );
-  }
+  });
+  for (const [i, plan] of eventPlans.entries()) out.set(plan.roomId, built[i] as BuiltRoom);
   return out;
 }
 
@@ -139,12 +160,14 @@ async function loadTimelines(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<
       const fromScratch = p.initial || p.expandTimeline;
       return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
     });
-  const timelines = await latestTimelines(ctx.pool, queries);
   const fromScratch = queries.filter((q) => q.after === 0);
-  const visibility = await historyVisibilityChanges(
-    ctx.pool,
-    fromScratch.map((q) => q.roomId),
-  );
+  const [timelines, visibility] = await Promise.all([
+    latestTimelines(ctx.pool, queries),
+    historyVisibilityChanges(
+      ctx.pool,
+      fromScratch.map((q) => q.roomId),
+    ),
+  ]);
   const restricted = fromScratch.filter((q) => visibility.get(q.roomId)?.some((c) => !OPEN_HISTORY.has(c.value)));
   const joins = await joinPositions(ctx.pool, ctx.userId, restricted);
   for (const q of restricted) {
@@ -171,8 +194,9 @@ async function loadLazyMembers(
 ) {
   const out = new Map<string, { rows: StateRow[]; sent: Set<string> }>();
   const joinedPairs: { roomId: string; userId: string }[] = [];
-  for (const plan of plans) {
-    if (!plan.state.lazyMembers) continue;
+  // Rooms' own lookups (rare: a member changed since last sent, or a room left) run concurrently.
+  const perRoom = await mapConcurrent(plans, async (plan) => {
+    if (!plan.state.lazyMembers) return undefined;
     const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
     const sent = new Set(plan.initial ? [] : (plan.sent?.lazy ?? []));
     // A member whose membership event changed since the room was last sent is owed again.
@@ -190,9 +214,13 @@ async function loadLazyMembers(
     const missing = [...wanted].filter((u) => !sent.has(u) && !already.has(u));
     for (const u of wanted) sent.add(u);
     const entry = { rows: [] as StateRow[], sent };
-    out.set(plan.roomId, entry);
-    if (room.membership === 'join') for (const userId of missing) joinedPairs.push({ roomId: plan.roomId, userId });
-    else entry.rows = await memberEvents(ctx.pool, plan.roomId, missing, roomUpTo(ctx, room));
+    if (room.membership !== 'join') entry.rows = await memberEvents(ctx.pool, plan.roomId, missing, roomUpTo(ctx, room));
+    return { plan, room, entry, missing };
+  });
+  for (const r of perRoom) {
+    if (!r) continue;
+    out.set(r.plan.roomId, r.entry);
+    if (r.room.membership === 'join') for (const userId of r.missing) joinedPairs.push({ roomId: r.plan.roomId, userId });
   }
   for (const row of await currentMembers(ctx.pool, joinedPairs)) out.get(row.roomId)?.rows.push(row);
   return out;
@@ -204,7 +232,26 @@ async function loadLazyMembers(
  * not limited, a delta also carries every membership change, so clients' member lists stay
  * right (with a limited one they must drop their member cache anyway).
  */
-async function loadState(ctx: BuildContext, plans: RoomPlan[], timelines: Map<string, TimelineRow[]>): Promise<Map<string, StateRow[]>> {
+/** Joined rooms sent from scratch: one query per required_state config across rooms. */
+async function loadScratchState(ctx: BuildContext, plans: RoomPlan[]): Promise<StateRow[][]> {
+  const groups = new Map<string, { cfg: StateConfig; roomIds: string[] }>();
+  for (const plan of plans) {
+    const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
+    if ((plan.initial || plan.expandState) && room.membership === 'join') {
+      const g = groups.get(plan.stateKey) ?? { cfg: plan.state, roomIds: [] };
+      groups.set(plan.stateKey, g);
+      g.roomIds.push(plan.roomId);
+    }
+  }
+  return Promise.all([...groups.values()].map((g) => currentState(ctx.pool, g.roomIds, toSelector(g.cfg))));
+}
+
+async function loadState(
+  ctx: BuildContext,
+  plans: RoomPlan[],
+  timelines: Map<string, TimelineRow[]>,
+  scratch: StateRow[][],
+): Promise<Map<string, StateRow[]>> {
   const out = new Map<string, StateRow[]>();
   const add = (rows: StateRow[]) => {
     for (const r of rows) {
@@ -213,24 +260,24 @@ async function loadState(ctx: BuildContext, plans: RoomPlan[], timelines: Map<st
       list.push(r);
     }
   };
-  const groups = new Map<string, { cfg: StateConfig; roomIds: string[] }>();
+  const perRoom: (() => Promise<StateRow[]>)[] = [];
   for (const plan of plans) {
     const room = ctx.user.rooms.get(plan.roomId) as UserRoom;
     const fromScratch = plan.initial || plan.expandState;
     if (fromScratch && room.membership === 'join') {
-      const g = groups.get(plan.stateKey) ?? { cfg: plan.state, roomIds: [] };
-      groups.set(plan.stateKey, g);
-      g.roomIds.push(plan.roomId);
+      // loaded by loadScratchState
     } else if (fromScratch) {
-      add(await stateAsOf(ctx.pool, plan.roomId, roomUpTo(ctx, room), toSelector(plan.state)));
+      perRoom.push(() => stateAsOf(ctx.pool, plan.roomId, roomUpTo(ctx, room), toSelector(plan.state)));
     } else if ((ctx.metas.get(plan.roomId)?.statePos ?? 0) > (plan.sent?.pos ?? 0)) {
       const limited = (timelines.get(plan.roomId)?.length ?? 0) > plan.timelineLimit;
       const selector = toSelector(plan.state);
       if (plan.state.lazyMembers && !limited) selector.types.push(MEMBER);
-      add(await stateChangedBetween(ctx.pool, plan.roomId, plan.sent?.pos ?? 0, roomUpTo(ctx, room), selector));
+      perRoom.push(() => stateChangedBetween(ctx.pool, plan.roomId, plan.sent?.pos ?? 0, roomUpTo(ctx, room), selector));
     }
   }
-  for (const g of groups.values()) add(await currentState(ctx.pool, g.roomIds, toSelector(g.cfg)));
+  // Each room's rows come from one query, so running them concurrently keeps every room's order.
+  for (const rows of await mapConcurrent(perRoom, (load) => load())) add(rows);
+  for (const rows of scratch) add(rows);
   return out;
 }
 

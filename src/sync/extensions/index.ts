@@ -32,7 +32,7 @@ export interface ExtensionContext {
   subscribedRooms: string[];
   /** Room results of this response (rooms sent from scratch get receipts for their timeline). */
   sentRooms: Record<string, RoomResult>;
-  scopeCache: Map<string, string[]>;
+  scopeCache: Map<string, Scope>;
 }
 
 export interface ExtensionOutput {
@@ -56,22 +56,47 @@ export interface ExtensionResult {
  * Handles lists with zero, one or several ranges (Synapse only copes with exactly one).
  */
 export function roomsInScope(ctx: ExtensionContext, scope: { lists: string[] | undefined; rooms: string[] | undefined }): string[] {
+  return scoped(ctx, scope).ids;
+}
+
+/** roomsInScope as a set too (built once per scope, on first use). */
+export function roomsInScopeSet(ctx: ExtensionContext, scope: { lists: string[] | undefined; rooms: string[] | undefined }): Set<string> {
+  const s = scoped(ctx, scope);
+  s.set ??= new Set(s.ids);
+  return s.set;
+}
+
+function scoped(ctx: ExtensionContext, scope: { lists: string[] | undefined; rooms: string[] | undefined }): Scope {
   // Extensions usually share a scope; a window can hold thousands of rooms, so compute it once.
-  const memoKey = JSON.stringify([scope.lists, scope.rooms]);
+  const allLists = scope.lists === undefined || scope.lists.includes('*');
+  const allRooms = scope.rooms === undefined || scope.rooms.includes('*');
+  const memoKey = JSON.stringify([allLists ? '*' : scope.lists, allRooms ? '*' : scope.rooms]);
   const cached = ctx.scopeCache.get(memoKey);
   if (cached) return cached;
-  const out = new Set<string>();
-  const allLists = scope.lists === undefined || scope.lists.includes('*');
-  for (const [name, ids] of ctx.listRooms) if (allLists || scope.lists?.includes(name)) for (const id of ids) out.add(id);
-  if (scope.rooms === undefined || scope.rooms.includes('*')) {
-    for (const id of ctx.subscribedRooms) out.add(id);
+  const lists = [...ctx.listRooms].filter(([name]) => allLists || scope.lists?.includes(name)).map(([, ids]) => ids);
+  const extra = allRooms ? ctx.subscribedRooms : scope.rooms;
+  let result: Scope;
+  if (lists.length === 1 && (extra?.length ?? 0) === 0) {
+    // One list's window (each room once) and nothing else: no copy.
+    result = { ids: lists[0] as string[], set: undefined };
   } else {
-    const inAnyScope = new Set([...[...ctx.listRooms.values()].flat(), ...ctx.subscribedRooms]);
-    for (const id of scope.rooms) if (inAnyScope.has(id)) out.add(id);
+    const out = new Set<string>();
+    for (const ids of lists) for (const id of ids) out.add(id);
+    if (allRooms) {
+      for (const id of ctx.subscribedRooms) out.add(id);
+    } else {
+      const inAnyScope = new Set([...[...ctx.listRooms.values()].flat(), ...ctx.subscribedRooms]);
+      for (const id of scope.rooms ?? []) if (inAnyScope.has(id)) out.add(id);
+    }
+    result = { ids: [...out], set: out };
   }
-  const result = [...out];
   ctx.scopeCache.set(memoKey, result);
   return result;
+}
+
+interface Scope {
+  ids: string[];
+  set: Set<string> | undefined;
 }
 
 const MODULES: Record<string, (ctx: ExtensionContext) => Promise<ExtensionOutput | undefined>> = {
@@ -88,8 +113,10 @@ export class Extensions {
   async compute(ctx: Omit<ExtensionContext, 'typing' | 'scopeCache'>): Promise<ExtensionResult> {
     const full: ExtensionContext = { ...ctx, typing: this.typing, scopeCache: new Map() };
     const result: ExtensionResult = { data: {}, positions: { ...ctx.positions }, rooms: new Map(), wakes: false };
-    for (const [name, compute] of Object.entries(MODULES)) {
-      const out = await compute(full);
+    // Independent of each other: their queries run concurrently, results merge in a fixed order.
+    const outputs = await Promise.all(Object.values(MODULES).map((compute) => compute(full)));
+    for (const [i, name] of Object.keys(MODULES).entries()) {
+      const out = outputs[i];
       if (!out) continue;
       if (out.data !== undefined) result.data[name] = out.data;
       result.wakes ||= out.wakes;

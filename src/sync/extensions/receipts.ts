@@ -25,8 +25,10 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
   const scratch: string[] = [];
   const timelineEvents: string[] = [];
   const deltas: { roomId: string; from: number }[] = [];
+  // A Map: looking room ids up in the response object would intern every id of a big window.
+  const sentNow = new Map(Object.entries(ctx.sentRooms));
   for (const roomId of roomsInScope(ctx, req)) {
-    const room = ctx.sentRooms[roomId];
+    const room = sentNow.size ? sentNow.get(roomId) : undefined;
     const from = ctx.roomsSent.get(roomId)?.rc;
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {
       scratch.push(roomId);

@@ -3,17 +3,15 @@
 // that leaves scope forgets what it was last sent, so when it comes back it is in scope for the
 // first time again and gets the current typers.
 import type { RoomSent } from '../connections.js';
-import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
+import { type ExtensionContext, type ExtensionOutput, roomsInScope, roomsInScopeSet } from './index.js';
 
 export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
   const req = ctx.request.typing;
   if (!req) return undefined;
   const rooms: Record<string, unknown> = {};
   const positions = new Map<string, Partial<RoomSent>>();
-  const inScope = new Set<string>();
   for (const roomId of roomsInScope(ctx, req)) {
     if (ctx.user.rooms.get(roomId)?.membership !== 'join') continue;
-    inScope.add(roomId);
     const typing = ctx.typing.get(roomId);
     const serial = typing ? String(typing.serial) : '';
     const last = ctx.roomsSent.get(roomId)?.ty;
@@ -26,8 +24,10 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
   }
   // Out of scope (or no longer joined): clear the last-sent serial once, so only rooms that
   // just left cost a write.
+  const scope = roomsInScopeSet(ctx, req);
   for (const [roomId, sent] of ctx.roomsSent) {
-    if (sent.ty !== undefined && !inScope.has(roomId)) positions.set(roomId, { ty: undefined });
+    if (sent.ty !== undefined && !(scope.has(roomId) && ctx.user.rooms.get(roomId)?.membership === 'join'))
+      positions.set(roomId, { ty: undefined });
   }
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
 }
