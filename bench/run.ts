@@ -331,6 +331,49 @@ async function benchMsc4186(serverUrl: string) {
     if (global.gc) console.log(`  cache memory: ${fmt(heapCaches / rooms / 1024)} KiB per room (${fmt(heapCaches / 1024 / 1024)} MiB)`);
     await pool.end();
   }
+  await benchSharedMemory(serverUrl);
+}
+
+/** Cache memory of several users sharing rooms: per room (shared metadata) and per user–room. */
+async function benchSharedMemory(serverUrl: string) {
+  if (!global.gc) return;
+  const users = 10;
+  const rooms = 1_000;
+  const pool = await freshDatabase(serverUrl, 'syncv3_bench_msc4186_shared');
+  const bus = createInProcessBus(logger);
+  const acc = createAccumulator({ pool, bus, logger });
+  const members = Array.from({ length: users }, (_, u) => userId(u));
+  const devices = [];
+  for (let u = 0; u < users; u++) {
+    const d = await device(pool, userId(u));
+    devices.push(d);
+    await acc.ingest(
+      d,
+      parse(
+        initialSync(
+          Array.from({ length: rooms }, (_, i) => ({ index: i, members })),
+          1,
+        ),
+      ),
+    );
+  }
+  const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 1000 });
+  const signal = new AbortController().signal;
+  global.gc();
+  const before = process.memoryUsage().heapUsed;
+  const first = devices[0] as (typeof devices)[number];
+  await engine.sync(first, roomListRequest([0, 19], undefined), signal);
+  global.gc();
+  const one = process.memoryUsage().heapUsed - before;
+  for (const d of devices.slice(1)) await engine.sync(d, roomListRequest([0, 19], undefined), signal);
+  global.gc();
+  const all = process.memoryUsage().heapUsed - before;
+  const perUserRoom = (all - one) / ((users - 1) * rooms);
+  console.log(
+    `${users} users sharing ${rooms} rooms: cache memory ${fmt(one / rooms / 1024)} KiB per room with one user, ` +
+      `${fmt(perUserRoom / 1024)} KiB per further user–room (${fmt(all / 1024 / 1024)} MiB in all)`,
+  );
+  await pool.end();
 }
 
 const SCENARIOS: Record<string, (url: string) => Promise<void>> = { ingest: benchIngest, msc4186: benchMsc4186 };
