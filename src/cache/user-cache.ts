@@ -122,6 +122,8 @@ export class UserCache {
 export class UserCaches {
   #users = new Map<string, UserCache>();
   #loading = new Map<string, Promise<UserCache>>();
+  /** Caches being loaded: a change announced meanwhile may be missing from what the load read. */
+  #filling = new Map<string, UserCache>();
   /** room id -> users whose cache holds it, to re-sort on recency changes. */
   #roomUsers = new Map<string, Set<string>>();
 
@@ -131,14 +133,14 @@ export class UserCaches {
     private readonly metas: RoomMetaCache,
   ) {
     bus.subscribe('user.rooms_changed', ({ userId, roomIds }) => {
-      const user = this.#users.get(userId);
+      const user = this.#users.get(userId) ?? this.#filling.get(userId);
       if (!user) return;
       for (const id of roomIds) user.staleRooms.add(id);
       // Room account data (m.tag) arrives with this message too.
       user.staleClassification = true;
     });
     bus.subscribe('user.account_data', ({ userId, types }) => {
-      const user = this.#users.get(userId);
+      const user = this.#users.get(userId) ?? this.#filling.get(userId);
       if (user && types.includes('m.direct')) user.staleClassification = true;
     });
     metas.onRecencyChange((roomId) => {
@@ -175,17 +177,23 @@ export class UserCaches {
 
   async #load(userId: string): Promise<UserCache> {
     const user = new UserCache(userId, this.metas);
-    const [rows, classification] = await Promise.all([
-      userRoomsByIds(this.pool, userId, undefined),
-      classifyingAccountData(this.pool, userId),
-    ]);
-    user.setRooms(rows, true);
-    user.setClassification(classification);
-    await this.metas.ensure(user.rooms.keys());
-    for (const id of user.rooms.keys()) this.#index(id, userId);
-    for (const id of user.rooms.keys()) user.reposition(id);
-    this.#users.set(userId, user);
-    return user;
+    // Marked stale from here until it is in #users, and refreshed by get() right after.
+    this.#filling.set(userId, user);
+    try {
+      const [rows, classification] = await Promise.all([
+        userRoomsByIds(this.pool, userId, undefined),
+        classifyingAccountData(this.pool, userId),
+      ]);
+      user.setRooms(rows, true);
+      user.setClassification(classification);
+      await this.metas.ensure(user.rooms.keys());
+      for (const id of user.rooms.keys()) this.#index(id, userId);
+      for (const id of user.rooms.keys()) user.reposition(id);
+      this.#users.set(userId, user);
+      return user;
+    } finally {
+      this.#filling.delete(userId);
+    }
   }
 
   async #refresh(user: UserCache): Promise<void> {
