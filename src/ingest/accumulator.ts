@@ -11,6 +11,7 @@ import {
   insertToDevice,
   lockIngest,
   nextPosition,
+  reservePositions,
   updateKeyCounts,
   upsertDeviceListChanges,
 } from '../store/device-inbox-table.js';
@@ -115,8 +116,10 @@ async function ingestInTransaction(
   const allIds = blocks.flatMap(({ room }) => [...room.state, ...room.timeline.events].map((e) => e.event_id));
   const knownBefore = await findEvents(tx, allIds);
   const plan = planEvents(blocks, knownBefore, response.next_batch);
-  const stateBlockPos = plan.inserts.length || blocks.some((b) => b.room.state.length) ? await nextPosition(tx) : 0;
-  const inserted = await insertEvents(tx, plan.inserts);
+  // One position for the state blocks (before every timeline), then one per new event.
+  const needsStatePos = plan.inserts.length > 0 || blocks.some((b) => b.room.state.length);
+  const stateBlockPos = needsStatePos ? await reservePositions(tx, 1 + plan.inserts.length) : 0;
+  const inserted = await insertEvents(tx, plan.inserts, stateBlockPos + 1);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
   // Every event after the first of a chunk follows its predecessor directly: no gap before it.
   await healGaps(
@@ -137,15 +140,22 @@ async function ingestInTransaction(
   // Rooms and their current state.
   const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
   const current = await currentStateOf(tx, roomIds);
-  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids);
+  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids).map((c) => ({
+    ...c,
+    pos: c.atEvent ? c.eventNid : stateBlockPos,
+  }));
+  const statePosByRoom = new Map<string, number>();
+  for (const c of stateChanges) statePosByRoom.set(c.roomId, Math.max(statePosByRoom.get(c.roomId) ?? 0, c.pos));
   const roomRows = blocks.map(({ roomId, room }) =>
-    roomUpsert(roomId, room, (e) => (newTimelineNids.has(nidOf(e.event_id) as number) ? nidOf(e.event_id) : undefined)),
+    roomUpsert(
+      roomId,
+      room,
+      (e) => (newTimelineNids.has(nidOf(e.event_id) as number) ? nidOf(e.event_id) : undefined),
+      statePosByRoom.get(roomId) ?? 0,
+    ),
   );
   await upsertRooms(tx, roomRows);
-  await applyStateChanges(
-    tx,
-    stateChanges.map((c) => ({ ...c, pos: c.atEvent ? c.eventNid : stateBlockPos })),
-  );
+  await applyStateChanges(tx, stateChanges);
   await applyRedactions(tx, blocks, newTimelineNids, nidOf);
 
   // Everything else of this response takes one position after all its events.
@@ -173,11 +183,6 @@ async function ingestInTransaction(
   await advanceSince(tx, device, response.next_batch);
 
   // After commit: tell the serving side, room by room and user by user.
-  const statePosByRoom = new Map<string, number>();
-  for (const c of stateChanges) {
-    const at = c.atEvent ? c.eventNid : stateBlockPos;
-    statePosByRoom.set(c.roomId, Math.max(statePosByRoom.get(c.roomId) ?? 0, at));
-  }
   blocks.forEach(({ roomId, room }, i) => {
     const row = roomRows[i] as RoomUpsert;
     const newEvents = room.timeline.events.filter((e) => newTimelineNids.has(nidOf(e.event_id) as number)).length;
@@ -226,7 +231,7 @@ export const BUMP_EVENT_TYPES = new Set([
   'm.beacon_info',
 ]);
 
-function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEvent) => number | undefined): RoomUpsert {
+function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEvent) => number | undefined, statePos: number): RoomUpsert {
   const create = [...room.state, ...room.timeline.events].find((e) => e.type === 'm.room.create' && e.state_key === '');
   let latestNid = 0;
   let bumpNid = 0;
@@ -248,6 +253,7 @@ function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEve
     latestNid,
     bumpNid,
     bumpTs,
+    statePos,
   };
 }
 

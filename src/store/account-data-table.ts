@@ -1,5 +1,6 @@
 // Global ('' room) and per-room account data: the latest value of each type.
 import type { Queryable } from './db.js';
+import { numberArray, textArray } from './pg-arrays.js';
 
 export interface AccountDataRow {
   userId: string;
@@ -18,7 +19,13 @@ export async function upsertAccountData(db: Queryable, rows: AccountDataRow[]): 
       ORDER BY u, r, t, ord DESC
      ON CONFLICT (user_id, room_id, type) DO UPDATE SET json = excluded.json, pos = excluded.pos
        WHERE account_data.json IS DISTINCT FROM excluded.json`,
-    [rows.map((r) => r.userId), rows.map((r) => r.roomId), rows.map((r) => r.type), rows.map((r) => r.json), rows.map((r) => r.pos)],
+    [
+      textArray(rows.map((r) => r.userId)),
+      textArray(rows.map((r) => r.roomId)),
+      textArray(rows.map((r) => r.type)),
+      textArray(rows.map((r) => r.json)),
+      numberArray(rows.map((r) => r.pos)),
+    ],
   );
 }
 

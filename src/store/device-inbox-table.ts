@@ -124,7 +124,20 @@ export async function nextPosition(db: Queryable): Promise<number> {
   return rows[0]?.pos as number;
 }
 
-/** Serialises ingest transactions (across processes too), so positions commit in order. */
+/**
+ * Takes `n` consecutive stream positions and returns the first. Only under the ingest lock,
+ * where nothing else takes positions, so the block is contiguous.
+ */
+export async function reservePositions(db: Queryable, n: number): Promise<number> {
+  const { rows } = await db.query<{ last: number }>(`SELECT setval('stream_pos', nextval('stream_pos') + $1::bigint - 1) AS last`, [n]);
+  return (rows[0]?.last as number) - n + 1;
+}
+
+/**
+ * Serialises ingest transactions (across processes too), so positions commit in order. Also
+ * gives the transaction (only: one ingest runs at a time) the memory to sort and unnest an
+ * initial sync's hundred thousand rows without spilling to disk.
+ */
 export async function lockIngest(db: Queryable): Promise<void> {
-  await db.query('SELECT pg_advisory_xact_lock(7587000001)');
+  await db.query(`SELECT pg_advisory_xact_lock(7587000001), set_config('work_mem', '64MB', true)`);
 }

@@ -1,5 +1,6 @@
 // Events, stored once however many pollers see them (deduplicated by event id), as JSON text.
 import type { Queryable } from './db.js';
+import { boolArray, jsonTextsArray, numberArray, textArray } from './pg-arrays.js';
 
 export interface KnownEvent {
   nid: number;
@@ -26,39 +27,71 @@ export async function findEvents(db: Queryable, eventIds: string[]): Promise<Map
   if (eventIds.length === 0) return known;
   const { rows } = await db.query<{ event_id: string; nid: number; in_timeline: boolean }>(
     'SELECT event_id, nid, in_timeline FROM events WHERE event_id = ANY($1::text[])',
-    [eventIds],
+    [textArray(eventIds)],
   );
   for (const r of rows) known.set(r.event_id, { nid: r.nid, inTimeline: r.in_timeline });
   return known;
 }
 
-/** Inserts in the given order, so positions follow the homeserver's order. Returns event id -> nid. */
-export async function insertEvents(db: Queryable, events: NewEvent[]): Promise<Map<string, number>> {
+/**
+ * Inserts with the positions `firstNid`, `firstNid + 1`, ... in the given order (reserved
+ * with `reservePositions`, under the ingest lock), so positions follow the homeserver's order.
+ * The caller has already left out known events (`findEvents` under the same lock), so a
+ * duplicate event id here is a bug and fails the transaction rather than shifting positions.
+ * Returns event id -> nid.
+ */
+export async function insertEvents(db: Queryable, events: NewEvent[], firstNid: number): Promise<Map<string, number>> {
   const nids = new Map<string, number>();
   if (events.length === 0) return nids;
-  const { rows } = await db.query<{ event_id: string; nid: number }>(
-    `INSERT INTO events (event_id, room_id, type, state_key, sender, origin_server_ts, in_timeline, prev_batch, gap_before, json, chunk_end_token)
-     SELECT e, r, t, sk, s, ts, tl, pb, gap, j, ce
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::boolean[], $8::text[], $9::boolean[], $10::text[], $11::text[])
-            WITH ORDINALITY AS u(e, r, t, sk, s, ts, tl, pb, gap, j, ce, ord)
-      ORDER BY ord
-     ON CONFLICT (event_id) DO NOTHING
-     RETURNING event_id, nid`,
+  const n = events.length;
+  const eventIds = new Array<string>(n);
+  const roomIds = new Array<string>(n);
+  const types = new Array<string>(n);
+  const stateKeys = new Array<string | null>(n);
+  const senders = new Array<string>(n);
+  const ts = new Array<number>(n);
+  const inTimeline = new Array<boolean>(n);
+  const prevBatch = new Array<string | null>(n);
+  const gap = new Array<boolean>(n);
+  const json = new Array<string>(n);
+  const chunkEnd = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const e = events[i] as NewEvent;
+    eventIds[i] = e.eventId;
+    roomIds[i] = e.roomId;
+    types[i] = e.type;
+    stateKeys[i] = e.stateKey ?? null;
+    senders[i] = e.sender;
+    ts[i] = e.originServerTs;
+    inTimeline[i] = e.inTimeline;
+    prevBatch[i] = e.prevBatch ?? null;
+    gap[i] = e.gapBefore;
+    json[i] = e.json;
+    chunkEnd[i] = e.chunkEndToken ?? null;
+    nids.set(e.eventId, firstNid + i);
+  }
+  await db.query(
+    `INSERT INTO events (nid, event_id, room_id, type, state_key, sender, origin_server_ts, in_timeline, prev_batch, gap_before, json, chunk_end_token)
+     SELECT $1::bigint + ord - 1, e, r, t, sk, s, ts, tl, pb, gap, j::text, ce
+       FROM ROWS FROM (unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), unnest($5::text[]), unnest($6::text[]),
+                       unnest($7::bigint[]), unnest($8::boolean[]), unnest($9::text[]), unnest($10::boolean[]),
+                       json_array_elements($11::json), unnest($12::text[]))
+            WITH ORDINALITY AS u(e, r, t, sk, s, ts, tl, pb, gap, j, ce, ord)`,
     [
-      events.map((e) => e.eventId),
-      events.map((e) => e.roomId),
-      events.map((e) => e.type),
-      events.map((e) => e.stateKey ?? null),
-      events.map((e) => e.sender),
-      events.map((e) => e.originServerTs),
-      events.map((e) => e.inTimeline),
-      events.map((e) => e.prevBatch ?? null),
-      events.map((e) => e.gapBefore),
-      events.map((e) => e.json),
-      events.map((e) => e.chunkEndToken ?? null),
+      firstNid,
+      textArray(eventIds),
+      textArray(roomIds),
+      textArray(types),
+      textArray(stateKeys),
+      textArray(senders),
+      numberArray(ts),
+      boolArray(inTimeline),
+      textArray(prevBatch),
+      boolArray(gap),
+      jsonTextsArray(json),
+      textArray(chunkEnd),
     ],
   );
-  for (const r of rows) nids.set(r.event_id, r.nid);
   return nids;
 }
 
@@ -99,5 +132,5 @@ export async function insertTransactionIds(db: Queryable, rows: { eventId: strin
  */
 export async function healGaps(db: Queryable, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
-  await db.query('UPDATE events SET gap_before = false WHERE event_id = ANY($1::text[]) AND gap_before', [eventIds]);
+  await db.query('UPDATE events SET gap_before = false WHERE event_id = ANY($1::text[]) AND gap_before', [textArray(eventIds)]);
 }

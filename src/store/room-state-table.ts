@@ -2,6 +2,7 @@
 // latest change per key at or below P, which serves rooms a user has left without leaking
 // anything that happened after the leave.
 import type { Queryable } from './db.js';
+import { numberArray, textArray } from './pg-arrays.js';
 
 export interface StateChange {
   roomId: string;
@@ -25,7 +26,7 @@ export async function currentStateOf(db: Queryable, roomIds: string[]): Promise<
   if (roomIds.length === 0) return state;
   const { rows } = await db.query<{ room_id: string; type: string; state_key: string; event_nid: number }>(
     'SELECT room_id, type, state_key, event_nid FROM room_state WHERE room_id = ANY($1::text[])',
-    [roomIds],
+    [textArray(roomIds)],
   );
   for (const r of rows) state.set(stateKeyOf(r.room_id, r.type, r.state_key), r.event_nid);
   return state;
@@ -33,33 +34,48 @@ export async function currentStateOf(db: Queryable, roomIds: string[]): Promise<
 
 export const stateKeyOf = (roomId: string, type: string, stateKey: string) => `${roomId}\0${type}\0${stateKey}`;
 
+/**
+ * Appends the changes to the change log and applies them to current state. Several changes of
+ * one key in one batch: the last (highest pos, then latest in the list) wins current state.
+ * The rooms' `state_pos` is the caller's (`RoomUpsert.statePos`).
+ */
 export async function applyStateChanges(db: Queryable, changes: StateChange[]): Promise<void> {
   if (changes.length === 0) return;
-  const cols = [
-    changes.map((c) => c.roomId),
-    changes.map((c) => c.type),
-    changes.map((c) => c.stateKey),
-    changes.map((c) => c.eventNid),
-    changes.map((c) => c.pos),
-  ];
-  await db.query(
-    `UPDATE rooms SET state_pos = GREATEST(state_pos, u.p) FROM (SELECT r, max(p) AS p FROM unnest($1::text[], $2::bigint[]) AS x(r, p) GROUP BY r) u
-      WHERE rooms.room_id = u.r`,
-    [changes.map((c) => c.roomId), changes.map((c) => c.pos)],
-  );
+  const n = changes.length;
+  const roomIds = new Array<string>(n);
+  const types = new Array<string>(n);
+  const stateKeys = new Array<string>(n);
+  const nids = new Array<number>(n);
+  const positions = new Array<number>(n);
+  const latest = new Map<string, StateChange>();
+  for (let i = 0; i < n; i++) {
+    const c = changes[i] as StateChange;
+    roomIds[i] = c.roomId;
+    types[i] = c.type;
+    stateKeys[i] = c.stateKey;
+    nids[i] = c.eventNid;
+    positions[i] = c.pos;
+    const key = stateKeyOf(c.roomId, c.type, c.stateKey);
+    const prev = latest.get(key);
+    if (!prev || c.pos >= prev.pos) latest.set(key, c);
+  }
   await db.query(
     `INSERT INTO state_changes (room_id, type, state_key, event_nid, pos)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])`,
-    cols,
+    [textArray(roomIds), textArray(types), textArray(stateKeys), numberArray(nids), numberArray(positions)],
   );
-  // Several changes of one key in one batch: the last (highest pos) wins.
+  const current = [...latest.values()];
   await db.query(
     `INSERT INTO room_state (room_id, type, state_key, event_nid, membership)
-     SELECT DISTINCT ON (r, t, k) r, t, k, n, m
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) WITH ORDINALITY AS u(r, t, k, n, p, m, ord)
-      ORDER BY r, t, k, p DESC, ord DESC
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
      ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_nid = excluded.event_nid, membership = excluded.membership`,
-    [...cols, changes.map((c) => c.membership ?? null)],
+    [
+      textArray(current.map((c) => c.roomId)),
+      textArray(current.map((c) => c.type)),
+      textArray(current.map((c) => c.stateKey)),
+      numberArray(current.map((c) => c.eventNid)),
+      textArray(current.map((c) => c.membership)),
+    ],
   );
 }
 
@@ -71,28 +87,32 @@ export interface RoomUpsert {
   latestNid: number;
   bumpNid: number;
   bumpTs: number;
+  /** Position of the latest state change this batch makes (0: none). */
+  statePos: number;
 }
 
 export async function upsertRooms(db: Queryable, rooms: RoomUpsert[]) {
   if (rooms.length === 0) return;
   await db.query(
-    `INSERT INTO rooms (room_id, room_version, joined_count, invited_count, latest_nid, bump_nid, bump_ts)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::bigint[], $7::bigint[])
+    `INSERT INTO rooms (room_id, room_version, joined_count, invited_count, latest_nid, bump_nid, bump_ts, state_pos)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
      ON CONFLICT (room_id) DO UPDATE SET
        room_version = COALESCE(excluded.room_version, rooms.room_version),
        joined_count = COALESCE(excluded.joined_count, rooms.joined_count),
        invited_count = COALESCE(excluded.invited_count, rooms.invited_count),
        latest_nid = GREATEST(rooms.latest_nid, excluded.latest_nid),
        bump_nid = GREATEST(rooms.bump_nid, excluded.bump_nid),
-       bump_ts = CASE WHEN excluded.bump_nid > rooms.bump_nid THEN excluded.bump_ts ELSE rooms.bump_ts END`,
+       bump_ts = CASE WHEN excluded.bump_nid > rooms.bump_nid THEN excluded.bump_ts ELSE rooms.bump_ts END,
+       state_pos = GREATEST(rooms.state_pos, excluded.state_pos)`,
     [
-      rooms.map((r) => r.roomId),
-      rooms.map((r) => r.roomVersion ?? null),
-      rooms.map((r) => r.joined ?? null),
-      rooms.map((r) => r.invited ?? null),
-      rooms.map((r) => r.latestNid),
-      rooms.map((r) => r.bumpNid),
-      rooms.map((r) => r.bumpTs),
+      textArray(rooms.map((r) => r.roomId)),
+      textArray(rooms.map((r) => r.roomVersion)),
+      numberArray(rooms.map((r) => r.joined)),
+      numberArray(rooms.map((r) => r.invited)),
+      numberArray(rooms.map((r) => r.latestNid)),
+      numberArray(rooms.map((r) => r.bumpNid)),
+      numberArray(rooms.map((r) => r.bumpTs)),
+      numberArray(rooms.map((r) => r.statePos)),
     ],
   );
 }

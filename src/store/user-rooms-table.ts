@@ -1,6 +1,7 @@
 // A user's relation to each room (membership, invite state, unread counts, heroes), as that
 // user's own pollers reported it.
 import type { Queryable } from './db.js';
+import { boolArray, numberArray, textArray } from './pg-arrays.js';
 
 export type Membership = 'join' | 'invite' | 'knock' | 'leave' | 'ban';
 
@@ -39,7 +40,7 @@ export interface UserRoomRow {
 export async function currentMemberships(db: Queryable, userId: string, roomIds: string[]): Promise<Map<string, Membership>> {
   const { rows } = await db.query<{ room_id: string; membership: Membership }>(
     'SELECT room_id, membership FROM user_rooms WHERE user_id = $1 AND room_id = ANY($2::text[])',
-    [userId, roomIds],
+    [userId, textArray(roomIds)],
   );
   return new Map(rows.map((r) => [r.room_id, r.membership]));
 }
@@ -52,12 +53,12 @@ export async function upsertMemberships(db: Queryable, updates: MembershipUpdate
      ON CONFLICT (user_id, room_id) DO UPDATE SET membership = excluded.membership,
        membership_pos = excluded.membership_pos, invite_state = excluded.invite_state, kicked = excluded.kicked`,
     [
-      updates.map((u) => u.userId),
-      updates.map((u) => u.roomId),
-      updates.map((u) => u.membership),
-      updates.map((u) => u.pos),
-      updates.map((u) => u.inviteState),
-      updates.map((u) => u.kicked),
+      textArray(updates.map((u) => u.userId)),
+      textArray(updates.map((u) => u.roomId)),
+      textArray(updates.map((u) => u.membership)),
+      numberArray(updates.map((u) => u.pos)),
+      textArray(updates.map((u) => u.inviteState)),
+      boolArray(updates.map((u) => u.kicked)),
     ],
   );
 }
@@ -75,13 +76,13 @@ export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[
       FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::bigint[]) AS u(uid, rid, n, h, tc, he, pos)
      WHERE ur.user_id = u.uid AND ur.room_id = u.rid`,
     [
-      updates.map((u) => u.userId),
-      updates.map((u) => u.roomId),
-      updates.map((u) => u.notificationCount ?? null),
-      updates.map((u) => u.highlightCount ?? null),
-      updates.map((u) => u.threadCounts ?? null),
-      updates.map((u) => u.heroes ?? null),
-      updates.map((u) => u.pos),
+      textArray(updates.map((u) => u.userId)),
+      textArray(updates.map((u) => u.roomId)),
+      numberArray(updates.map((u) => u.notificationCount)),
+      numberArray(updates.map((u) => u.highlightCount)),
+      textArray(updates.map((u) => u.threadCounts)),
+      textArray(updates.map((u) => u.heroes)),
+      numberArray(updates.map((u) => u.pos)),
     ],
   );
 }

@@ -50,6 +50,9 @@ function eventsOf<T>(schema: z.ZodType<T>) {
 }
 
 function buildSchema() {
+  // Built once: a zod schema compiles itself on first use, which per room costs more than the
+  // parsing (an initial sync has thousands of rooms).
+  const timelineEvents = eventsOf(roomEvent);
   const timeline = z
     .looseObject({
       events: z.array(z.unknown()).catch([]).default([]),
@@ -58,7 +61,7 @@ function buildSchema() {
     })
     .optional()
     .transform((t) => ({
-      events: eventsOf(roomEvent).parse({ events: t?.events ?? [] }),
+      events: timelineEvents.parse({ events: t?.events ?? [] }),
       limited: t?.limited ?? false,
       prevBatch: t?.prev_batch,
     }));
