@@ -89,11 +89,15 @@ export function createAccumulator(deps: {
  * order, and positions (hence recency order) are handed out as rooms are stored.
  */
 function roomBlocks(response: SyncResponse): RoomBlock[] {
-  const latestTs = (b: RoomBlock) => b.room.timeline.events.at(-1)?.origin_server_ts ?? 0;
-  return [
-    ...Object.entries(response.rooms.join).map(([roomId, room]) => ({ roomId, room })),
-    ...Object.entries(response.rooms.leave).map(([roomId, room]) => ({ roomId, room })),
-  ].sort((a, b) => latestTs(a) - latestTs(b));
+  const keyed: { block: RoomBlock; ts: number }[] = [];
+  for (const rooms of [response.rooms.join, response.rooms.leave]) {
+    for (const roomId in rooms) {
+      const room = rooms[roomId] as RoomBlock['room'];
+      const events = room.timeline.events;
+      keyed.push({ block: { roomId, room }, ts: events.length ? (events[events.length - 1] as RoomEvent).origin_server_ts : 0 });
+    }
+  }
+  return keyed.sort((a, b) => a.ts - b.ts).map((k) => k.block);
 }
 
 const membershipOf = (event: RoomEvent): Membership | undefined => {
@@ -108,13 +112,23 @@ async function ingestInTransaction(
   bus: Bus,
   publish: Published[],
 ): Promise<IngestSummary> {
-  await lockIngest(tx);
   const blocks = roomBlocks(response);
   const roomIds = blocks.map((b) => b.roomId);
-
-  // Events: dedup against the store, insert the new ones in the homeserver's order.
-  const allIds = blocks.flatMap(({ room }) => [...room.state, ...room.timeline.events].map((e) => e.event_id));
-  const knownBefore = await findEvents(tx, allIds);
+  const allIds: string[] = [];
+  const followers: string[] = [];
+  for (const { room } of blocks) {
+    for (const e of room.state) allIds.push(e.event_id);
+    const timeline = room.timeline.events;
+    for (let i = 0; i < timeline.length; i++) {
+      const id = (timeline[i] as RoomEvent).event_id;
+      allIds.push(id);
+      if (i > 0) followers.push(id);
+    }
+  }
+  // Events: dedup against the store, insert the new ones in the homeserver's order. The reads
+  // go out together (one connection runs them in order, the lock first); current state is
+  // read before the events are written, which do not touch it.
+  const [, knownBefore, current] = await Promise.all([lockIngest(tx), findEvents(tx, allIds), currentStateOf(tx, roomIds)]);
   const plan = planEvents(blocks, knownBefore, response.next_batch);
   // One position for the state blocks (before every timeline), then one per new event.
   const needsStatePos = plan.inserts.length > 0 || blocks.some((b) => b.room.state.length);
@@ -122,10 +136,7 @@ async function ingestInTransaction(
   const inserted = await insertEvents(tx, plan.inserts, stateBlockPos + 1);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
   // Every event after the first of a chunk follows its predecessor directly: no gap before it.
-  await healGaps(
-    tx,
-    blocks.flatMap(({ room }) => room.timeline.events.slice(1).map((e) => e.event_id)),
-  );
+  await healGaps(tx, followers);
   const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
   await markInTimeline(
     tx,
@@ -139,7 +150,6 @@ async function ingestInTransaction(
 
   // Rooms and their current state.
   const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
-  const current = await currentStateOf(tx, roomIds);
   const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids).map((c) => ({
     ...c,
     pos: c.atEvent ? c.eventNid : stateBlockPos,
@@ -185,7 +195,8 @@ async function ingestInTransaction(
   // After commit: tell the serving side, room by room and user by user.
   blocks.forEach(({ roomId, room }, i) => {
     const row = roomRows[i] as RoomUpsert;
-    const newEvents = room.timeline.events.filter((e) => newTimelineNids.has(nidOf(e.event_id) as number)).length;
+    let newEvents = 0;
+    for (const e of room.timeline.events) if (newTimelineNids.has(nidOf(e.event_id) as number)) newEvents++;
     const statePos = statePosByRoom.get(roomId);
     if (newEvents || statePos) {
       const bump = row.bumpNid ? { nid: row.bumpNid, ts: row.bumpTs } : undefined;
@@ -232,7 +243,8 @@ export const BUMP_EVENT_TYPES = new Set([
 ]);
 
 function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEvent) => number | undefined, statePos: number): RoomUpsert {
-  const create = [...room.state, ...room.timeline.events].find((e) => e.type === 'm.room.create' && e.state_key === '');
+  const isCreate = (e: RoomEvent) => e.type === 'm.room.create' && e.state_key === '';
+  const create = room.state.find(isCreate) ?? room.timeline.events.find(isCreate);
   let latestNid = 0;
   let bumpNid = 0;
   let bumpTs = 0;
@@ -294,8 +306,8 @@ async function storeMemberships(
   if (ids.length === 0) return [];
   const before = await currentMemberships(tx, userId, ids);
   const updates: MembershipUpdate[] = [];
-  const ownMemberEvent = (block: RoomBlock) =>
-    [...block.room.state, ...block.room.timeline.events].filter((e) => e.type === 'm.room.member' && e.state_key === userId).at(-1);
+  const isOwn = (e: RoomEvent) => e.type === 'm.room.member' && e.state_key === userId;
+  const ownMemberEvent = (block: RoomBlock) => block.room.timeline.events.findLast(isOwn) ?? block.room.state.findLast(isOwn);
 
   for (const block of blocks) {
     const isLeave = block.roomId in leave;
