@@ -122,6 +122,7 @@ export class RoomMetaCache {
   /** Recency announced for rooms being loaded for the first time, merged in when the load lands. */
   #pendingRecency = new Map<string, Recency>();
   #listeners = new Set<(roomId: string) => void>();
+  #changeListeners = new Set<(roomId: string) => void>();
 
   constructor(
     private readonly pool: Pool,
@@ -140,11 +141,25 @@ export class RoomMetaCache {
         this.#changedAt.set(m.roomId, ++this.#tick);
       }
       if (this.#rooms.has(m.roomId)) for (const l of this.#listeners) l(m.roomId);
+      this.#changed(m.roomId);
     });
     bus.subscribe('room.receipts', (m) => {
       const meta = this.#rooms.get(m.roomId) ?? this.#pendingRecency.get(m.roomId);
       if (meta) meta.receiptPos = Math.max(meta.receiptPos, m.pos);
+      this.#changed(m.roomId);
     });
+  }
+
+  /**
+   * Called right after anything cached about a room may have changed (a bus message, a load
+   * landing), in the same synchronous step: user caches log the room for their connections.
+   */
+  onChange(listener: (roomId: string) => void): void {
+    this.#changeListeners.add(listener);
+  }
+
+  #changed(roomId: string): void {
+    for (const l of this.#changeListeners) l(roomId);
   }
 
   /** Called after a room's recency may have changed (user caches re-sort it). */
@@ -230,6 +245,7 @@ export class RoomMetaCache {
       if ((this.#changedAt.get(id) ?? 0) <= startedAt) this.#changedAt.delete(id);
       // The store knew of later events than the bus told us (another process's ingest, say).
       if (old && (meta.latestNid !== old.latestNid || meta.bumpNid !== old.bumpNid)) for (const l of this.#listeners) l(id);
+      this.#changed(id);
     }
   }
 

@@ -10,6 +10,7 @@ export interface Typing {
 export class TypingCache {
   #rooms = new Map<string, Typing>();
   #serial = 0;
+  #listeners = new Set<(roomId: string) => void>();
 
   constructor(bus: Bus) {
     bus.subscribe('room.typing', ({ roomId, userIds }) => {
@@ -17,7 +18,13 @@ export class TypingCache {
       const sorted = [...userIds].sort();
       if (before && before.userIds.join('\0') === sorted.join('\0')) return;
       this.#rooms.set(roomId, { userIds: sorted, serial: ++this.#serial });
+      for (const l of this.#listeners) l(roomId);
     });
+  }
+
+  /** Called right after a room's typers changed. */
+  onChange(listener: (roomId: string) => void): void {
+    this.#listeners.add(listener);
   }
 
   get(roomId: string): Typing | undefined {

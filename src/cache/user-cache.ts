@@ -45,6 +45,9 @@ function toUserRoom(r: UserRoomWithData): UserRoom {
   };
 }
 
+/** Change log entries kept per user (a few KiB at most). */
+const CHANGE_LOG_MAX = 1024;
+
 export class UserCache {
   readonly rooms = new Map<string, UserRoom>();
   readonly tags = new Map<string, Set<string>>();
@@ -61,6 +64,14 @@ export class UserCache {
   staleMetas = new Set<string>();
   /** Rooms the user left themself (not kicked): listed only in the response covering the leave. */
   readonly selfLeft = new Set<string>();
+  /**
+   * The change log: every change to what a response reads about one of the user's rooms (its
+   * user room, DM flag, metadata, receipts, typing) appends the room right after the change, so
+   * a connection checks only the rooms logged since its last response instead of its whole
+   * window. Bounded: a connection behind the oldest kept entry checks every room.
+   */
+  #log: string[] = [];
+  #logBase = 0;
 
   constructor(
     readonly userId: string,
@@ -93,7 +104,29 @@ export class UserCache {
     return [...changed];
   }
 
+  /** Position in the change log: changedSince(changeSeq) lists what is logged from now on. */
+  get changeSeq(): number {
+    return this.#logBase + this.#log.length;
+  }
+
+  /** Logs that something a response reads about the room changed (call right after the change). */
+  logChange(roomId: string): void {
+    this.#log.push(roomId);
+    if (this.#log.length > CHANGE_LOG_MAX) {
+      const drop = this.#log.length - CHANGE_LOG_MAX / 2;
+      this.#log.splice(0, drop);
+      this.#logBase += drop;
+    }
+  }
+
+  /** Rooms logged after `seq` (with repeats), or undefined when the log no longer goes back that far. */
+  changedSince(seq: number): readonly string[] | undefined {
+    if (seq < this.#logBase) return undefined;
+    return this.#log.slice(seq - this.#logBase);
+  }
+
   setRoom(room: UserRoom): void {
+    this.logChange(room.roomId);
     this.rooms.set(room.roomId, room);
     if (room.membership === 'leave' && !room.kicked) this.selfLeft.add(room.roomId);
     else this.selfLeft.delete(room.roomId);
@@ -102,9 +135,11 @@ export class UserCache {
   deleteRoom(roomId: string): void {
     this.rooms.delete(roomId);
     this.selfLeft.delete(roomId);
+    this.logChange(roomId);
   }
 
   setClassification(rows: { roomId: string; type: string; json: string }[]): void {
+    const dmBefore = this.dmRooms;
     this.tags.clear();
     this.dmRooms = new Set();
     for (const row of rows) {
@@ -116,6 +151,10 @@ export class UserCache {
         this.tags.set(row.roomId, new Set(Object.keys(content.tags)));
       }
     }
+    // Rooms are sent again when their DM flag flips (tags only move rooms between lists, which
+    // every response recomputes).
+    for (const id of this.dmRooms) if (!dmBefore.has(id)) this.logChange(id);
+    for (const id of dmBefore) if (!this.dmRooms.has(id)) this.logChange(id);
   }
 }
 
@@ -152,6 +191,12 @@ export class UserCaches {
       if (!statePos) return;
       for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.staleMetas.add(roomId);
     });
+    metas.onChange((roomId) => this.roomChanged(roomId));
+  }
+
+  /** Logs a change of a room (its metadata, receipts, typing) in the change log of each user who has it. */
+  roomChanged(roomId: string): void {
+    for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.logChange(roomId);
   }
 
   /** Users cached in memory (the cache-size gauge). */

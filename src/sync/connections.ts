@@ -20,6 +20,7 @@ import {
 } from '../store/connections-table.js';
 import type { Pool } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
+import type { ResponseMemo } from './incremental.js';
 import type { ListMemory } from './lists.js';
 import type { StickyState } from './sticky.js';
 import type { RoomConfig } from './types.js';
@@ -73,7 +74,12 @@ export interface Connection {
   stream: number;
   rooms: Map<string, RoomSent>;
   ext: ExtensionPositions;
-  pending: { pos: number; stream: number; rooms: Map<string, RoomSent>; ext: ExtensionPositions } | undefined;
+  pending: { pos: number; stream: number; rooms: Map<string, RoomSent>; ext: ExtensionPositions; memo?: ResponseMemo } | undefined;
+  /**
+   * What the engine kept of the confirmed response to compute the next one incrementally
+   * (memory only: a connection loaded from the store starts without).
+   */
+  memo?: ResponseMemo;
   /** The request working on this connection, aborted when a newer one arrives. */
   inFlight: { abort: AbortController; done: Promise<unknown> } | undefined;
   /** When the connection was last used (ms since the epoch): loaded from the store, updated on each request. */
@@ -178,11 +184,17 @@ export class ConnectionManager {
   }
 
   /** Records a response's changes as pending; returns the pos to give the client. */
-  async commit(conn: Connection, stream: number, rooms: Map<string, RoomSent>, ext: ExtensionPositions): Promise<string> {
+  async commit(
+    conn: Connection,
+    stream: number,
+    rooms: Map<string, RoomSent>,
+    ext: ExtensionPositions,
+    memo?: ResponseMemo,
+  ): Promise<string> {
     const pending = JSON.stringify({ rooms: [...rooms], ext });
     const pos = await setPending(this.pool, conn.id, stream, pending);
     if (pos === undefined) throw await this.#lost(conn);
-    conn.pending = { pos, stream, rooms, ext };
+    conn.pending = { pos, stream, rooms, ext, memo };
     conn.lastUsedAt = Date.now();
     return String(pos);
   }
@@ -272,6 +284,7 @@ export class ConnectionManager {
     conn.pos = p.pos;
     conn.stream = p.stream;
     conn.ext = ext;
+    conn.memo = p.memo;
     conn.pending = undefined;
   }
 

@@ -36,7 +36,9 @@ export async function createSyncService(
     maxInMemory: opts.maxConnectionsInMemory,
     counters,
   });
-  const extensions = new Extensions(new TypingCache(bus));
+  const typing = new TypingCache(bus);
+  typing.onChange((roomId) => users.roomChanged(roomId));
+  const extensions = new Extensions(typing);
   const bumps = new BumpCache(pool, metas);
   const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions, bumps });
   return { engine, connections, users, metas };

@@ -12,6 +12,7 @@ import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
 import type { Extensions } from './extensions/index.js';
+import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
 import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
 import { ensureNames } from './names.js';
 import {
@@ -63,6 +64,8 @@ interface Computed {
   hasData: boolean;
   /** Rooms with something to send (the far-behind rule counts them). */
   roomsToSend: number;
+  /** MSC4186: what the next response needs to be computed incrementally. */
+  memo?: ResponseMemo;
 }
 
 interface EffectiveConfig {
@@ -173,7 +176,13 @@ export class SyncEngine {
   }
 
   async #respond(conn: Connection, computed: Computed): Promise<SyncResponse> {
-    const pos = await this.deps.connections.commit(conn, computed.stream, computed.sent, { ...computed.ext, subs: conn.ext.subs });
+    const pos = await this.deps.connections.commit(
+      conn,
+      computed.stream,
+      computed.sent,
+      { ...computed.ext, subs: conn.ext.subs },
+      computed.memo,
+    );
     return { pos, ...computed.response };
   }
 
@@ -193,6 +202,10 @@ export class SyncEngine {
   }
 
   async #compute(conn: Connection, device: Device, req: SyncRequest): Promise<Computed> {
+    // The change log position before any cache is read: whatever is logged later is checked
+    // again by the next response.
+    const cached = this.deps.users.peek(device.userId);
+    const seq = cached?.changeSeq ?? 0;
     const upTo = this.deps.stream.current;
     const user = await this.deps.users.get(device.userId);
     const from = conn.stream;
@@ -215,14 +228,27 @@ export class SyncEngine {
     };
 
     const windows = msc3575 ? await this.#lists3575(conn, user, req, upTo) : this.#lists4186(conn, user, req);
+    // MSC4186: only rooms that may differ from what the connection holds are looked at
+    // (`check`; undefined: every room), see incremental.ts.
+    let check: Set<string> | undefined;
+    let memo: ResponseMemo | undefined;
+    if (!msc3575) {
+      const shape = responseShape(req, conn.ext.subs);
+      const base = usableMemo(conn.memo, user, shape, req);
+      const diff = roomsToCheck(base, user, windows.listRooms);
+      check = diff.check;
+      memo = { user, seq: cached === user ? seq : 0, shape, windows: diff.windows, touched: new Map() };
+    }
     for (const [name, list] of req.lists) {
       const cfg = compile(list, list.bumpEventTypes);
       for (const id of windows.listRooms.get(name) ?? []) {
+        if (check && !check.has(id)) continue;
         addConfig(id, cfg);
         addOldRooms(id, list);
       }
     }
     for (const [roomId, sub] of conn.ext.subs ?? []) {
+      if (check && !check.has(roomId)) continue;
       if (!user.rooms.has(roomId)) continue;
       addConfig(roomId, compile(sub));
       addOldRooms(roomId, sub);
@@ -255,29 +281,37 @@ export class SyncEngine {
         { pool: this.deps.pool, user, metas: this.deps.metas },
         plans.map((p) => p.roomId),
       );
-    const built = await buildRooms(ctx, plans);
-    const rooms: SyncResponse['rooms'] = {};
-    const sent = new Map<string, RoomSent>();
-    for (const [roomId, b] of built) {
-      const room = user.rooms.get(roomId);
-      sent.set(roomId, { ...b.sent, nc: room?.notificationCount, hc: room?.highlightCount });
-      if (b.result) rooms[roomId] = b.result;
-    }
-    const ext = await this.deps.extensions.compute({
-      pool: this.deps.pool,
-      device,
-      user,
-      metas: this.deps.metas,
-      request: req.extensions,
-      positions: conn.ext,
-      roomsSent: conn.rooms,
-      initial: req.pos === undefined,
-      from,
-      upTo,
-      listRooms: windows.listRooms,
-      subscribedRooms: (conn.ext.subs ?? []).map(([id]) => id).filter((id) => user.rooms.has(id)),
-      sentRooms: rooms,
+    // The extensions run alongside the room building: only receipts wait for the built rooms.
+    const builtRooms = buildRooms(ctx, plans).then((built) => {
+      const rooms: SyncResponse['rooms'] = {};
+      const sent = new Map<string, RoomSent>();
+      for (const [roomId, b] of built) {
+        const room = user.rooms.get(roomId);
+        sent.set(roomId, { ...b.sent, nc: room?.notificationCount, hc: room?.highlightCount });
+        if (b.result) rooms[roomId] = b.result;
+      }
+      return { rooms, sent };
     });
+    const [{ rooms, sent }, ext] = await Promise.all([
+      builtRooms,
+      this.deps.extensions.compute({
+        pool: this.deps.pool,
+        device,
+        user,
+        metas: this.deps.metas,
+        request: req.extensions,
+        positions: conn.ext,
+        roomsSent: conn.rooms,
+        initial: req.pos === undefined,
+        from,
+        upTo,
+        listRooms: windows.listRooms,
+        subscribedRooms: (conn.ext.subs ?? []).map(([id]) => id).filter((id) => user.rooms.has(id)),
+        sentRooms: builtRooms.then((b) => b.rooms),
+        check,
+        listRoomSets: memo && new Map([...memo.windows].map(([name, w]) => [name, w.set])),
+      }),
+    ]);
     // Extension positions per room live in the same room memory as the room's own.
     for (const [roomId, update] of ext.rooms) {
       const base = sent.get(roomId) ?? conn.rooms.get(roomId);
@@ -285,6 +319,7 @@ export class SyncEngine {
     }
     const usedConfigs = { ...conn.ext.configs };
     for (const cfg of configs.values()) if (!usedConfigs[cfg.key]) usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
+    if (memo) memo.touched = sent;
     return {
       response: { lists: windows.lists, rooms, extensions: ext.data },
       sent,
@@ -292,6 +327,7 @@ export class SyncEngine {
       stream: upTo,
       hasData: Object.keys(rooms).length > 0 || ext.wakes || windows.changed,
       roomsToSend: plans.length,
+      memo,
     };
   }
 

@@ -5,20 +5,23 @@
 import { accountDataSince, roomAccountData } from '../../store/account-data-table.js';
 import type { RoomSent } from '../connections.js';
 import { RawJson } from '../json.js';
-import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
+import { type ExtensionContext, type ExtensionOutput, roomsToExamine } from './index.js';
 
 export async function accountDataExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
   const req = ctx.request.accountData;
   if (!req) return undefined;
   const globalSince = ctx.positions.accountData ?? 0;
-  const global = (await accountDataSince(ctx.pool, ctx.device.userId, globalSince)).filter((r) => r.roomId === '');
-
-  const scope = roomsInScope(ctx, req);
+  const scope = roomsToExamine(ctx, req);
   const due = scope.filter((id) => {
     const from = ctx.roomsSent.get(id)?.ad;
     return from === undefined || (ctx.user.rooms.get(id)?.accountDataPos ?? 0) > from;
   });
-  const rows = await roomAccountData(ctx.pool, ctx.device.userId, due);
+  // Independent reads: one round trip, not two.
+  const [globalRows, rows] = await Promise.all([
+    accountDataSince(ctx.pool, ctx.device.userId, globalSince),
+    roomAccountData(ctx.pool, ctx.device.userId, due),
+  ]);
+  const global = globalRows.filter((r) => r.roomId === '');
   const rooms: Record<string, RawJson[]> = {};
   for (const row of rows) {
     const from = ctx.roomsSent.get(row.roomId)?.ad ?? 0;

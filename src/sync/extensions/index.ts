@@ -30,8 +30,15 @@ export interface ExtensionContext {
   upTo: number;
   listRooms: Map<string, string[]>;
   subscribedRooms: string[];
-  /** Room results of this response (rooms sent from scratch get receipts for their timeline). */
-  sentRooms: Record<string, RoomResult>;
+  /** Room results of this response (rooms sent from scratch get receipts for their timeline), once built. */
+  sentRooms: Record<string, RoomResult> | Promise<Record<string, RoomResult>>;
+  /**
+   * Rooms that may differ from what the connection holds (see sync/incremental.ts); the others
+   * are up to date for every extension too. Undefined: any room may.
+   */
+  check: Set<string> | undefined;
+  /** Each list's window as a set, when the engine has them (saves building scope sets). */
+  listRoomSets: Map<string, ReadonlySet<string>> | undefined;
   scopeCache: Map<string, Scope>;
 }
 
@@ -59,8 +66,21 @@ export function roomsInScope(ctx: ExtensionContext, scope: { lists: string[] | u
   return scoped(ctx, scope).ids;
 }
 
+/** The rooms in scope that may have something new for an extension (roomsInScope's order). */
+export function roomsToExamine(
+  ctx: ExtensionContext,
+  scope: { lists: string[] | undefined; rooms: string[] | undefined },
+): readonly string[] {
+  const ids = scoped(ctx, scope).ids;
+  const check = ctx.check;
+  return check ? ids.filter((id) => check.has(id)) : ids;
+}
+
 /** roomsInScope as a set too (built once per scope, on first use). */
-export function roomsInScopeSet(ctx: ExtensionContext, scope: { lists: string[] | undefined; rooms: string[] | undefined }): Set<string> {
+export function roomsInScopeSet(
+  ctx: ExtensionContext,
+  scope: { lists: string[] | undefined; rooms: string[] | undefined },
+): ReadonlySet<string> {
   const s = scoped(ctx, scope);
   s.set ??= new Set(s.ids);
   return s.set;
@@ -73,12 +93,13 @@ function scoped(ctx: ExtensionContext, scope: { lists: string[] | undefined; roo
   const memoKey = JSON.stringify([allLists ? '*' : scope.lists, allRooms ? '*' : scope.rooms]);
   const cached = ctx.scopeCache.get(memoKey);
   if (cached) return cached;
-  const lists = [...ctx.listRooms].filter(([name]) => allLists || scope.lists?.includes(name)).map(([, ids]) => ids);
+  const named = [...ctx.listRooms].filter(([name]) => allLists || scope.lists?.includes(name));
+  const lists = named.map(([, ids]) => ids);
   const extra = allRooms ? ctx.subscribedRooms : scope.rooms;
   let result: Scope;
   if (lists.length === 1 && (extra?.length ?? 0) === 0) {
     // One list's window (each room once) and nothing else: no copy.
-    result = { ids: lists[0] as string[], set: undefined };
+    result = { ids: lists[0] as string[], set: ctx.listRoomSets?.get((named[0] as [string, string[]])[0]) };
   } else {
     const out = new Set<string>();
     for (const ids of lists) for (const id of ids) out.add(id);
@@ -96,7 +117,7 @@ function scoped(ctx: ExtensionContext, scope: { lists: string[] | undefined; roo
 
 interface Scope {
   ids: string[];
-  set: Set<string> | undefined;
+  set: ReadonlySet<string> | undefined;
 }
 
 const MODULES: Record<string, (ctx: ExtensionContext) => Promise<ExtensionOutput | undefined>> = {

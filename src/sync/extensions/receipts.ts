@@ -3,7 +3,7 @@
 // receipts are only ever the user's own. Thread ids are kept.
 import { type ReceiptRow, receiptsForEvents, receiptsSince } from '../../store/receipts-table.js';
 import type { RoomSent } from '../connections.js';
-import { type ExtensionContext, type ExtensionOutput, roomsInScope } from './index.js';
+import { type ExtensionContext, type ExtensionOutput, roomsToExamine } from './index.js';
 
 function receiptEvent(rows: ReceiptRow[]) {
   const content: Record<string, Record<string, Record<string, unknown>>> = {};
@@ -26,8 +26,8 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
   const timelineEvents: string[] = [];
   const deltas: { roomId: string; from: number }[] = [];
   // A Map: looking room ids up in the response object would intern every id of a big window.
-  const sentNow = new Map(Object.entries(ctx.sentRooms));
-  for (const roomId of roomsInScope(ctx, req)) {
+  const sentNow = new Map(Object.entries(await ctx.sentRooms));
+  for (const roomId of roomsToExamine(ctx, req)) {
     const room = sentNow.size ? sentNow.get(roomId) : undefined;
     const from = ctx.roomsSent.get(roomId)?.rc;
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {

@@ -3,14 +3,14 @@
 // that leaves scope forgets what it was last sent, so when it comes back it is in scope for the
 // first time again and gets the current typers.
 import type { RoomSent } from '../connections.js';
-import { type ExtensionContext, type ExtensionOutput, roomsInScope, roomsInScopeSet } from './index.js';
+import { type ExtensionContext, type ExtensionOutput, roomsInScopeSet, roomsToExamine } from './index.js';
 
 export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
   const req = ctx.request.typing;
   if (!req) return undefined;
   const rooms: Record<string, unknown> = {};
   const positions = new Map<string, Partial<RoomSent>>();
-  for (const roomId of roomsInScope(ctx, req)) {
+  for (const roomId of roomsToExamine(ctx, req)) {
     if (ctx.user.rooms.get(roomId)?.membership !== 'join') continue;
     const typing = ctx.typing.get(roomId);
     const serial = typing ? String(typing.serial) : '';
@@ -25,9 +25,12 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
   // Out of scope (or no longer joined): clear the last-sent serial once, so only rooms that
   // just left cost a write.
   const scope = roomsInScopeSet(ctx, req);
-  for (const [roomId, sent] of ctx.roomsSent) {
-    if (sent.ty !== undefined && !(scope.has(roomId) && ctx.user.rooms.get(roomId)?.membership === 'join'))
+  const clear = (roomId: string, sent: RoomSent | undefined) => {
+    if (sent?.ty !== undefined && !(scope.has(roomId) && ctx.user.rooms.get(roomId)?.membership === 'join'))
       positions.set(roomId, { ty: undefined });
-  }
+  };
+  // Incrementally, only rooms that may have left scope since the confirmed response.
+  if (ctx.check) for (const roomId of ctx.check) clear(roomId, ctx.roomsSent.get(roomId));
+  else for (const [roomId, sent] of ctx.roomsSent) clear(roomId, sent);
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
 }
