@@ -125,10 +125,12 @@ async function ingestInTransaction(
       if (i > 0) followers.push(id);
     }
   }
-  // Events: dedup against the store, insert the new ones in the homeserver's order. The reads
-  // go out together (one connection runs them in order, the lock first); current state is
-  // read before the events are written, which do not touch it.
-  const [, knownBefore, current] = await Promise.all([lockIngest(tx), findEvents(tx, allIds), currentStateOf(tx, roomIds)]);
+  // Events: dedup against the store, insert the new ones in the homeserver's order; current
+  // state is read before the events are written, which do not touch it. One after the other:
+  // pg deprecates overlapping queries on one client (pg 9 will refuse them).
+  await lockIngest(tx);
+  const knownBefore = await findEvents(tx, allIds);
+  const current = await currentStateOf(tx, roomIds);
   const plan = planEvents(blocks, knownBefore, response.next_batch);
   // One position for the state blocks (before every timeline), then one per new event.
   const needsStatePos = plan.inserts.length > 0 || blocks.some((b) => b.room.state.length);
