@@ -10,6 +10,7 @@ import { createAccumulator } from './ingest/accumulator.js';
 import { Lifecycle } from './lifecycle.js';
 import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poller.js';
 import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
+import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
 import { createPool, type Pool, ping } from './store/db.js';
@@ -27,6 +28,9 @@ import { startProfilingServer } from './telemetry/profiling-server.js';
 import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import { createForwarder } from './upstream/forwarder.js';
 import { createHomeserverClient } from './upstream/homeserver-client.js';
+
+/** How long a response waits for the homeserver's exact prev_batch before serving the nearest stored one. */
+const PREV_BATCH_TIMEOUT_MS = 2000;
 
 export interface RunningProxy {
   app: FastifyInstance;
@@ -138,8 +142,15 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     );
 
     // Before any poller runs: nothing is in flight, so the stream's current value is committed.
+    const exactPrevBatch = exactPrevBatches({
+      pollers,
+      homeserver,
+      pool,
+      logger: logger.child({ component: 'prev_batch' }),
+      timeoutMs: PREV_BATCH_TIMEOUT_MS,
+    });
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics },
+      { pool, bus, logger, metrics, exactPrevBatch },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {

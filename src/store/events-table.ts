@@ -134,3 +134,11 @@ export async function healGaps(db: Queryable, eventIds: string[]): Promise<void>
   if (eventIds.length === 0) return;
   await db.query('UPDATE events SET gap_before = false WHERE event_id = ANY($1::text[]) AND gap_before', [textArray(eventIds)]);
 }
+
+/**
+ * Records an exact pagination token from just before a stored timeline event (asked of the
+ * homeserver when no v2 chunk started at it), unless the event has one already.
+ */
+export async function setPrevBatch(db: Queryable, nid: number, token: string): Promise<void> {
+  await db.query('UPDATE events SET prev_batch = $2 WHERE nid = $1 AND prev_batch IS NULL', [nid, token]);
+}

@@ -12,7 +12,7 @@ import { currentStreamPos } from '../store/room-reads.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { ConnectionManager } from './connections.js';
-import { SyncEngine } from './engine.js';
+import { type EngineDeps, SyncEngine } from './engine.js';
 import { Extensions } from './extensions/index.js';
 
 export interface SyncService {
@@ -23,7 +23,13 @@ export interface SyncService {
 }
 
 export async function createSyncService(
-  deps: { pool: Pool; bus: Bus; logger: Logger; metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'> },
+  deps: {
+    pool: Pool;
+    bus: Bus;
+    logger: Logger;
+    metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
+    exactPrevBatch?: EngineDeps['exactPrevBatch'];
+  },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
@@ -40,6 +46,17 @@ export async function createSyncService(
   typing.onChange((roomId) => users.roomChanged(roomId));
   const extensions = new Extensions(typing);
   const bumps = new BumpCache(pool, metas);
-  const engine = new SyncEngine({ pool, bus, logger, users, metas, stream, connections, extensions, bumps });
+  const engine = new SyncEngine({
+    pool,
+    bus,
+    logger,
+    users,
+    metas,
+    stream,
+    connections,
+    extensions,
+    bumps,
+    exactPrevBatch: deps.exactPrevBatch,
+  });
   return { engine, connections, users, metas };
 }

@@ -54,6 +54,8 @@ export interface EngineDeps {
   connections: ConnectionManager;
   extensions: Extensions;
   bumps: BumpCache;
+  /** Exact prev_batch tokens from the homeserver (see poller/exact-prev-batch.ts); absent: the nearest stored one. */
+  exactPrevBatch?: (device: Device, roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
 
 interface Computed {
@@ -275,6 +277,8 @@ export class SyncEngine {
       from,
       protocol: req.protocol,
       timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
+      exactPrevBatch:
+        this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
     };
     if (msc3575)
       await ensureNames(

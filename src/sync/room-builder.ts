@@ -54,6 +54,8 @@ export interface BuildContext {
   protocol: Protocol;
   /** MSC3575 `timestamp` per room. */
   timestamps: Map<string, number>;
+  /** The exact pagination token from just before an event no v2 chunk started at, if it can be had. */
+  exactPrevBatch?: (roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
 
 export interface BuiltRoom {
@@ -326,7 +328,8 @@ async function buildJoinedOrLeft(
     // follows a gap has missed events too): never stitch silently.
     result.limited = rows.length > plan.timelineLimit || returned.some((r) => r.gapBefore);
     if (oldest) {
-      const token = oldest.prevBatch ?? (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
+      const token =
+        oldest.prevBatch ?? (await ctx.exactPrevBatch?.(plan.roomId, oldest)) ?? (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
       if (token) result.prev_batch = token;
     }
     result.num_live = ctx.from > 0 ? returned.filter((r) => r.nid > ctx.from).length : 0;

@@ -29,6 +29,8 @@ export interface RequestOptions {
 
 export interface Homeserver {
   whoami(token: string, opts: RequestOptions): Promise<Whoami>;
+  /** `/context` with no events around: the pagination token from just before the event. */
+  tokenBefore(token: string, roomId: string, eventId: string, opts: RequestOptions): Promise<string | undefined>;
   sync(token: string, params: SyncParams, opts: RequestOptions): Promise<{ response: SyncResponse; stats: ParseStats }>;
   close(): Promise<void>;
 }
@@ -46,7 +48,7 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
   });
 
   /**
-   * getJson with a client span and the upstream metrics, labelled by `endpoint` (sync, whoami)
+   * getJson with a client span and the upstream metrics, labelled by `endpoint` (sync, whoami, context)
    * and the HTTP status, or `network`/`timeout` when none came. The span records the path
    * without its query string; the token is only ever in the Authorization header.
    */
@@ -132,6 +134,12 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
         throw new UpstreamError('bad_response', 'whoami answered without user_id and device_id', { body });
       }
       return { userId: body.user_id, deviceId: body.device_id };
+    },
+
+    async tokenBefore(token, roomId, eventId, opts) {
+      const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/context/${encodeURIComponent(eventId)}?limit=0`;
+      const body = (await measuredGetJson('context', path, token, opts)) as { start?: unknown } | null;
+      return typeof body?.start === 'string' && body.start ? body.start : undefined;
     },
 
     async sync(token, params, opts) {

@@ -1,0 +1,59 @@
+// Exact pagination tokens for timelines the proxy serves. A v2 chunk gives a token from just
+// before its first event only; when a served timeline starts at another event, the nearest
+// stored token would make a client's back-pagination repeat events. Asking the homeserver's
+// /context (no events around) with the device's own token gives the exact one, which is then
+// stored with the event for every later response and user (pagination tokens are positions in
+// the room, not per user). A homeserver that cannot answer leaves the nearest token in use.
+import type { Pool } from '../store/db.js';
+import { setPrevBatch } from '../store/events-table.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Homeserver } from '../upstream/homeserver-client.js';
+import type { PollerManager } from './poller-manager.js';
+
+/** Failed look-ups remembered (not retried), at most. */
+const MAX_REMEMBERED_FAILURES = 10_000;
+
+export interface ExactPrevBatchDeps {
+  pollers: Pick<PollerManager, 'get'>;
+  homeserver: Pick<Homeserver, 'tokenBefore'>;
+  pool: Pool;
+  logger: Logger;
+  /** Kept short: a response waits for it. */
+  timeoutMs: number;
+}
+
+export type ExactPrevBatch = (
+  device: { userId: string; deviceId: string },
+  roomId: string,
+  event: { nid: number; eventId: string },
+) => Promise<string | undefined>;
+
+export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
+  const failed = new Set<number>();
+  const inFlight = new Map<number, Promise<string | undefined>>();
+  const lookUp = async (token: string, roomId: string, event: { nid: number; eventId: string }) => {
+    try {
+      const start = await deps.homeserver.tokenBefore(token, roomId, event.eventId, { timeoutMs: deps.timeoutMs });
+      if (start) await setPrevBatch(deps.pool, event.nid, start);
+      else remember(event.nid);
+      return start;
+    } catch (err) {
+      deps.logger.debug({ err, roomId, eventId: event.eventId }, 'no exact prev_batch from the homeserver; serving the nearest');
+      remember(event.nid);
+      return undefined;
+    }
+  };
+  const remember = (nid: number) => {
+    if (failed.size >= MAX_REMEMBERED_FAILURES) failed.delete(failed.values().next().value as number);
+    failed.add(nid);
+  };
+  return (device, roomId, event) => {
+    const token = deps.pollers.get(device.userId, device.deviceId)?.token;
+    if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
+    const running = inFlight.get(event.nid);
+    if (running) return running;
+    const p = lookUp(token, roomId, event).finally(() => inFlight.delete(event.nid));
+    inFlight.set(event.nid, p);
+    return p;
+  };
+}
