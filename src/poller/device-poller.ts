@@ -115,7 +115,10 @@ export class DevicePoller {
     return this.#initialStored;
   }
 
-  /** The token in use: only for redacting it from debug dumps (heap snapshots); never log it. */
+  /**
+   * The token in use, for requests made on the device's behalf (exact-prev-batch.ts) and for
+   * redacting it from debug dumps (heap snapshots); never log it.
+   */
   get token(): string {
     return this.#token;
   }
