@@ -258,10 +258,11 @@ export class SyncEngine {
     const previousConfig = memoConfigs(conn.ext.configs ?? {});
     // MSC3575: a room that left every window because the user left it still gets its last
     // events (the leave), as it was configured then.
-    if (msc3575)
-      for (const roomId of this.#newlyLeft(conn, user, configs, from)) addConfig(roomId, this.#lastConfig(conn, roomId, previousConfig));
-
     const inScopeBefore = msc3575 ? this.#inScopeBefore(conn) : undefined;
+    if (inScopeBefore)
+      for (const roomId of this.#newlyLeft(inScopeBefore, conn, user, configs, from))
+        addConfig(roomId, this.#lastConfig(conn, roomId, previousConfig));
+
     const plans: RoomPlan[] = [];
     for (const [roomId, cfg] of configs) {
       const plan = this.#plan(conn, user, roomId, cfg, previousConfig, inScopeBefore);
@@ -396,8 +397,8 @@ export class SyncEngine {
   }
 
   /** Rooms the client held that the user has left since, and that are in no window now. */
-  #newlyLeft(conn: Connection, user: UserCache, configs: Map<string, EffectiveConfig>, from: number): string[] {
-    return [...this.#inScopeBefore(conn)].filter((id) => {
+  #newlyLeft(held: Set<string>, conn: Connection, user: UserCache, configs: Map<string, EffectiveConfig>, from: number): string[] {
+    return [...held].filter((id) => {
       const room = user.rooms.get(id);
       return !configs.has(id) && room !== undefined && room.membership !== 'join' && room.membershipPos > from && conn.rooms.has(id);
     });

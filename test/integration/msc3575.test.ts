@@ -335,6 +335,24 @@ describe('MSC3575', () => {
     assert.equal(after.body.rooms['!a:fake'], undefined);
   });
 
+  it('drops a room the user leaves with a DELETE, and sends it once more with the leave', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', fourRooms());
+    const first = await sync3575(proxy, alice.token, { lists: { l: { ranges: [[0, 9]], timeline_limit: 2 } } });
+    await pushSync(fake, alice, syncResponse({ leave: { '!c:fake': { timeline: [member(ME, 'leave')] } } }));
+    const next = await sync3575(proxy, alice.token, {}, { pos: first.body.pos });
+    assert.deepEqual(next.body.lists.l?.ops, [{ op: 'DELETE', index: 1 }]);
+    assert.equal(next.body.lists.l?.count, 3);
+    const left = next.body.rooms['!c:fake'];
+    assert.deepEqual(
+      left?.timeline?.map((e) => `${e.type}/${e.content.membership}`),
+      ['m.room.member/leave'],
+    );
+    await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('later')] } } }));
+    const later = await sync3575(proxy, alice.token, {}, { pos: next.body.pos });
+    assert.equal(later.body.rooms['!c:fake'], undefined, 'only once');
+  });
+
   it('keeps extensions sticky: to_device enabled once keeps delivering', async (t) => {
     const { fake, proxy } = await startStack(t);
     const alice = addUser(fake, ME, 'A', syncResponse({ toDevice: [{ type: 'm.test', sender: BOB, content: { n: 1 } }] }));
