@@ -28,7 +28,10 @@ export interface EventPlan {
   inserts: NewEvent[];
   /** Known events that only ever came from state blocks and now appear in a timeline. */
   promote: { eventId: string; prevBatch: string | undefined }[];
-  /** Transaction ids found on new events (only the sending device's poller sees them). */
+  /**
+   * Transaction ids the response carried (only the sending device's poller sees them), on new
+   * and already stored events alike: another device's poller may have stored the event first.
+   */
   txnIds: { eventId: string; txnId: string }[];
 }
 
@@ -43,11 +46,17 @@ export interface EventPlan {
 export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, nextBatch?: string): EventPlan {
   const plan: EventPlan = { inserts: [], promote: [], txnIds: [] };
   const seen = new Set<string>();
+  const withTxnId = new Set<string>();
+  const noteTxnId = (event: RoomEvent) => {
+    const txnId = event.unsigned?.transaction_id;
+    if (typeof txnId !== 'string' || withTxnId.has(event.event_id)) return;
+    withTxnId.add(event.event_id);
+    plan.txnIds.push({ eventId: event.event_id, txnId });
+  };
   const add = (roomId: string, event: RoomEvent, inTimeline: boolean, prevBatch: string | undefined, gapBefore: boolean) => {
     if (seen.has(event.event_id)) return;
     seen.add(event.event_id);
-    const { json, txnId } = storedJson(event);
-    if (txnId) plan.txnIds.push({ eventId: event.event_id, txnId });
+    const { json } = storedJson(event);
     plan.inserts.push({
       eventId: event.event_id,
       roomId,
@@ -64,13 +73,17 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, 
   };
 
   for (const { roomId, room } of blocks) {
-    for (const event of room.state) if (!known.has(event.event_id)) add(roomId, event, false, undefined, false);
+    for (const event of room.state) {
+      noteTxnId(event);
+      if (!known.has(event.event_id)) add(roomId, event, false, undefined, false);
+    }
     const timeline = room.timeline.events;
     let lastKnown = -1;
     timeline.forEach((e, i) => {
       if (known.get(e.event_id)?.inTimeline) lastKnown = i;
     });
     timeline.forEach((event, i) => {
+      noteTxnId(event);
       const prevBatch = i === 0 ? room.timeline.prevBatch : undefined;
       const existing = known.get(event.event_id);
       if (existing) {

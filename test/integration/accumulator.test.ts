@@ -201,6 +201,23 @@ describe('accumulator', () => {
     assert.doesNotMatch(stored.rows[0].json, /tx9/);
   });
 
+  it("keeps the sending device's transaction id when another poller stored the event first", async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const alicePhone = { userId: '@alice:x', deviceId: 'A2' };
+    await insertToken(pool, { tokenHash: Buffer.alloc(32, 'A2'), tokenEncrypted: Buffer.from('x'), ...alicePhone });
+    const c = create();
+    const sent = ev('m.room.message', { body: 'mine' });
+    // Bob's and Alice's other device's pollers store the event before the sender's poller sees it.
+    await ingest(devices.bob, { next_batch: 'b1', rooms: { join: { '!t:x': joined([c], [sent]) } } });
+    await ingest(alicePhone, { next_batch: 'p1', rooms: { join: { '!t:x': joined([c], [sent]) } } });
+    await ingest(devices.alice, {
+      next_batch: 'a1',
+      rooms: { join: { '!t:x': joined([c], [{ ...sent, unsigned: { transaction_id: 'tx7' } }]) } },
+    });
+    const { rows } = await pool.query('SELECT user_id, device_id, txn_id FROM transaction_ids WHERE event_id = $1', [sent.event_id]);
+    assert.deepEqual(rows, [{ user_id: '@alice:x', device_id: 'A1', txn_id: 'tx7' }]);
+  });
+
   it('queues to-device messages per device until acknowledged, and device list changes', async (t) => {
     const { pool, ingest, devices, messages } = await setup(t);
     const summary = await ingest(devices.alice, {

@@ -68,6 +68,14 @@ describe('planEvents', () => {
     assert.deepEqual(stored.unsigned, { prev_content: { a: 1 } }, 'per-viewer fields are dropped, the rest kept');
   });
 
+  it('records the transaction id of an event another poller stored first, once', () => {
+    const e = ev('m.room.message', { unsigned: { transaction_id: 'txn2' } });
+    const known = new Map<string, KnownEvent>([[e.event_id, { nid: 9, inTimeline: true }]]);
+    const plan = planEvents([block('!r', { state: [e], timeline: [e] })], known);
+    assert.equal(plan.inserts.length, 0);
+    assert.deepEqual(plan.txnIds, [{ eventId: e.event_id, txnId: 'txn2' }]);
+  });
+
   it('drops an unsigned object that only held per-viewer fields', () => {
     const { json } = storedJson(ev('m.room.message', { unsigned: { age: 1 } }));
     assert.equal('unsigned' in JSON.parse(json), false);
