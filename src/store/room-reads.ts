@@ -23,23 +23,48 @@ export interface TimelineQuery {
   upTo: number;
   /** Rows to return; one more is read to tell whether older events exist. */
   limit: number;
+  /** Only events in these ranges ((after, upTo] each), when given: what the user may see. */
+  visible?: { after: number; upTo: number }[];
 }
 
-/** The latest `limit` (+1) timeline events of each room in (after, upTo], newest first. */
+/**
+ * The latest `limit` (+1) timeline events of each room in (after, upTo], newest first, taken
+ * only from each query's visible ranges. Each range is one index probe, so a user who may see
+ * little of a long room costs no scan of the rest.
+ */
 export async function latestTimelines(db: Queryable, queries: TimelineQuery[]): Promise<Map<string, TimelineRow[]>> {
   const out = new Map<string, TimelineRow[]>();
   if (queries.length === 0) return out;
+  const ranges: { q: number; after: number; upTo: number }[] = [];
+  queries.forEach((q, i) => {
+    for (const r of q.visible ?? [q]) {
+      const after = Math.max(r.after, q.after);
+      const upTo = Math.min(r.upTo, q.upTo);
+      if (upTo > after) ranges.push({ q: i, after, upTo });
+    }
+  });
   const { rows } = await db.query<TimelineRow>(
     `SELECT q.room_id AS "roomId", e.nid, e.type, e.sender, e.state_key AS "stateKey", e.prev_batch AS "prevBatch",
             e.gap_before AS "gapBefore", e.event_id AS "eventId", e.json
-       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) AS q(room_id, after, up_to, lim)
+       FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS q(room_id, lim, i)
        CROSS JOIN LATERAL (
-         SELECT * FROM events ev
-          WHERE ev.room_id = q.room_id AND ev.in_timeline AND ev.nid > q.after AND ev.nid <= q.up_to
+         SELECT ev.* FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS r(q, after, up_to)
+         CROSS JOIN LATERAL (
+           SELECT * FROM events x
+            WHERE x.room_id = q.room_id AND x.in_timeline AND x.nid > r.after AND x.nid <= r.up_to
+            ORDER BY x.nid DESC LIMIT q.lim + 1
+         ) ev
+          WHERE r.q = q.i - 1
           ORDER BY ev.nid DESC LIMIT q.lim + 1
        ) e
       ORDER BY e.nid DESC`,
-    [queries.map((q) => q.roomId), queries.map((q) => q.after), queries.map((q) => q.upTo), queries.map((q) => q.limit)],
+    [
+      queries.map((q) => q.roomId),
+      queries.map((q) => q.limit),
+      ranges.map((r) => r.q),
+      ranges.map((r) => r.after),
+      ranges.map((r) => r.upTo),
+    ],
   );
   for (const r of rows) {
     const list = out.get(r.roomId) ?? [];
@@ -230,39 +255,64 @@ export async function transactionIdsFor(db: Queryable, userId: string, deviceId:
 }
 
 /**
- * For each room, the position at which `userId` last joined it at or before `upTo` (a change
- * of their member state to a join), or null when no join is known.
+ * What history visibility is decided from, per room: its history_visibility changes and
+ * `userId`'s own membership changes, each (position, value) oldest first.
  */
-export async function joinPositions(
+export async function visibilityHistory(
   db: Queryable,
   userId: string,
-  rooms: { roomId: string; upTo: number }[],
-): Promise<Map<string, number>> {
-  if (rooms.length === 0) return new Map();
-  const { rows } = await db.query<{ room_id: string; pos: number | null }>(
-    `SELECT q.room_id, (
-       SELECT max(sc.pos) FROM state_changes sc
-        WHERE sc.room_id = q.room_id AND sc.type = 'm.room.member' AND sc.state_key = $1 AND sc.pos <= q.up_to
-          AND (SELECT e.json::jsonb -> 'content' ->> 'membership' FROM events e WHERE e.nid = sc.event_nid) = 'join'
-     ) AS pos
-       FROM unnest($2::text[], $3::bigint[]) AS q(room_id, up_to)`,
-    [userId, rooms.map((r) => r.roomId), rooms.map((r) => r.upTo)],
+  roomIds: string[],
+): Promise<Map<string, { visibility: { pos: number; value: string }[]; membership: { pos: number; value: string }[] }>> {
+  const out = new Map<string, { visibility: { pos: number; value: string }[]; membership: { pos: number; value: string }[] }>();
+  if (roomIds.length === 0) return out;
+  for (const id of roomIds) out.set(id, { visibility: [], membership: [] });
+  const { rows } = await db.query<{ room_id: string; member: boolean; pos: number; value: string | null }>(
+    `SELECT sc.room_id, sc.type = 'm.room.member' AS member, sc.pos,
+            (SELECT e.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END
+               FROM events e WHERE e.nid = sc.event_nid) AS value
+       FROM state_changes sc
+      WHERE sc.room_id = ANY($1::text[])
+        AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '') OR (sc.type = 'm.room.member' AND sc.state_key = $2))
+      ORDER BY sc.room_id, sc.pos`,
+    [roomIds, userId],
   );
-  return new Map(rows.filter((r) => r.pos !== null).map((r) => [r.room_id, r.pos as number]));
+  for (const r of rows) {
+    const entry = out.get(r.room_id);
+    if (r.member) entry?.membership.push({ pos: r.pos, value: r.value ?? 'leave' });
+    else entry?.visibility.push({ pos: r.pos, value: r.value ?? 'shared' });
+  }
+  return out;
 }
 
-/** Every change of each room's history visibility, in order: (position, new value). */
-export async function historyVisibilityChanges(db: Queryable, roomIds: string[]): Promise<Map<string, { pos: number; value: string }[]>> {
-  const out = new Map<string, { pos: number; value: string }[]>();
-  if (roomIds.length === 0) return out;
-  const { rows } = await db.query<{ room_id: string; pos: number; value: string | null }>(
-    `SELECT sc.room_id, sc.pos, (SELECT e.json::jsonb -> 'content' ->> 'history_visibility' FROM events e WHERE e.nid = sc.event_nid) AS value
-       FROM state_changes sc WHERE sc.room_id = ANY($1::text[]) AND sc.type = 'm.room.history_visibility' AND sc.state_key = ''
-      ORDER BY sc.room_id, sc.pos`,
-    [roomIds],
+/**
+ * A room's member summary as of stream position `pos` (a room the user left, as of the leave):
+ * joined and invited counts, and up to `limit` members other than `except` to make heroes of
+ * (joined and invited first, earliest first, as fallbackHeroes picks them now).
+ */
+export async function memberSummaryAsOf(
+  db: Queryable,
+  roomId: string,
+  pos: number,
+  except: string,
+  limit: number,
+): Promise<{ joined: number; invited: number; heroes: StateRow[] }> {
+  const { rows } = await db.query<{ joined: number; invited: number; heroes: Omit<StateRow, 'roomId' | 'type'>[] }>(
+    `WITH m AS (
+       SELECT c.state_key, c.event_nid,
+              (SELECT e.json::jsonb -> 'content' ->> 'membership' FROM events e WHERE e.nid = c.event_nid) AS membership
+         FROM (SELECT DISTINCT ON (state_key) state_key, event_nid FROM state_changes
+                WHERE room_id = $1 AND type = 'm.room.member' AND pos <= $2 ORDER BY state_key, pos DESC) c
+     )
+     SELECT (SELECT count(*) FROM m WHERE membership = 'join')::int AS joined,
+            (SELECT count(*) FROM m WHERE membership = 'invite')::int AS invited,
+            COALESCE((SELECT json_agg(h) FROM (
+              SELECT m.state_key AS "stateKey", m.event_nid AS nid, (SELECT e.json FROM events e WHERE e.nid = m.event_nid) AS json
+                FROM m WHERE m.state_key <> $3 ORDER BY (m.membership IN ('join', 'invite')) DESC, m.event_nid LIMIT $4) h), '[]') AS heroes`,
+    [roomId, pos, except, limit],
   );
-  for (const r of rows) out.set(r.room_id, [...(out.get(r.room_id) ?? []), { pos: r.pos, value: r.value ?? 'shared' }]);
-  return out;
+  const row = rows[0];
+  const heroes = (row?.heroes ?? []).map((h) => ({ ...h, nid: Number(h.nid), roomId, type: 'm.room.member' }));
+  return { joined: row?.joined ?? 0, invited: row?.invited ?? 0, heroes };
 }
 
 export async function currentStreamPos(db: Queryable): Promise<number> {

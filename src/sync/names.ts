@@ -5,7 +5,7 @@
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { Hero, UserCache, UserRoom } from '../cache/user-cache.js';
 import type { Pool } from '../store/db.js';
-import { currentMembers, fallbackHeroes, type StateRow } from '../store/room-reads.js';
+import { currentMembers, fallbackHeroes, memberEvents, memberSummaryAsOf, type StateRow, stateAsOf } from '../store/room-reads.js';
 import { calculateRoomName } from './room-name.js';
 
 const MAX_HEROES = 5;
@@ -30,8 +30,12 @@ function heroFrom(userId: string, content: Record<string, unknown> | undefined):
   return hero;
 }
 
-/** What a name depends on: when this is unchanged, the remembered name still holds. */
+/**
+ * What a name depends on: when this is unchanged, the remembered name still holds. A room the
+ * user left is named as of the leave, so what happened in it since changes nothing.
+ */
 function stampOf(room: UserRoom, metas: RoomMetaCache): string {
+  if (room.membership === 'leave' || room.membership === 'ban') return `${room.membership}|${room.membershipPos}|${room.heroes?.join(',')}`;
   const meta = metas.get(room.roomId);
   return `${room.membership}|${room.membershipPos}|${meta?.statePos ?? 0}|${meta?.joinedCount}|${meta?.invitedCount}|${room.heroes?.join(',')}`;
 }
@@ -54,6 +58,31 @@ function inviteName(userId: string, room: UserRoom): { name: string; heroes: Her
   return { name, heroes };
 }
 
+const NAME_STATE = { all: false, types: [], keys: [], pairTypes: ['m.room.name', 'm.room.canonical_alias'], pairKeys: ['', ''] };
+
+/**
+ * A left or banned room's name as it was at the leave (the CVE-2024-53867 class: no state the
+ * user could not see leaks through the name): its name, alias or heroes and counts then.
+ */
+async function nameAsOfLeave(ctx: NameContext, room: UserRoom): Promise<{ name: string; heroes: Hero[] }> {
+  const pos = room.membershipPos;
+  let named: string | undefined;
+  let alias: string | undefined;
+  for (const row of await stateAsOf(ctx.pool, room.roomId, pos, NAME_STATE)) {
+    const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content;
+    if (row.type === 'm.room.name') named = str(content?.name)?.trim() ? str(content?.name) : undefined;
+    else alias = str(content?.alias);
+  }
+  if (named || alias) return { name: (named ?? alias) as string, heroes: [] };
+  const heroIds = (room.heroes ?? []).filter((u) => u !== ctx.user.userId).slice(0, MAX_HEROES);
+  const summary = await memberSummaryAsOf(ctx.pool, room.roomId, pos, ctx.user.userId, MAX_HEROES);
+  const members = heroIds.length ? await memberEvents(ctx.pool, room.roomId, heroIds, pos) : summary.heroes;
+  const ids = heroIds.length ? heroIds : members.map((m) => m.stateKey);
+  const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content]));
+  const heroes = ids.map((u) => heroFrom(u, byUser.get(u)));
+  return { name: calculateRoomName({ heroes, joinedCount: summary.joined, invitedCount: summary.invited }), heroes };
+}
+
 export interface NameContext {
   pool: Pool;
   user: UserCache;
@@ -71,6 +100,10 @@ export async function ensureNames(ctx: NameContext, roomIds: Iterable<string>): 
     if (user.names.get(id)?.stamp === stamp) continue;
     if (room.membership === 'invite' || room.membership === 'knock') {
       user.names.set(id, { stamp, ...inviteName(user.userId, room) });
+      continue;
+    }
+    if (room.membership === 'leave' || room.membership === 'ban') {
+      user.names.set(id, { stamp, ...(await nameAsOfLeave(ctx, room)) });
       continue;
     }
     const meta = metas.get(id);

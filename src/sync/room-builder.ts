@@ -8,8 +8,6 @@ import {
   currentMembers,
   currentState,
   fallbackHeroes,
-  historyVisibilityChanges,
-  joinPositions,
   latestTimelines,
   memberEvents,
   prevBatchFrom,
@@ -19,11 +17,13 @@ import {
   stateChangedBetween,
   type TimelineRow,
   transactionIdsFor,
+  visibilityHistory,
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
 import { type StateConfig, toSelector, wants } from './required-state.js';
 import type { Protocol, RoomResult } from './types.js';
+import { type RoomView, roomView, viewEnd } from './visibility.js';
 
 export interface RoomPlan {
   roomId: string;
@@ -86,7 +86,7 @@ async function mapConcurrent<T, R>(items: readonly T[], fn: (item: T) => Promise
 
 /** Where a room's data stops: now for joined rooms, at the membership event otherwise. */
 function roomUpTo(ctx: BuildContext, room: UserRoom): number {
-  return room.membership === 'join' ? ctx.upTo : Math.min(ctx.upTo, room.membershipPos);
+  return viewEnd(room, ctx.upTo);
 }
 
 const hasContent = (r: RoomResult) =>
@@ -115,7 +115,8 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
   }
   // Independent reads run concurrently: timelines with the from-scratch state, then the
   // transaction ids with the lazy members, then each room's own few lookups.
-  const [timelines, scratchState] = await Promise.all([loadTimelines(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
+  const [views, scratchState] = await Promise.all([loadViews(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
+  const timelines = await loadTimelines(ctx, eventPlans, views);
   const state = await loadState(ctx, eventPlans, timelines, scratchState);
   const [txnIds, lazy] = await Promise.all([
     transactionIdsFor(
@@ -144,44 +145,41 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
   return out;
 }
 
-/** Restricted history: members see only what happened since they joined. */
-/** History visibility values under which a later member may see an event. */
-const OPEN_HISTORY = new Set(['shared', 'world_readable']);
+/** What the user may see of each room being sent with events (see visibility.ts). */
+async function loadViews(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, RoomView>> {
+  const history = await visibilityHistory(
+    ctx.pool,
+    ctx.userId,
+    plans.map((p) => p.roomId),
+  );
+  return new Map(
+    plans.map((p) => [
+      p.roomId,
+      roomView(ctx.user.rooms.get(p.roomId) as UserRoom, ctx.upTo, history.get(p.roomId) ?? { visibility: [], membership: [] }),
+    ]),
+  );
+}
 
 /**
  * Timelines for the rooms being sent: the delta since a room was last sent, or from scratch
- * its latest events. Events are shared by every user, so an event from before the user joined
- * is only served if the room's history visibility when it was sent let later members see it
- * (`shared`, `world_readable`), as Synapse decides per event.
+ * its latest events, only ever from what the user may see. Events are shared by every user, so
+ * the store holds history some of its readers never had.
  */
-async function loadTimelines(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, TimelineRow[]>> {
+async function loadTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<string, RoomView>): Promise<Map<string, TimelineRow[]>> {
   const queries = plans
     .filter((p) => p.timelineLimit > 0)
     .map((p) => {
-      const room = ctx.user.rooms.get(p.roomId) as UserRoom;
+      const view = views.get(p.roomId) as RoomView;
       const fromScratch = p.initial || p.expandTimeline;
-      return { roomId: p.roomId, after: fromScratch ? 0 : (p.sent?.pos ?? 0), upTo: roomUpTo(ctx, room), limit: p.timelineLimit };
+      return {
+        roomId: p.roomId,
+        after: fromScratch ? 0 : (p.sent?.pos ?? 0),
+        upTo: view.upTo,
+        limit: p.timelineLimit,
+        visible: view.visible,
+      };
     });
-  const fromScratch = queries.filter((q) => q.after === 0);
-  const [timelines, visibility] = await Promise.all([
-    latestTimelines(ctx.pool, queries),
-    historyVisibilityChanges(
-      ctx.pool,
-      fromScratch.map((q) => q.roomId),
-    ),
-  ]);
-  const restricted = fromScratch.filter((q) => visibility.get(q.roomId)?.some((c) => !OPEN_HISTORY.has(c.value)));
-  const joins = await joinPositions(ctx.pool, ctx.userId, restricted);
-  for (const q of restricted) {
-    const joinedAt = joins.get(q.roomId) ?? (ctx.user.rooms.get(q.roomId) as UserRoom).membershipPos;
-    const changes = visibility.get(q.roomId) ?? [];
-    const visibleBeforeJoin = (nid: number) => OPEN_HISTORY.has(changes.filter((c) => c.pos < nid).at(-1)?.value ?? 'shared');
-    timelines.set(
-      q.roomId,
-      (timelines.get(q.roomId) ?? []).filter((r) => r.nid >= joinedAt || visibleBeforeJoin(r.nid)),
-    );
-  }
-  return timelines;
+  return latestTimelines(ctx.pool, queries);
 }
 
 /**
@@ -348,7 +346,7 @@ async function buildJoinedOrLeft(
     m: room.membership,
   };
   if (lazySent) sent.lazy = [...lazySent];
-  if (ctx.protocol === 'msc3575') addMetadata3575(ctx, plan, room, meta, result, sent, fromScratch);
+  if (ctx.protocol === 'msc3575') await addMetadata3575(ctx, plan, room, meta, result, sent, fromScratch);
   else await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
   return { result: fromScratch || hasContent(result) ? result : undefined, sent };
 }
@@ -399,7 +397,7 @@ async function addMetadata(
  * MSC3575's metadata: the calculated name, the avatar (a DM's other member's when the room has
  * none; null once removed), heroes only on request, counts always, and `timestamp`.
  */
-function addMetadata3575(
+async function addMetadata3575(
   ctx: BuildContext,
   plan: RoomPlan,
   room: UserRoom,
@@ -414,10 +412,12 @@ function addMetadata3575(
   const name = named?.name;
   if (name !== undefined && (fromScratch || name !== plan.sent?.name)) result.name = name;
   sent.name = name;
-  const avatar = meta?.avatar ?? (dm && heroes.length === 1 ? heroes[0]?.avatarUrl : undefined);
+  // A room the user left or was banned from: its avatar then, as its name (see names.ts).
+  const roomAvatar = room.membership === 'join' ? meta?.avatar : (await nameAndAvatarAsOf(ctx, plan.roomId, roomUpTo(ctx, room))).avatar;
+  const avatar = roomAvatar ?? (dm && heroes.length === 1 ? heroes[0]?.avatarUrl : undefined);
   if (fromScratch ? avatar !== undefined : avatar !== plan.sent?.avatar) result.avatar = avatar ?? null;
   sent.avatar = avatar;
-  const calculated = !meta?.name && !meta?.canonicalAlias;
+  const calculated = room.membership === 'join' ? !meta?.name && !meta?.canonicalAlias : heroes.length > 0;
   if (plan.includeHeroes && calculated && heroes.length && (fromScratch || result.name !== undefined)) {
     result.heroes = heroes.map((h) => ({ user_id: h.userId, displayname: h.displayname, avatar_url: h.avatarUrl }));
   }

@@ -33,8 +33,9 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {
       scratch.push(roomId);
       for (const e of room?.timeline ?? []) timelineEvents.push((JSON.parse(e.text) as { event_id: string }).event_id);
-    } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from) {
-      // Only rooms whose receipts moved since we last sent them cost a query.
+    } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from && ctx.user.rooms.get(roomId)?.membership === 'join') {
+      // Only rooms whose receipts moved since we last sent them cost a query; a room the user
+      // is no longer in gets none of its members' later receipts.
       deltas.push({ roomId, from });
     } else {
       continue;
