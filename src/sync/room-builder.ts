@@ -8,6 +8,7 @@ import {
   currentMembers,
   currentState,
   fallbackHeroes,
+  latestEventsOfTypes,
   latestTimelines,
   memberEvents,
   prevBatchFrom,
@@ -431,7 +432,11 @@ async function addMetadata3575(
   result.highlight_count = room.highlightCount;
   if (dm) result.is_dm = true;
   sent.dm = dm;
-  result.timestamp = ctx.timestamps.get(plan.roomId);
+  // The bump timestamps are the room's now; a room the user is out of stops at the leave.
+  result.timestamp =
+    room.membership === 'join'
+      ? ctx.timestamps.get(plan.roomId)
+      : (await latestEventsOfTypes(ctx.pool, [plan.roomId], [], roomUpTo(ctx, room)))[0]?.ts;
 }
 
 const NAME_AND_AVATAR: StateSelector = { all: false, types: [], keys: [], pairTypes: ['m.room.name', 'm.room.avatar'], pairKeys: ['', ''] };

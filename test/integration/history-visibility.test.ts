@@ -42,11 +42,12 @@ function eventOf(step: Step): { ev: ClientEvent; label: string } {
   return { ev: member(ME, membership, byBob ? { sender: BOB } : {}), label: step.as ?? step.member };
 }
 
-/** What Alice got of ROOM in one response: timeline labels, state, name and avatar. */
+/** What Alice got of ROOM in one response: timeline labels, state, name, avatar and MSC3575 timestamp. */
 interface Seen {
   timeline: string[];
   names: unknown[];
   avatars: unknown[];
+  timestamps: unknown[];
 }
 
 /**
@@ -64,11 +65,11 @@ async function play(t: TestContext, visibility: string, steps: Step[]) {
   assert.equal((await slidingSync(proxy, bob.token, request('bob'))).status, 200);
 
   const seen: Record<Protocol, Seen> = {
-    msc4186: { timeline: [], names: [], avatars: [] },
-    msc3575: { timeline: [], names: [], avatars: [] },
+    msc4186: { timeline: [], names: [], avatars: [], timestamps: [] },
+    msc3575: { timeline: [], names: [], avatars: [], timestamps: [] },
   };
   const record = (into: Seen, body: SsBody) => {
-    const room = body.rooms?.[ROOM] as (SsBody['rooms'][string] & { avatar?: unknown }) | undefined;
+    const room = body.rooms?.[ROOM] as (SsBody['rooms'][string] & { avatar?: unknown; timestamp?: unknown }) | undefined;
     if (!room) return;
     for (const e of room.timeline ?? []) into.timeline.push(labels.get(e.event_id) ?? e.event_id);
     for (const e of room.required_state ?? []) {
@@ -77,6 +78,7 @@ async function play(t: TestContext, visibility: string, steps: Step[]) {
     }
     if (room.name !== undefined) into.names.push(room.name);
     if (room.avatar !== undefined) into.avatars.push(room.avatar);
+    if (room.timestamp !== undefined) into.timestamps.push(room.timestamp);
   };
   const pos: Partial<Record<Protocol, string>> = {};
   const syncBoth = async () => {
@@ -90,10 +92,12 @@ async function play(t: TestContext, visibility: string, steps: Step[]) {
   await syncBoth();
 
   const roomState = new Map(state.map((e) => [`${e.type}|${e.state_key}`, e]));
+  const sentAt = new Map<string, number>();
   let joined = false;
   for (const step of steps) {
     const { ev, label } = eventOf(step);
     labels.set(ev.event_id, label);
+    sentAt.set(label, ev.origin_server_ts);
     await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [ev] } } }));
     if ('member' in step) {
       const stateNow = [...roomState.values()];
@@ -115,10 +119,10 @@ async function play(t: TestContext, visibility: string, steps: Step[]) {
   for (const protocol of Object.keys(PATHS) as Protocol[]) {
     const res = await slidingSync(proxy, alice.token, request(`fresh-${protocol}`), { timeout: 0, path: PATHS[protocol] });
     assert.equal(res.status, 200, JSON.stringify(res.body));
-    fresh[protocol] = { timeline: [], names: [], avatars: [] };
+    fresh[protocol] = { timeline: [], names: [], avatars: [], timestamps: [] };
     record(fresh[protocol], res.body);
   }
-  return { seen, fresh };
+  return { seen, fresh, sentAt };
 }
 
 interface Story {
@@ -225,7 +229,7 @@ const STORIES: Story[] = [
 describe('history visibility', () => {
   for (const story of STORIES) {
     it(story.title, async (t) => {
-      const { seen, fresh } = await play(t, story.visibility, story.steps);
+      const { seen, fresh, sentAt } = await play(t, story.visibility, story.steps);
       const laterSteps = story.steps.some((s) => 'rename' in s);
       for (const protocol of Object.keys(PATHS) as Protocol[]) {
         // A room the user left themself is listed only around the leave: fresh connections see
@@ -239,6 +243,8 @@ describe('history visibility', () => {
           if (!laterSteps) continue;
           assert.ok(!got.names.includes('After'), `${protocol} ${how}: no name set after the leave (${got.names})`);
           assert.ok(!got.avatars.includes('mxc://fake/after'), `${protocol} ${how}: no avatar set after the leave (${got.avatars})`);
+          for (const later of ['after', 'rename', 'avatar'])
+            assert.ok(!got.timestamps.includes(sentAt.get(later)), `${protocol} ${how}: no timestamp of activity after the leave`);
         }
       }
     });
