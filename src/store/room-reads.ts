@@ -35,36 +35,38 @@ export interface TimelineQuery {
 export async function latestTimelines(db: Queryable, queries: TimelineQuery[]): Promise<Map<string, TimelineRow[]>> {
   const out = new Map<string, TimelineRow[]>();
   if (queries.length === 0) return out;
-  const ranges: { q: number; after: number; upTo: number }[] = [];
-  queries.forEach((q, i) => {
+  // Each query's ranges sit at [first, last] (1-based) of the range arrays: a lookup per
+  // range, not a scan of every query's ranges.
+  const afters: number[] = [];
+  const upTos: number[] = [];
+  const first: number[] = [];
+  const last: number[] = [];
+  for (const q of queries) {
+    first.push(afters.length + 1);
     for (const r of q.visible ?? [q]) {
       const after = Math.max(r.after, q.after);
       const upTo = Math.min(r.upTo, q.upTo);
-      if (upTo > after) ranges.push({ q: i, after, upTo });
+      if (upTo <= after) continue;
+      afters.push(after);
+      upTos.push(upTo);
     }
-  });
+    last.push(afters.length);
+  }
   const { rows } = await db.query<TimelineRow>(
     `SELECT q.room_id AS "roomId", e.nid, e.type, e.sender, e.state_key AS "stateKey", e.prev_batch AS "prevBatch",
             e.gap_before AS "gapBefore", e.event_id AS "eventId", e.json
-       FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS q(room_id, lim, i)
+       FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS q(room_id, lim, first, last)
        CROSS JOIN LATERAL (
-         SELECT ev.* FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS r(q, after, up_to)
+         SELECT ev.* FROM generate_series(q.first, q.last) AS k
          CROSS JOIN LATERAL (
            SELECT * FROM events x
-            WHERE x.room_id = q.room_id AND x.in_timeline AND x.nid > r.after AND x.nid <= r.up_to
+            WHERE x.room_id = q.room_id AND x.in_timeline AND x.nid > ($5::bigint[])[k] AND x.nid <= ($6::bigint[])[k]
             ORDER BY x.nid DESC LIMIT q.lim + 1
          ) ev
-          WHERE r.q = q.i - 1
           ORDER BY ev.nid DESC LIMIT q.lim + 1
        ) e
       ORDER BY e.nid DESC`,
-    [
-      queries.map((q) => q.roomId),
-      queries.map((q) => q.limit),
-      ranges.map((r) => r.q),
-      ranges.map((r) => r.after),
-      ranges.map((r) => r.upTo),
-    ],
+    [queries.map((q) => q.roomId), queries.map((q) => q.limit), first, last, afters, upTos],
   );
   for (const r of rows) {
     const list = out.get(r.roomId) ?? [];
