@@ -7,6 +7,7 @@ import type { Hero, UserCache, UserRoom } from '../cache/user-cache.js';
 import type { Pool } from '../store/db.js';
 import { currentMembers, fallbackHeroes, memberEvents, memberSummaryAsOf, type StateRow, stateAsOf } from '../store/room-reads.js';
 import { calculateRoomName } from './room-name.js';
+import { viewEnd } from './visibility.js';
 
 const MAX_HEROES = 5;
 
@@ -65,7 +66,7 @@ const NAME_STATE = { all: false, types: [], keys: [], pairTypes: ['m.room.name',
  * user could not see leaks through the name): its name, alias or heroes and counts then.
  */
 async function nameAsOfLeave(ctx: NameContext, room: UserRoom): Promise<{ name: string; heroes: Hero[] }> {
-  const pos = room.membershipPos;
+  const pos = viewEnd(room, Number.MAX_SAFE_INTEGER);
   let named: string | undefined;
   let alias: string | undefined;
   for (const row of await stateAsOf(ctx.pool, room.roomId, pos, NAME_STATE)) {

@@ -45,6 +45,14 @@ const membershipOf = (v: string) => (MEMBERSHIP.includes(v) ? v : 'leave');
 const laxer = (a: string, b: string) => (VISIBILITY.indexOf(a) <= VISIBILITY.indexOf(b) ? a : b);
 const moreJoined = (a: string, b: string) => (MEMBERSHIP.indexOf(a) <= MEMBERSHIP.indexOf(b) ? a : b);
 
+/**
+ * Whether what happens in a room now (receipts, typing) reaches the user: only while joined.
+ * A room the user is out of, or only invited to, shows nothing of its members' activity.
+ */
+export function followsActivity(room: Pick<UserRoom, 'membership'> | undefined): boolean {
+  return room?.membership === 'join';
+}
+
 /** Where the user's view of a room ends (see RoomView.upTo). */
 export function viewEnd(room: Pick<UserRoom, 'membership' | 'membershipPos'>, now: number): number {
   return room.membership === 'join' ? now : Math.min(now, room.membershipPos);

@@ -250,3 +250,56 @@ describe('history visibility', () => {
     });
   }
 });
+
+describe('transaction ids', () => {
+  it("go to the sending device only, whoever's poller stored the event first", async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const state = createRoomState(ROOM, ME, { joined: [BOB] });
+    const start = syncResponse({ join: { [ROOM]: { state, timeline: [message('hello', BOB)] } } });
+    const sender = addUser(fake, ME, 'A', start);
+    const phone = addUser(fake, ME, 'PHONE', start);
+    const bob = addUser(fake, BOB, 'B', start);
+    for (const user of [sender, phone, bob]) assert.equal((await slidingSync(proxy, user.token, request('c'))).status, 200);
+    const sent = message('mine');
+    // Bob's and Alice's other device's pollers store it before the sending device's sees it.
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [sent] } } }));
+    await pushSync(fake, phone, syncResponse({ join: { [ROOM]: { timeline: [sent] } } }));
+    await pushSync(fake, sender, syncResponse({ join: { [ROOM]: { timeline: [{ ...sent, unsigned: { transaction_id: 'm1' } }] } } }));
+    const txnOf = async (token: string, protocol: Protocol) => {
+      const res = await slidingSync(proxy, token, request(`fresh-${protocol}`), { timeout: 0, path: PATHS[protocol] });
+      return res.body.rooms?.[ROOM]?.timeline?.find((e) => e.event_id === sent.event_id)?.unsigned?.transaction_id;
+    };
+    for (const protocol of Object.keys(PATHS) as Protocol[]) {
+      assert.equal(await txnOf(sender.token, protocol), 'm1', `${protocol}: the sending device gets it`);
+      assert.equal(await txnOf(phone.token, protocol), undefined, `${protocol}: not another device of the sender`);
+      assert.equal(await txnOf(bob.token, protocol), undefined, `${protocol}: not another user`);
+    }
+  });
+});
+
+describe('receipts', () => {
+  it('stop reaching a user once kicked, on a connection open throughout', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const said = message('while joined', BOB);
+    const start = syncResponse({ join: { [ROOM]: { state: createRoomState(ROOM, BOB, { joined: [ME] }), timeline: [said] } } });
+    const alice = addUser(fake, ME, 'A', start);
+    const bob = addUser(fake, BOB, 'B', start);
+    const req = { ...request('r'), extensions: { receipts: { enabled: true } } };
+    const first = await slidingSync(proxy, alice.token, req);
+    assert.equal((await slidingSync(proxy, bob.token, request('b'))).status, 200);
+    const kick = member(ME, 'leave', { sender: BOB });
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [kick] } } }));
+    await pushSync(fake, alice, syncResponse({ leave: { [ROOM]: { timeline: [kick] } } }));
+    const kicked = await slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 0 });
+    assert.equal(kicked.body.rooms?.[ROOM]?.timeline?.at(-1)?.event_id, kick.event_id);
+    const receipt = { type: 'm.receipt', content: { [said.event_id]: { 'm.read': { [BOB]: { ts: 1 } } } } };
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { ephemeral: [receipt] } } }));
+    const after = await slidingSync(proxy, alice.token, req, { pos: kicked.body.pos, timeout: 0 });
+    assert.equal(after.status, 200);
+    const receipts = (after.body.extensions as { receipts?: { rooms?: Record<string, unknown> } } | undefined)?.receipts?.rooms ?? {};
+    assert.equal(receipts[ROOM], undefined, "Bob's receipt after the kick does not reach Alice");
+    // Bob, still joined, gets it: the test would pass vacuously if the receipt were never stored.
+    const bobs = await slidingSync(proxy, bob.token, { ...request('b2'), extensions: { receipts: { enabled: true } } });
+    assert.ok((bobs.body.extensions as { receipts?: { rooms?: Record<string, unknown> } }).receipts?.rooms?.[ROOM]);
+  });
+});

@@ -3,6 +3,7 @@
 // receipts are only ever the user's own. Thread ids are kept.
 import { type ReceiptRow, receiptsForEvents, receiptsSince } from '../../store/receipts-table.js';
 import type { RoomSent } from '../connections.js';
+import { followsActivity } from '../visibility.js';
 import { type ExtensionContext, type ExtensionOutput, roomsToExamine } from './index.js';
 
 function receiptEvent(rows: ReceiptRow[]) {
@@ -33,7 +34,7 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {
       scratch.push(roomId);
       for (const e of room?.timeline ?? []) timelineEvents.push((JSON.parse(e.text) as { event_id: string }).event_id);
-    } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from && ctx.user.rooms.get(roomId)?.membership === 'join') {
+    } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from && followsActivity(ctx.user.rooms.get(roomId))) {
       // Only rooms whose receipts moved since we last sent them cost a query; a room the user
       // is no longer in gets none of its members' later receipts.
       deltas.push({ roomId, from });

@@ -3,6 +3,7 @@
 // that leaves scope forgets what it was last sent, so when it comes back it is in scope for the
 // first time again and gets the current typers.
 import type { RoomSent } from '../connections.js';
+import { followsActivity } from '../visibility.js';
 import { type ExtensionContext, type ExtensionOutput, roomsInScopeSet, roomsToExamine } from './index.js';
 
 export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionOutput | undefined> {
@@ -11,7 +12,7 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
   const rooms: Record<string, unknown> = {};
   const positions = new Map<string, Partial<RoomSent>>();
   for (const roomId of roomsToExamine(ctx, req)) {
-    if (ctx.user.rooms.get(roomId)?.membership !== 'join') continue;
+    if (!followsActivity(ctx.user.rooms.get(roomId))) continue;
     const typing = ctx.typing.get(roomId);
     const serial = typing ? String(typing.serial) : '';
     const last = ctx.roomsSent.get(roomId)?.ty;
@@ -26,7 +27,7 @@ export async function typingExtension(ctx: ExtensionContext): Promise<ExtensionO
   // just left cost a write.
   const scope = roomsInScopeSet(ctx, req);
   const clear = (roomId: string, sent: RoomSent | undefined) => {
-    if (sent?.ty !== undefined && !(scope.has(roomId) && ctx.user.rooms.get(roomId)?.membership === 'join'))
+    if (sent?.ty !== undefined && !(scope.has(roomId) && followsActivity(ctx.user.rooms.get(roomId))))
       positions.set(roomId, { ty: undefined });
   };
   // Incrementally, only rooms that may have left scope since the confirmed response.
