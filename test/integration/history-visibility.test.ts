@@ -303,3 +303,31 @@ describe('receipts', () => {
     assert.ok((bobs.body.extensions as { receipts?: { rooms?: Record<string, unknown> } }).receipts?.rooms?.[ROOM]);
   });
 });
+
+describe('MSC3575 calculated names', () => {
+  it('of a room the user was kicked from are made of its members then', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const CAROL = '@carol:fake';
+    const start = syncResponse({
+      join: { [ROOM]: { state: createRoomState(ROOM, BOB, { joined: [ME] }), timeline: [message('hi', BOB)] } },
+    });
+    const alice = addUser(fake, ME, 'A', start);
+    const bob = addUser(fake, BOB, 'B', start);
+    // MSC3575 lists hold joined and invited rooms only: the kicked room is asked for by subscription.
+    const req = {
+      lists: { all: { ranges: [[0, 9]], timeline_limit: 1, include_heroes: true } },
+      room_subscriptions: { [ROOM]: { timeline_limit: 1, include_heroes: true } },
+    };
+    assert.equal((await slidingSync(proxy, bob.token, request('b'))).status, 200);
+    const before = await slidingSync(proxy, alice.token, req, { path: PATHS.msc3575, timeout: 0 });
+    assert.equal(before.body.rooms?.[ROOM]?.name, BOB);
+    const kick = member(ME, 'leave', { sender: BOB });
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [kick] } } }));
+    await pushSync(fake, alice, syncResponse({ leave: { [ROOM]: { timeline: [kick] } } }));
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [member(CAROL, 'join', { displayname: 'Carol' })] } } }));
+    const fresh = await slidingSync(proxy, alice.token, { ...req, conn_id: 'fresh' }, { path: PATHS.msc3575, timeout: 0 });
+    const room = fresh.body.rooms?.[ROOM] as { name?: string; heroes?: { user_id: string }[] } | undefined;
+    assert.equal(room?.name, BOB, 'Carol, who joined after the kick, is not in the name');
+    assert.ok(!(room?.heroes ?? []).some((h) => h.user_id === CAROL), 'nor among the heroes');
+  });
+});
