@@ -298,6 +298,10 @@ describe('receipts', () => {
     assert.equal(after.status, 200);
     const receipts = (after.body.extensions as { receipts?: { rooms?: Record<string, unknown> } } | undefined)?.receipts?.rooms ?? {};
     assert.equal(receipts[ROOM], undefined, "Bob's receipt after the kick does not reach Alice");
+    const fresh = await slidingSync(proxy, alice.token, { ...req, conn_id: 'fresh' }, { timeout: 0 });
+    assert.ok(fresh.body.rooms?.[ROOM], 'the kicked room is listed');
+    const freshReceipts = (fresh.body.extensions as { receipts?: { rooms?: Record<string, unknown> } } | undefined)?.receipts?.rooms ?? {};
+    assert.equal(freshReceipts[ROOM], undefined, 'nor a fresh connection');
     // Bob, still joined, gets it: the test would pass vacuously if the receipt were never stored.
     const bobs = await slidingSync(proxy, bob.token, { ...request('b2'), extensions: { receipts: { enabled: true } } });
     assert.ok((bobs.body.extensions as { receipts?: { rooms?: Record<string, unknown> } }).receipts?.rooms?.[ROOM]);

@@ -3,7 +3,7 @@
 // receipts are only ever the user's own. Thread ids are kept.
 import { type ReceiptRow, receiptsForEvents, receiptsSince } from '../../store/receipts-table.js';
 import type { RoomSent } from '../connections.js';
-import { followsActivity } from '../visibility.js';
+import { followsActivity, viewEnd } from '../visibility.js';
 import { type ExtensionContext, type ExtensionOutput, roomsToExamine } from './index.js';
 
 function receiptEvent(rows: ReceiptRow[]) {
@@ -48,7 +48,12 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
   const collect = (rows: ReceiptRow[]) => {
     for (const r of rows) byRoom.set(r.roomId, [...(byRoom.get(r.roomId) ?? []), r]);
   };
-  collect(await receiptsForEvents(ctx.pool, scratch, ctx.device.userId, timelineEvents));
+  // A room the user is out of gets only receipts from before they left, as its timeline.
+  const visible = (r: ReceiptRow) => {
+    const room = ctx.user.rooms.get(r.roomId);
+    return followsActivity(room) || (room !== undefined && r.pos <= viewEnd(room, ctx.upTo));
+  };
+  collect((await receiptsForEvents(ctx.pool, scratch, ctx.device.userId, timelineEvents)).filter(visible));
   for (const { roomId, from } of deltas) collect(await receiptsSince(ctx.pool, roomId, ctx.device.userId, from));
   for (const [roomId, rows] of byRoom) rooms[roomId] = receiptEvent(rows);
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
