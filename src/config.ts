@@ -39,7 +39,8 @@ export const VARIABLES = {
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
   SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
-  SYNCV3_SHUTDOWN_GRACE_SECS: 'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut (default 10)',
+  SYNCV3_SHUTDOWN_GRACE_SECS:
+    'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut; waiting long-polls are answered at once (default 5)',
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE:
     'ours: sliding sync connections (conn_ids) kept per device; the least recently used goes first (default 10, at least 3)',
   SYNCV3_CONNECTION_TTL_SECS:
@@ -249,7 +250,7 @@ const schema = z.object({
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
   SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
-  SYNCV3_SHUTDOWN_GRACE_SECS: integer(10, 0, 3600),
+  SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
   SYNCV3_CONNECTION_TTL_SECS: integer(604_800, 60),

@@ -2,6 +2,7 @@
 // secret, HTTP listener. Everything it starts is registered on one Lifecycle, so a failure
 // half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
 import { readFile, rm, stat } from 'node:fs/promises';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { type Bus, createInProcessBus } from './bus/bus.js';
 import type { Address, Config } from './config.js';
@@ -76,8 +77,27 @@ async function listen(app: FastifyInstance, bind: Address, tls: boolean): Promis
   return `${tls ? 'https' : 'http'}://${host}:${port}`;
 }
 
+/**
+ * The responses being written, so that on close each one ends its connection (`Connection:
+ * close`) instead of leaving a keep-alive socket that server.close() would wait out.
+ */
+function trackResponses(server: Server) {
+  const inFlight = new Set<ServerResponse>();
+  let closing = false;
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    if (closing) res.shouldKeepAlive = false;
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
+  });
+  return () => {
+    closing = true;
+    for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+  };
+}
+
 /** Closes the listener, giving in-flight requests `graceMs` before their sockets are cut. */
-async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger) {
+async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger, endKeepAlive: () => void) {
+  endKeepAlive();
   let timer: NodeJS.Timeout | undefined;
   const cut = new Promise<void>((resolve) => {
     timer = setTimeout(() => {
@@ -217,7 +237,13 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       },
       { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
     );
-    lifecycle.onStop('http listener', () => closeApp(app, config.shutdownGraceMs, logger));
+    const endKeepAlive = trackResponses(app.server);
+    lifecycle.onStop('http listener', async () => {
+      // Waiting long-polls answer at once with their current response (a new pos, committed), so
+      // clients resume on the next instance instead of seeing their connection cut.
+      engine.stopWaiting();
+      await closeApp(app, config.shutdownGraceMs, logger, endKeepAlive);
+    });
     const url = await listen(app, config.bind, Boolean(config.tls));
     logger.info(
       { url, upstream: config.server.kind === 'url' ? config.server.baseUrl : config.server.path },
