@@ -39,6 +39,8 @@ export const VARIABLES = {
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
   SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
+  SYNCV3_DB_STARTUP_TIMEOUT_SECS:
+    'ours: seconds to keep retrying, with backoff, a database that is not reachable yet at startup (default 60; 0 = fail at once)',
   SYNCV3_SHUTDOWN_GRACE_SECS:
     'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut; waiting long-polls are answered at once (default 5)',
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE:
@@ -250,6 +252,7 @@ const schema = z.object({
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
   SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
+  SYNCV3_DB_STARTUP_TIMEOUT_SECS: integer(60, 0, 3600),
   SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
@@ -316,6 +319,7 @@ export interface Config {
   httpInitialTimeoutMs: number;
   dataDir: string;
   embeddedDbPort: number;
+  dbStartupTimeoutMs: number;
   shutdownGraceMs: number;
   maxConnectionsPerDevice: number;
   connectionTtlSecs: number;
@@ -372,6 +376,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
     dataDir: e.SYNCV3_DATA_DIR,
     embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
+    dbStartupTimeoutMs: e.SYNCV3_DB_STARTUP_TIMEOUT_SECS * 1000,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,
     connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,

@@ -2,6 +2,7 @@
 // The first SIGTERM/SIGINT drains gracefully; a second one exits at once.
 import { ConfigError, loadConfig } from './config.js';
 import { startProxy } from './proxy.js';
+import { StartupError } from './startup-error.js';
 import { SchemaError } from './store/migrate.js';
 import { createLogger } from './telemetry/logger.js';
 
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
     stop = proxy.stop;
     if (stopping) await proxy.stop().then(() => process.exit(0));
   } catch (err) {
-    if (err instanceof SchemaError) logger.fatal(err.message);
+    if (err instanceof SchemaError || err instanceof StartupError) logger.fatal(`failed to start: ${err.message}`);
     else logger.fatal({ err }, 'failed to start');
     // Let pino flush its transport before exiting.
     setTimeout(() => process.exit(1), 100);

@@ -3,6 +3,7 @@
 // half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
 import { readFile, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { type Bus, createInProcessBus } from './bus/bus.js';
 import type { Address, Config } from './config.js';
@@ -14,10 +15,12 @@ import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } 
 import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
-import { createPool, type Pool, ping } from './store/db.js';
+import { listening, StartupError } from './startup-error.js';
+import { openPool, type Pool, ping } from './store/db.js';
 import { countToDevice } from './store/device-inbox-table.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import { SslConfigError } from './store/pg-ssl.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
@@ -110,6 +113,38 @@ async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger, e
   clearTimeout(timer);
 }
 
+/** The pool over SYNCV3_DB (or the embedded database), waiting a bounded time for it to come up. */
+async function openDatabase(config: Config, connectionString: string, logger: Logger, telemetry: Telemetry): Promise<Pool> {
+  const variable = config.db ? 'SYNCV3_DB' : 'SYNCV3_DATA_DIR';
+  try {
+    return await openPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger, {
+      tracer: telemetry.tracer,
+      retryForMs: config.dbStartupTimeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof SslConfigError) throw new StartupError('SYNCV3_DB', err.message, { cause: err });
+    const why = err instanceof Error ? err.message : String(err);
+    const waited = config.dbStartupTimeoutMs ? ` (retried for SYNCV3_DB_STARTUP_TIMEOUT_SECS=${config.dbStartupTimeoutMs / 1000})` : '';
+    throw new StartupError(variable, `cannot use the PostgreSQL database: ${why}${waited}`, { cause: err });
+  }
+}
+
+/** The HTTPS certificate and key, checked as a pair so that swapped or mismatched files are named. */
+async function readTlsPair(tls: { cert: string; key: string }): Promise<{ cert: Buffer; key: Buffer }> {
+  const [cert, key] = [await readFile(tls.cert), await readFile(tls.key)];
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new StartupError(
+      'SYNCV3_TLS_CERT',
+      `"${tls.cert}" and SYNCV3_TLS_KEY "${tls.key}" are not a PEM certificate (chain) and its private key (${why}); are the two swapped?`,
+      { cause: err },
+    );
+  }
+  return { cert, key };
+}
+
 export async function startProxy(config: Config, logger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
   const lifecycle = new Lifecycle(logger);
   let errors: ErrorReporter = noopReporter;
@@ -127,11 +162,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     }
     const secret = config.secret ?? (await loadOrCreateSecret(config.dataDir, logger));
 
-    const pool = createPool(
-      { connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs },
-      logger,
-      telemetry.tracer,
-    );
+    const pool = await openDatabase(config, connectionString, logger, telemetry);
     lifecycle.onStop('database pool', () => pool.end());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
@@ -204,14 +235,16 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     // The operator listeners start before the client API and stop after it, so a drain can be watched.
     let promUrl: string | undefined;
     if (config.prom) {
-      const prom = await startMetricsServer(metrics.registry, config.prom, logger);
+      const address = config.prom;
+      const prom = await listening('SYNCV3_PROM', address, () => startMetricsServer(metrics.registry, address, logger));
       lifecycle.onStop('metrics listener', () => prom.close());
       promUrl = prom.url;
     }
     let pprofUrl: string | undefined;
     if (config.pprof) {
       const secrets = () => [secret, config.otlp?.password, ...pollers.tokens()];
-      const pprof = await startProfilingServer(config.pprof, logger, { secrets });
+      const address = config.pprof;
+      const pprof = await listening('SYNCV3_PPROF', address, () => startProfilingServer(address, logger, { secrets }));
       lifecycle.onStop('profiling listener', () => pprof.close());
       pprofUrl = pprof.url;
     }
@@ -235,7 +268,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         },
         errors,
       },
-      { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
+      { https: config.tls ? await readTlsPair(config.tls) : undefined },
     );
     const endKeepAlive = trackResponses(app.server);
     lifecycle.onStop('http listener', async () => {
@@ -244,7 +277,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       engine.stopWaiting();
       await closeApp(app, config.shutdownGraceMs, logger, endKeepAlive);
     });
-    const url = await listen(app, config.bind, Boolean(config.tls));
+    const url = await listening('SYNCV3_BINDADDR', config.bind, () => listen(app, config.bind, Boolean(config.tls)));
     logger.info(
       { url, upstream: config.server.kind === 'url' ? config.server.baseUrl : config.server.path },
       'sliding sync proxy listening',

@@ -61,7 +61,17 @@ function traceQueries(pool: pg.Pool, tracer: Tracer) {
 }
 
 /** Errors of a database that is not up yet (starting, or its host not yet resolvable): worth a retry. */
-const TRANSIENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT', '57P03']);
+const TRANSIENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOENT',
+  '57P03',
+]);
 
 function isTransient(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
@@ -100,7 +110,10 @@ export async function openPool(
       return await negotiatePool(opts, logger, tracer);
     } catch (err) {
       if (!isTransient(err) || Date.now() + delayMs > deadline) throw err;
-      logger.warn({ err: err instanceof Error ? err.message : String(err), retryInMs: delayMs }, 'PostgreSQL is not reachable yet; retrying');
+      logger.warn(
+        { err: err instanceof Error ? err.message : String(err), retryInMs: delayMs },
+        'PostgreSQL is not reachable yet; retrying',
+      );
       await sleep(delayMs);
     }
   }

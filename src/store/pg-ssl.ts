@@ -84,12 +84,16 @@ export function sslPlan(url: string, read: ReadFile = readFileSync, exists: (fil
   if (mode === 'require' && rootcert === undefined) return { connectionString, mode, attempts: [unverified] };
 
   if (rootcert === undefined) {
-    throw new SslConfigError(`sslmode ${mode} needs the CA to verify against: set sslrootcert to a PEM file, or to "system" for the system's CAs`);
+    throw new SslConfigError(
+      `sslmode ${mode} needs the CA to verify against: set sslrootcert to a PEM file, or to "system" for the system's CAs`,
+    );
   }
   const ca = rootcert === 'system' ? {} : { ca: readKeyword('sslrootcert', rootcert, read) };
   // verify-ca checks the chain only; verify-full also the name (Node's default check, SNI-less for IPs).
   const verified: ConnectionOptions =
-    mode === 'verify-full' ? { ...client, ...ca, rejectUnauthorized: true } : { ...client, ...ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    mode === 'verify-full'
+      ? { ...client, ...ca, rejectUnauthorized: true }
+      : { ...client, ...ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
   return { connectionString, mode, attempts: [verified] };
 }
 

@@ -72,14 +72,18 @@ describe('sslmode against a server that accepts TLS only, with a self-signed cer
 describe('sslmode against a server without TLS', () => {
   let hasTls = false;
   before(async () => {
-    const pool = await openPool({ connectionString: withParams(serverUrl(), { sslmode: 'disable' }), max: 1, idleTimeoutMs: 1000 }, testLogger);
+    const pool = await openPool(
+      { connectionString: withParams(serverUrl(), { sslmode: 'disable' }), max: 1, idleTimeoutMs: 1000 },
+      testLogger,
+    );
     hasTls = (await pool.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
     await pool.end();
   });
 
   it('prefer (and no sslmode) and allow connect in plain text; require fails', async (t) => {
     if (hasTls) return t.skip('the test server has TLS on');
-    for (const sslmode of ['prefer', 'allow', 'disable']) assert.equal(await encrypted(withParams(serverUrl(), { sslmode })), false, sslmode);
+    for (const sslmode of ['prefer', 'allow', 'disable'])
+      assert.equal(await encrypted(withParams(serverUrl(), { sslmode })), false, sslmode);
     assert.equal(await encrypted(serverUrl()), false, 'no sslmode');
     await assert.rejects(encrypted(withParams(serverUrl(), { sslmode: 'require' })), /does not support SSL/);
   });

@@ -156,6 +156,7 @@ describe('the proxy process', () => {
       SYNCV3_DB: `postgres://postgres@127.0.0.1:${port}/none`,
       SYNCV3_SECRET: 's',
       SYNCV3_BINDADDR: '127.0.0.1:0',
+      SYNCV3_DB_STARTUP_TIMEOUT_SECS: '0',
     });
     const { out, exit } = collect(child);
     assert.equal(await exit, 1);
