@@ -21,7 +21,8 @@ export const VARIABLES = {
   SYNCV3_DB: 'PostgreSQL connection: a libpq string (user=… dbname=… host=…) or a postgres:// URL; unset = embedded PostgreSQL',
   SYNCV3_SECRET:
     'secret that encrypts stored access tokens; must never change; generated in SYNCV3_DATA_DIR if unset with the embedded database',
-  SYNCV3_BINDADDR: 'where the client API listens: host:port or a unix socket path (default 0.0.0.0:8008)',
+  SYNCV3_BINDADDR:
+    'where the client API listens: host:port (:port = every interface, IPv6 and IPv4) or a unix socket path, made writable for all as the Go proxy did (default 0.0.0.0:8008)',
   SYNCV3_TLS_CERT: 'PEM certificate file; serve HTTPS (set together with SYNCV3_TLS_KEY)',
   SYNCV3_TLS_KEY: 'PEM private key file; serve HTTPS (set together with SYNCV3_TLS_CERT)',
   SYNCV3_PPROF: 'host:port of a separate debug listener serving CPU profiles and heap snapshots (unset = off)',
@@ -84,7 +85,8 @@ function parseAddress(raw: string): Address | undefined {
   if (!match) return undefined;
   const port = Number(match[3]);
   if (port > 65535) return undefined;
-  return { kind: 'tcp', host: match[1] ?? (match[2] || '0.0.0.0'), port };
+  // `:port` is every interface, IPv6 and IPv4 alike, as Go's listener reads it (Node's `::` is dual-stack).
+  return { kind: 'tcp', host: match[1] ?? (match[2] || '::'), port };
 }
 
 const address = z.string().transform((raw, ctx) => {

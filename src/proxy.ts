@@ -1,7 +1,7 @@
 // Assembles the running proxy from a Config: database (external or embedded), migrations,
 // secret, HTTP listener. Everything it starts is registered on one Lifecycle, so a failure
 // half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
-import { readFile, rm, stat } from 'node:fs/promises';
+import { chmod, readFile, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
@@ -71,6 +71,9 @@ async function listen(app: FastifyInstance, bind: Address, tls: boolean): Promis
   if (bind.kind === 'unix') {
     await removeStaleSocket(bind.path);
     await app.listen({ path: bind.path });
+    // As the Go proxy: connecting needs write permission, and the reverse proxy in front (nginx's
+    // worker user) is rarely the proxy's own user. Restrict access with the directory's mode.
+    await chmod(bind.path, 0o222);
     return bind.path;
   }
   await app.listen({ host: bind.host, port: bind.port });

@@ -72,7 +72,7 @@ describe('config', () => {
     });
     assert.deepEqual(c.server, { kind: 'unix', path: '/run/synapse.sock' });
     assert.deepEqual(c.bind, { kind: 'tcp', host: '::1', port: 9000 });
-    assert.deepEqual(c.pprof, { kind: 'tcp', host: '0.0.0.0', port: 6060 });
+    assert.deepEqual(c.pprof, { kind: 'tcp', host: '::', port: 6060 }, ':port is dual-stack, as in Go');
     assert.deepEqual(c.prom, { kind: 'tcp', host: '127.0.0.1', port: 2112 });
     assert.deepEqual(c.tls, { cert: CERT, key: KEY });
     assert.equal(c.db, 'postgres://p@/syncv3?sslmode=disable', 'the libpq string as the URL node-postgres reads');
