@@ -40,6 +40,8 @@ export const VARIABLES = {
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
   SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
+  SYNCV3_ALLOW_EPHEMERAL_DATA:
+    'ours: 1 or true: run the embedded database in a container even when SYNCV3_DATA_DIR is not on a persistent volume (throwaway instances only; default off)',
   SYNCV3_DB_STARTUP_TIMEOUT_SECS:
     'ours: seconds to keep retrying, with backoff, a database that is not reachable yet at startup (default 60; 0 = fail at once)',
   SYNCV3_SHUTDOWN_GRACE_SECS:
@@ -79,7 +81,7 @@ function integer(defaultValue: number, min: number, max = Number.MAX_SAFE_INTEGE
   });
 }
 
-function parseAddress(raw: string): Address | undefined {
+export function parseAddress(raw: string): Address | undefined {
   if (raw.startsWith('/') || raw.startsWith('./')) return { kind: 'unix', path: raw };
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(raw);
   if (!match) return undefined;
@@ -227,6 +229,12 @@ const httpUrl = z.url({
   error: 'must be an http(s) URL',
 });
 
+const flag = z.preprocess(
+  (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
+  z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
+);
+const isOn = (value: string) => ['1', 'true', 'yes'].includes(value);
+
 const schema = z.object({
   SYNCV3_SERVER: z.preprocess(unset, upstream),
   SYNCV3_DB: z.preprocess(unset, database.optional()),
@@ -244,16 +252,14 @@ const schema = z.object({
     (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
     z.enum(Object.keys(LOG_LEVELS) as [keyof typeof LOG_LEVELS]).default('info'),
   ),
-  SYNCV3_DEBUG: z.preprocess(
-    (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
-    z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
-  ),
+  SYNCV3_DEBUG: flag,
   SYNCV3_MAX_DB_CONN: integer(0, 0, 10_000),
   SYNCV3_DB_IDLE_TIMEOUT_SECS: integer(3600, 1),
   SYNCV3_HTTP_TIMEOUT_SECS: integer(300, 1),
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
   SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
+  SYNCV3_ALLOW_EPHEMERAL_DATA: flag,
   SYNCV3_DB_STARTUP_TIMEOUT_SECS: integer(60, 0, 3600),
   SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
@@ -321,6 +327,8 @@ export interface Config {
   httpInitialTimeoutMs: number;
   dataDir: string;
   embeddedDbPort: number;
+  /** Run the embedded database in a container even without a persistent SYNCV3_DATA_DIR. */
+  allowEphemeralData: boolean;
   dbStartupTimeoutMs: number;
   shutdownGraceMs: number;
   maxConnectionsPerDevice: number;
@@ -353,7 +361,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   ];
   if (!result.success || problems.length) throw new ConfigError(problems);
   const e = result.data;
-  const debug = ['1', 'true', 'yes'].includes(e.SYNCV3_DEBUG);
+  const debug = isOn(e.SYNCV3_DEBUG);
   return {
     server: e.SYNCV3_SERVER,
     db: e.SYNCV3_DB,
@@ -378,6 +386,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
     dataDir: e.SYNCV3_DATA_DIR,
     embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
+    allowEphemeralData: isOn(e.SYNCV3_ALLOW_EPHEMERAL_DATA),
     dbStartupTimeoutMs: e.SYNCV3_DB_STARTUP_TIMEOUT_SECS * 1000,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,

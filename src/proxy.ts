@@ -14,6 +14,7 @@ import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poll
 import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
 import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
+import { checkPersistentData } from './persistent-data.js';
 import { loadOrCreateSecret } from './secret-file.js';
 import { listening, StartupError } from './startup-error.js';
 import { openPool, type Pool, ping } from './store/db.js';
@@ -159,6 +160,16 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const metrics = telemetry.metrics;
     let connectionString = config.db;
     if (!connectionString) {
+      const ephemeral = checkPersistentData(config.dataDir);
+      if (ephemeral && !config.allowEphemeralData) {
+        throw new StartupError(
+          'SYNCV3_DATA_DIR',
+          `${ephemeral}: the embedded database and the generated secret would be lost with this container. ` +
+            'Mount a volume there (docker run -v syncv3-data:/data …), or set SYNCV3_DB to an external PostgreSQL; ' +
+            'SYNCV3_ALLOW_EPHEMERAL_DATA=1 runs a throwaway instance anyway',
+        );
+      }
+      if (ephemeral) logger.warn({ dir: config.dataDir }, `${ephemeral}; SYNCV3_ALLOW_EPHEMERAL_DATA is set, so starting anyway`);
       const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedDbPort }, logger);
       lifecycle.onStop('embedded postgres', () => embedded.stop());
       connectionString = embedded.connectionString;

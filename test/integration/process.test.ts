@@ -91,6 +91,8 @@ describe('the proxy process', () => {
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
       SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
+      // CI itself runs in a container, where a data dir under /tmp would be refused.
+      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
 
     for (const round of ['first start', 'restart']) {
@@ -133,6 +135,8 @@ describe('the proxy process', () => {
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
       SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
+      // CI itself runs in a container, where a data dir under /tmp would be refused.
+      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
     const npm = spawn('npm', ['start', '--silent'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const { out, exit } = collect(npm);

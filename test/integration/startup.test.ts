@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { inContainer } from '../../src/persistent-data.js';
 import { createTestDatabase } from '../support/db.js';
 import { freePort } from '../support/ports.js';
 import { startTestProxy } from '../support/proxy.js';
@@ -119,5 +120,17 @@ describe('startup', () => {
       startTestProxy(t, { SYNCV3_TLS_CERT: key, SYNCV3_TLS_KEY: cert }),
       /SYNCV3_TLS_CERT: ".*key\.pem" and SYNCV3_TLS_KEY ".*cert\.pem" are not a PEM certificate .* are the two swapped\?/,
     );
+  });
+
+  it("refuses the embedded database on a container's own filesystem unless told to", {
+    skip: inContainer() ? false : 'not running in a container',
+  }, async (t) => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-ephemeral-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    const proc = startMain({ SYNCV3_SERVER: 'http://127.0.0.1:1', SYNCV3_DATA_DIR: dataDir, SYNCV3_BINDADDR: '127.0.0.1:0' });
+    assert.equal(await proc.exit, 1);
+    assert.match(proc.out(), /failed to start: SYNCV3_DATA_DIR: .* is on the container's own filesystem, not on a volume/);
+    assert.match(proc.out(), /SYNCV3_ALLOW_EPHEMERAL_DATA=1/);
+    assert.doesNotMatch(proc.out(), /initialising embedded PostgreSQL/, 'nothing was created');
   });
 });
