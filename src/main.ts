@@ -12,7 +12,9 @@ async function main(): Promise<void> {
     config = loadConfig(process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`${err.message}\n\nEvery variable is described in .env.example (in the repository, and /app/.env.example in the image).\n`);
+    process.stderr.write(
+      `${err.message}\n\nEvery variable is described in .env.example (in the repository, and /app/.env.example in the image).\n`,
+    );
     process.exit(1);
   }
   const logger = createLogger({ level: config.logLevel });

@@ -9,7 +9,7 @@ export function inContainer(): boolean {
   return existsSync('/.dockerenv') || existsSync('/run/.containerenv');
 }
 
-const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+const unescapeOctal = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 
 /** Docker's and Podman's anonymous volumes are named by 64 hex digits. */
 const ANONYMOUS_VOLUME = /\/volumes\/[0-9a-f]{64}\/_data$/;
@@ -25,9 +25,9 @@ export function ephemeralDataProblem(dir: string, mountinfo: string): string | u
     const fields = line.split(' ');
     const [root, mountpoint] = [fields[3], fields[4]];
     if (root === undefined || mountpoint === undefined) continue;
-    const point = unescape(mountpoint);
+    const point = unescapeOctal(mountpoint);
     const inside = point === '/' || target === point || target.startsWith(`${point}/`);
-    if (inside && (!best || point.length >= best.mountpoint.length)) best = { mountpoint: point, root: unescape(root) };
+    if (inside && (!best || point.length >= best.mountpoint.length)) best = { mountpoint: point, root: unescapeOctal(root) };
   }
   if (!best || best.mountpoint === '/') return `${target} is on the container's own filesystem, not on a volume`;
   if (ANONYMOUS_VOLUME.test(best.root)) return `${target} is on an anonymous volume, which a new container does not get back`;
