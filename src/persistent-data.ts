@@ -9,7 +9,8 @@ export function inContainer(): boolean {
   return existsSync('/.dockerenv') || existsSync('/run/.containerenv');
 }
 
-const unescapeOctal = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+const unescapeOctal = (field: string) =>
+  field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 
 /** Docker's and Podman's anonymous volumes are named by 64 hex digits. */
 const ANONYMOUS_VOLUME = /\/volumes\/[0-9a-f]{64}\/_data$/;

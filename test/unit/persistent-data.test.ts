@@ -8,7 +8,10 @@ const base = [line('/', '/'), line('/', '/proc'), line('/etc/hosts', '/etc/hosts
 
 describe('ephemeralDataProblem', () => {
   it('accepts a named volume or a bind mount at /data, or above it', () => {
-    assert.equal(ephemeralDataProblem('/data', [...base, line('/var/lib/docker/volumes/syncv3-data/_data', '/data')].join('\n')), undefined);
+    assert.equal(
+      ephemeralDataProblem('/data', [...base, line('/var/lib/docker/volumes/syncv3-data/_data', '/data')].join('\n')),
+      undefined,
+    );
     assert.equal(ephemeralDataProblem('/data/sub', [...base, line('/srv/syncv3', '/data')].join('\n')), undefined);
   });
 
