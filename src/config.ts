@@ -301,6 +301,45 @@ function unreadableFile(file: string): string | undefined {
   }
 }
 
+/** The Go proxy's variables that this proxy does not read, with what to do instead. */
+const RETIRED: Record<string, string> = {
+  SYNCV3_JAEGER_URL: "the Go proxy's Jaeger exporter is not supported; send traces over OTLP with SYNCV3_OTLP_URL (Jaeger accepts OTLP)",
+};
+
+/** Variables of the repository's own scripts and tests (scripts/, test/), not of the proxy. */
+const TOOLING = /^SYNCV3_(TEST_|E2E_|NODE_CACHE$)/;
+
+/** Edit distance, for "did you mean" on a misspelt variable. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
+}
+
+/**
+ * One warning per SYNCV3_* variable that the proxy does not read (a typo, or a Go proxy variable
+ * that has no equivalent): ignored silently, a typo would leave the default in force unnoticed.
+ */
+export function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
+  const known = Object.keys(VARIABLES);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('SYNCV3_') && !(name in VARIABLES) && !TOOLING.test(name))
+    .sort()
+    .map((name) => {
+      const retired = RETIRED[name];
+      if (retired) return `${name} is ignored: ${retired}`;
+      const [closest] = known.map((k) => [k, distance(name, k)] as const).sort((a, b) => a[1] - b[1]);
+      const hint = closest && closest[1] <= 3 ? `; did you mean ${closest[0]}?` : '';
+      return `${name} is not a variable this proxy reads, so it is ignored${hint} (every variable is in .env.example)`;
+    });
+}
+
 export interface Config {
   server: Upstream;
   /** undefined: run the embedded PostgreSQL under dataDir. */
@@ -333,6 +372,8 @@ export interface Config {
   shutdownGraceMs: number;
   maxConnectionsPerDevice: number;
   connectionTtlSecs: number;
+  /** Unknown SYNCV3_* variables, for main.ts to log once the logger exists. */
+  warnings: string[];
 }
 
 /** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
@@ -391,5 +432,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,
     connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,
+    warnings: unknownVariableWarnings(env),
   };
 }

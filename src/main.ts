@@ -1,5 +1,7 @@
 // The process entry point: read the environment, start the proxy, and stop it on a signal.
 // The first SIGTERM/SIGINT drains gracefully; a second one exits at once.
+// First, before any other module runs: refuse an unsupported Node.js with a clear message.
+import './node-version.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startProxy } from './proxy.js';
 import { StartupError } from './startup-error.js';
@@ -18,6 +20,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const logger = createLogger({ level: config.logLevel });
+  for (const warning of config.warnings) logger.warn(warning);
 
   let stopping = false;
   let stop: (() => Promise<void>) | undefined;

@@ -1,16 +1,19 @@
 // The proxy as operators run it: `node dist/main.js` (here through tsx on src/) with env vars,
 // and `npm start` on the build.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { unsupportedNode } from '../../src/node-version.js';
 import { freePort } from '../support/ports.js';
 
 const MAIN = path.resolve('src/main.ts');
 const BUILT = path.resolve('dist/main.js');
+/** Debian 12's own Node.js (20), older than the proxy needs. */
+const OLD_NODE = '/usr/bin/node';
 
 function startMain(env: Record<string, string>): ChildProcess {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
@@ -165,5 +168,19 @@ describe('the proxy process', () => {
     const { out, exit } = collect(child);
     assert.equal(await exit, 1);
     assert.match(out(), /failed to start/);
+  });
+
+  it('on an older Node.js, exits 1 saying which version is required, before anything runs', {
+    skip: existsSync(BUILT) && existsSync(OLD_NODE) ? false : 'needs dist/ built and the system Node 20 at /usr/bin/node',
+  }, async () => {
+    const version = execFileSync(OLD_NODE, ['--version'], { encoding: 'utf8' }).trim().replace(/^v/, '');
+    if (!unsupportedNode(version)) return;
+    const child = spawn(OLD_NODE, [BUILT], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const { out, exit } = collect(child);
+    assert.equal(await exit, 1);
+    assert.equal(
+      out(),
+      `Node.js 22.19.0 or newer is required; this is ${version}. Install Node.js 24 LTS (or run ". scripts/node-env.sh").\n`,
+    );
   });
 });

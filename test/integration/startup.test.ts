@@ -80,8 +80,10 @@ describe('startup', () => {
       SYNCV3_SECRET: 's',
       SYNCV3_BINDADDR: '127.0.0.1:0',
       SYNCV3_DB_STARTUP_TIMEOUT_SECS: '0',
+      SYNCV3_LOGLEVEL: 'debug',
     });
     assert.equal(await proc.exit, 1);
+    assert.match(proc.out(), /SYNCV3_LOGLEVEL is not a variable this proxy reads, so it is ignored; did you mean SYNCV3_LOG_LEVEL\?/);
     assert.match(proc.out(), /failed to start: SYNCV3_DB: cannot use the PostgreSQL database: connect ECONNREFUSED/);
     assert.doesNotMatch(proc.out(), /\n\s+at /, 'no stack trace');
   });

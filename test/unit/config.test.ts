@@ -253,3 +253,33 @@ describe('config', () => {
     assert.deepEqual(documented, Object.keys(VARIABLES).sort());
   });
 });
+
+describe('unknown SYNCV3_ variables', () => {
+  it('warns about each, suggesting the variable meant and what replaces a Go-proxy-only one', () => {
+    const { warnings } = loadConfig({
+      ...minimal,
+      SYNCV3_LOGLEVEL: 'debug',
+      SYNCV3_JAEGER_URL: 'http://jaeger:14268',
+      SYNCV3_SOMETHING_ELSE: '1',
+      OTHER: 'x',
+    });
+    assert.equal(warnings.length, 3, warnings.join('\n'));
+    assert.match(warnings[0] ?? '', /^SYNCV3_JAEGER_URL is ignored: .*SYNCV3_OTLP_URL/);
+    assert.match(
+      warnings[1] ?? '',
+      /^SYNCV3_LOGLEVEL is not a variable this proxy reads, so it is ignored; did you mean SYNCV3_LOG_LEVEL\?/,
+    );
+    assert.match(warnings[2] ?? '', /^SYNCV3_SOMETHING_ELSE is not a variable this proxy reads, so it is ignored \(every variable/);
+  });
+
+  it("says nothing about known variables or the repository's own test and tooling ones", () => {
+    const { warnings } = loadConfig({
+      ...external,
+      SYNCV3_DB: 'postgres://x/y',
+      SYNCV3_TEST_DB: 'x',
+      SYNCV3_E2E_REQUIRED: '1',
+      SYNCV3_NODE_CACHE: '/c',
+    });
+    assert.deepEqual(warnings, []);
+  });
+});
