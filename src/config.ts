@@ -39,7 +39,6 @@ export const VARIABLES = {
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: "timeout of a device's first (initial) /sync to the homeserver (default 1800)",
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
-  SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
   SYNCV3_ALLOW_EPHEMERAL_DATA:
     'ours: 1 or true: run the embedded database in a container even when SYNCV3_DATA_DIR is not on a persistent volume (throwaway instances only; default off)',
   SYNCV3_DB_STARTUP_TIMEOUT_SECS:
@@ -258,7 +257,6 @@ const schema = z.object({
   SYNCV3_HTTP_TIMEOUT_SECS: integer(300, 1),
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
-  SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
   SYNCV3_ALLOW_EPHEMERAL_DATA: flag,
   SYNCV3_DB_STARTUP_TIMEOUT_SECS: integer(60, 0, 3600),
   SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
@@ -301,8 +299,9 @@ function unreadableFile(file: string): string | undefined {
   }
 }
 
-/** The Go proxy's variables that this proxy does not read, with what to do instead. */
+/** Variables this proxy does not (or no longer) read, with what to do instead. */
 const RETIRED: Record<string, string> = {
+  SYNCV3_EMBEDDED_DB_PORT: 'the embedded PostgreSQL listens on a unix socket inside SYNCV3_DATA_DIR, on no TCP port',
   SYNCV3_JAEGER_URL: "the Go proxy's Jaeger exporter is not supported; send traces over OTLP with SYNCV3_OTLP_URL (Jaeger accepts OTLP)",
 };
 
@@ -365,7 +364,6 @@ export interface Config {
   httpTimeoutMs: number;
   httpInitialTimeoutMs: number;
   dataDir: string;
-  embeddedDbPort: number;
   /** Run the embedded database in a container even without a persistent SYNCV3_DATA_DIR. */
   allowEphemeralData: boolean;
   dbStartupTimeoutMs: number;
@@ -426,7 +424,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpTimeoutMs: e.SYNCV3_HTTP_TIMEOUT_SECS * 1000,
     httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
     dataDir: e.SYNCV3_DATA_DIR,
-    embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
     allowEphemeralData: isOn(e.SYNCV3_ALLOW_EPHEMERAL_DATA),
     dbStartupTimeoutMs: e.SYNCV3_DB_STARTUP_TIMEOUT_SECS * 1000,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,

@@ -41,6 +41,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // A promise failing with nobody awaiting it (say, a query cut short as the database stops under
+  // us) is a bug to log, not a reason to drop every client's connection: /ready reports the outage.
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled promise rejection'));
 
   try {
     const proxy = await startProxy(config, logger);

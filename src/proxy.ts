@@ -170,7 +170,9 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         );
       }
       if (ephemeral) logger.warn({ dir: config.dataDir }, `${ephemeral}; SYNCV3_ALLOW_EPHEMERAL_DATA is set, so starting anyway`);
-      const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedDbPort }, logger);
+      const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir }, logger).catch((err: unknown) => {
+        throw new StartupError('SYNCV3_DATA_DIR', err instanceof Error ? err.message : String(err), { cause: err });
+      });
       lifecycle.onStop('embedded postgres', () => embedded.stop());
       connectionString = embedded.connectionString;
     }

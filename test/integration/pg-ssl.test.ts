@@ -85,6 +85,9 @@ describe('sslmode against a server without TLS', () => {
     for (const sslmode of ['prefer', 'allow', 'disable'])
       assert.equal(await encrypted(withParams(serverUrl(), { sslmode })), false, sslmode);
     assert.equal(await encrypted(serverUrl()), false, 'no sslmode');
-    await assert.rejects(encrypted(withParams(serverUrl(), { sslmode: 'require' })), /does not support SSL/);
+    const requireUrl = withParams(serverUrl(), { sslmode: 'require' });
+    // The embedded test server is reached over its unix socket, where libpq never encrypts.
+    if (new URL(serverUrl()).searchParams.get('host')?.startsWith('/')) assert.equal(await encrypted(requireUrl), false, 'unix socket');
+    else await assert.rejects(encrypted(requireUrl), /does not support SSL/);
   });
 });

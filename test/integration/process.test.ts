@@ -7,6 +7,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import pg from 'pg';
 import { unsupportedNode } from '../../src/node-version.js';
 import { freePort } from '../support/ports.js';
 
@@ -88,12 +89,11 @@ describe('the proxy process', () => {
   it('runs on an embedded PostgreSQL, reuses it on restart, and leaves nothing running after SIGTERM', async (t) => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-data-'));
     t.after(() => rm(dataDir, { recursive: true, force: true }));
-    const [port, dbPort] = [await freePort(), await freePort()];
+    const port = await freePort();
     const env = {
       SYNCV3_SERVER: 'http://127.0.0.1:1',
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
-      SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
       // CI itself runs in a container, where a data dir under /tmp would be refused.
       SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
@@ -107,6 +107,16 @@ describe('the proxy process', () => {
       const ready = await fetch(`http://127.0.0.1:${port}/ready`);
       assert.equal(ready.status, 200, round);
       assert.equal((await postgresUsing(dataDir)).length > 0, true, `${round}: embedded postgres runs`);
+      if (round === 'first start') {
+        // Over its unix socket in the data directory: no TCP port, and a UTF-8 cluster whatever the locale.
+        const password = (await readFile(path.join(dataDir, 'postgres.password'), 'utf8')).trim();
+        const client = new pg.Client({ host: path.join(dataDir, 'postgres'), user: 'postgres', password, database: 'postgres' });
+        await client.connect();
+        const setting = async (name: string) => (await client.query(`SELECT current_setting('${name}') AS v`)).rows[0]?.v;
+        assert.equal(await setting('listen_addresses'), '', 'no TCP listener');
+        assert.equal(await setting('server_encoding'), 'UTF8');
+        await client.end();
+      }
       child.kill('SIGTERM');
       assert.equal(await exit, 0, `${round}: clean exit\n${out()}`);
       assert.deepEqual(await postgresUsing(dataDir), [], `${round}: no postgres left behind`);
@@ -130,14 +140,13 @@ describe('the proxy process', () => {
       for (const pid of await proxiesUsing(dataDir)) process.kill(pid, 'SIGKILL');
       for (const pid of await postgresUsing(dataDir)) process.kill(Number(pid), 'SIGQUIT');
     });
-    const [port, dbPort] = [await freePort(), await freePort()];
+    const port = await freePort();
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
     const env = {
       ...clean,
       SYNCV3_SERVER: 'http://127.0.0.1:1',
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
-      SYNCV3_EMBEDDED_DB_PORT: String(dbPort),
       // CI itself runs in a container, where a data dir under /tmp would be refused.
       SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
@@ -182,5 +191,29 @@ describe('the proxy process', () => {
       out(),
       `Node.js 22.19.0 or newer is required; this is ${version}. Install Node.js 24 LTS (or run ". scripts/node-env.sh").\n`,
     );
+  });
+
+  it('keeps running when its embedded PostgreSQL stops under it: /ready fails, /health answers', async (t) => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-pgstop-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    const port = await freePort();
+    const child = startMain({
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_BINDADDR: `127.0.0.1:${port}`,
+      SYNCV3_DATA_DIR: dataDir,
+      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
+    });
+    const { out, exit } = collect(child);
+    t.after(() => child.kill('SIGKILL'));
+    assert.equal((await waitFor(`http://127.0.0.1:${port}/ready`, 60_000)).status, 200);
+    // A fast shutdown, as when a terminal's Ctrl-C reaches the whole process group.
+    for (const pid of await postgresUsing(dataDir)) process.kill(Number(pid), 'SIGINT');
+    const deadline = Date.now() + 10_000;
+    while ((await postgresUsing(dataDir)).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 503);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    assert.equal(child.exitCode, null, `still running\n${out()}`);
+    child.kill('SIGTERM');
+    assert.equal(await exit, 0, out());
   });
 });

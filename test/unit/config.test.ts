@@ -65,7 +65,7 @@ describe('config', () => {
       SYNCV3_HTTP_TIMEOUT_SECS: '30',
       SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: '90',
       SYNCV3_DATA_DIR: '/var/lib/syncv3',
-      SYNCV3_EMBEDDED_DB_PORT: '6543',
+      SYNCV3_DB_STARTUP_TIMEOUT_SECS: '5',
       SYNCV3_SHUTDOWN_GRACE_SECS: '3',
       SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '4',
       SYNCV3_CONNECTION_TTL_SECS: '3600',
@@ -80,7 +80,7 @@ describe('config', () => {
     assert.equal(c.logLevel, 'error');
     assert.equal(c.maxDbConnections, 7);
     assert.equal(c.httpInitialTimeoutMs, 90_000);
-    assert.equal(c.embeddedDbPort, 6543);
+    assert.equal(c.dbStartupTimeoutMs, 5000);
     assert.equal(c.shutdownGraceMs, 3000);
     assert.equal(c.maxConnectionsPerDevice, 4);
     assert.equal(c.connectionTtlSecs, 3600);
@@ -122,7 +122,7 @@ describe('config', () => {
       SYNCV3_DB_IDLE_TIMEOUT_SECS: '0',
       SYNCV3_HTTP_TIMEOUT_SECS: '1.5',
       SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: 'ten',
-      SYNCV3_EMBEDDED_DB_PORT: '70000',
+      SYNCV3_DB_STARTUP_TIMEOUT_SECS: '-5',
       SYNCV3_SHUTDOWN_GRACE_SECS: 'x',
       SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '2',
     });
@@ -130,8 +130,8 @@ describe('config', () => {
     assert.deepEqual(named, [
       'SYNCV3_BINDADDR',
       'SYNCV3_DB_IDLE_TIMEOUT_SECS',
+      'SYNCV3_DB_STARTUP_TIMEOUT_SECS',
       'SYNCV3_DEBUG',
-      'SYNCV3_EMBEDDED_DB_PORT',
       'SYNCV3_HTTP_INITIAL_TIMEOUT_SECS',
       'SYNCV3_HTTP_TIMEOUT_SECS',
       'SYNCV3_LOG_LEVEL',
@@ -236,7 +236,7 @@ describe('config', () => {
       [{ SYNCV3_MAX_DB_CONN: '10001' }, 'SYNCV3_MAX_DB_CONN', /from 0 to 10000/],
       [{ SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '1001' }, 'SYNCV3_MAX_CONNECTIONS_PER_DEVICE', /from 3 to 1000/],
       [{ SYNCV3_SHUTDOWN_GRACE_SECS: '3601' }, 'SYNCV3_SHUTDOWN_GRACE_SECS', /from 0 to 3600/],
-      [{ SYNCV3_EMBEDDED_DB_PORT: '0' }, 'SYNCV3_EMBEDDED_DB_PORT', /from 1 to 65535/],
+      [{ SYNCV3_DB_STARTUP_TIMEOUT_SECS: '3601' }, 'SYNCV3_DB_STARTUP_TIMEOUT_SECS', /from 0 to 3600/],
     ];
     for (const [env, name, why] of cases) {
       const found = problems({ ...minimal, ...env });
