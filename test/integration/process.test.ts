@@ -117,8 +117,11 @@ describe('the proxy process', () => {
         assert.equal(await setting('server_encoding'), 'UTF8');
         await client.end();
       }
+      const stopAt = Date.now();
       child.kill('SIGTERM');
       assert.equal(await exit, 0, `${round}: clean exit\n${out()}`);
+      // Docker sends SIGKILL 10 s after SIGTERM: the whole stop, PostgreSQL included, must fit well inside.
+      assert.ok(Date.now() - stopAt < 8000, `${round}: stopped in ${Date.now() - stopAt} ms`);
       assert.deepEqual(await postgresUsing(dataDir), [], `${round}: no postgres left behind`);
       if (round === 'first start') {
         assert.match(out(), /initialising embedded PostgreSQL cluster/);
