@@ -89,7 +89,8 @@ describe("the README's quick start", () => {
     const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     t.after(() => child.kill('SIGKILL'));
 
-    const ready = await waitFor(`http://127.0.0.1:${port}/ready`, 120_000);
+    const ready = await Promise.race([waitFor(`http://127.0.0.1:${port}/ready`, 120_000), exit]);
+    assert.ok(ready instanceof Response, `npm start exited (${ready}) before the proxy was ready:\n${out}`);
     assert.equal(ready.status, 200, out);
     assert.match(out, /dist\/ is not built yet: building/);
     child.kill('SIGTERM');
