@@ -8,7 +8,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+# The Sentry CLI (22 MB) comes in only for @sentry/bundler-plugins' build-time uploads; the runtime
+# SDK, loaded when SYNCV3_SENTRY_DSN is set, never uses it.
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund && rm -rf node_modules/sentry
 
 FROM node:24-bookworm-slim
 # LANG: the embedded PostgreSQL's cluster and its messages are UTF-8 (initdb reads the locale).

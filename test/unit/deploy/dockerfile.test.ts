@@ -32,4 +32,8 @@ describe('Dockerfile', () => {
     }
     assert.match(finalStage, /^COPY \.env\.example /m);
   });
+
+  it('leaves the Sentry CLI out of the production dependencies it ships', () => {
+    assert.match(dockerfile, /npm prune --omit=dev[^\n]*&& rm -rf node_modules\/sentry$/m);
+  });
 });
