@@ -17,7 +17,8 @@ FROM node:24-bookworm-slim
 ENV NODE_ENV=production \
     LANG=C.UTF-8 \
     SYNCV3_BINDADDR=0.0.0.0:8008 \
-    SYNCV3_DATA_DIR=/data
+    SYNCV3_DATA_DIR=/data \
+    SYNCV3_REQUIRE_PERSISTENT_DATA=1
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
@@ -26,7 +27,8 @@ COPY migrations ./migrations
 COPY .env.example ./
 # /data holds the embedded database and generated secret when SYNCV3_DB is unset. It is not a
 # VOLUME: an anonymous volume is lost to the next container just the same, so the proxy refuses
-# to start the embedded database unless a volume is mounted here (see README, "Running in a container").
+# to start the embedded database unless a volume is mounted here (SYNCV3_REQUIRE_PERSISTENT_DATA;
+# see README, "Running in a container").
 RUN mkdir -p /data && chown node:node /data
 USER node
 EXPOSE 8008

@@ -39,8 +39,8 @@ export const VARIABLES = {
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: "timeout of a device's first (initial) /sync to the homeserver (default 1800)",
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
-  SYNCV3_ALLOW_EPHEMERAL_DATA:
-    'ours: 1 or true: run the embedded database in a container even when SYNCV3_DATA_DIR is not on a persistent volume (throwaway instances only; default off)',
+  SYNCV3_REQUIRE_PERSISTENT_DATA:
+    'ours: 1 or true: in a container, refuse to run the embedded database unless SYNCV3_DATA_DIR is on a volume that outlives it (the image sets 1; 0 runs a throwaway container)',
   SYNCV3_DB_STARTUP_TIMEOUT_SECS:
     'ours: seconds to keep retrying, with backoff, a database that is not reachable yet at startup (default 60; 0 = fail at once)',
   SYNCV3_SHUTDOWN_GRACE_SECS:
@@ -257,7 +257,7 @@ const schema = z.object({
   SYNCV3_HTTP_TIMEOUT_SECS: integer(300, 1),
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
-  SYNCV3_ALLOW_EPHEMERAL_DATA: flag,
+  SYNCV3_REQUIRE_PERSISTENT_DATA: flag,
   SYNCV3_DB_STARTUP_TIMEOUT_SECS: integer(60, 0, 3600),
   SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
@@ -364,8 +364,8 @@ export interface Config {
   httpTimeoutMs: number;
   httpInitialTimeoutMs: number;
   dataDir: string;
-  /** Run the embedded database in a container even without a persistent SYNCV3_DATA_DIR. */
-  allowEphemeralData: boolean;
+  /** In a container, run the embedded database only on a persistent SYNCV3_DATA_DIR (the image's default). */
+  requirePersistentData: boolean;
   dbStartupTimeoutMs: number;
   shutdownGraceMs: number;
   maxConnectionsPerDevice: number;
@@ -424,7 +424,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpTimeoutMs: e.SYNCV3_HTTP_TIMEOUT_SECS * 1000,
     httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
     dataDir: e.SYNCV3_DATA_DIR,
-    allowEphemeralData: isOn(e.SYNCV3_ALLOW_EPHEMERAL_DATA),
+    requirePersistentData: isOn(e.SYNCV3_REQUIRE_PERSISTENT_DATA),
     dbStartupTimeoutMs: e.SYNCV3_DB_STARTUP_TIMEOUT_SECS * 1000,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,

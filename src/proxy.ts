@@ -160,16 +160,15 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const metrics = telemetry.metrics;
     let connectionString = config.db;
     if (!connectionString) {
-      const ephemeral = checkPersistentData(config.dataDir);
-      if (ephemeral && !config.allowEphemeralData) {
+      const ephemeral = config.requirePersistentData ? checkPersistentData(config.dataDir) : undefined;
+      if (ephemeral) {
         throw new StartupError(
           'SYNCV3_DATA_DIR',
           `${ephemeral}: the embedded database and the generated secret would be lost with this container. ` +
             'Mount a volume there (docker run -v syncv3-data:/data …), or set SYNCV3_DB to an external PostgreSQL; ' +
-            'SYNCV3_ALLOW_EPHEMERAL_DATA=1 runs a throwaway instance anyway',
+            'SYNCV3_REQUIRE_PERSISTENT_DATA=0 runs a throwaway container anyway',
         );
       }
-      if (ephemeral) logger.warn({ dir: config.dataDir }, `${ephemeral}; SYNCV3_ALLOW_EPHEMERAL_DATA is set, so starting anyway`);
       const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir }, logger).catch((err: unknown) => {
         throw new StartupError('SYNCV3_DATA_DIR', err instanceof Error ? err.message : String(err), { cause: err });
       });

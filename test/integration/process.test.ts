@@ -94,8 +94,6 @@ describe('the proxy process', () => {
       SYNCV3_SERVER: 'http://127.0.0.1:1',
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
-      // CI itself runs in a container, where a data dir under /tmp would be refused.
-      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
 
     for (const round of ['first start', 'restart']) {
@@ -150,8 +148,6 @@ describe('the proxy process', () => {
       SYNCV3_SERVER: 'http://127.0.0.1:1',
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
-      // CI itself runs in a container, where a data dir under /tmp would be refused.
-      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     };
     const npm = spawn('npm', ['start', '--silent'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const { out, exit } = collect(npm);
@@ -204,7 +200,6 @@ describe('the proxy process', () => {
       SYNCV3_SERVER: 'http://127.0.0.1:1',
       SYNCV3_BINDADDR: `127.0.0.1:${port}`,
       SYNCV3_DATA_DIR: dataDir,
-      SYNCV3_ALLOW_EPHEMERAL_DATA: '1',
     });
     const { out, exit } = collect(child);
     t.after(() => child.kill('SIGKILL'));

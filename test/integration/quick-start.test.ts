@@ -75,9 +75,8 @@ describe("the README's quick start", () => {
     });
     const port = await freePort();
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_') && !k.startsWith('npm_')));
-    // Only where it listens differs from the defaults, so that tests and a Synapse may share the
-    // machine; and CI runs in a container, where ./data is not on a volume (see "Running in a container").
-    const env = { ...clean, SYNCV3_SERVER: server, SYNCV3_BINDADDR: `127.0.0.1:${port}`, SYNCV3_ALLOW_EPHEMERAL_DATA: '1' };
+    // Only where it listens differs from the defaults, so that tests and a Synapse may share the machine.
+    const env = { ...clean, SYNCV3_SERVER: server, SYNCV3_BINDADDR: `127.0.0.1:${port}` };
     const child = spawn('npm', ['start'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => {

@@ -124,15 +124,20 @@ describe('startup', () => {
     );
   });
 
-  it("refuses the embedded database on a container's own filesystem unless told to", {
+  it("with SYNCV3_REQUIRE_PERSISTENT_DATA (the image's default), refuses the embedded database on a container's own filesystem", {
     skip: inContainer() ? false : 'not running in a container',
   }, async (t) => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-ephemeral-'));
     t.after(() => rm(dataDir, { recursive: true, force: true }));
-    const proc = startMain({ SYNCV3_SERVER: 'http://127.0.0.1:1', SYNCV3_DATA_DIR: dataDir, SYNCV3_BINDADDR: '127.0.0.1:0' });
+    const proc = startMain({
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_DATA_DIR: dataDir,
+      SYNCV3_BINDADDR: '127.0.0.1:0',
+      SYNCV3_REQUIRE_PERSISTENT_DATA: '1',
+    });
     assert.equal(await proc.exit, 1);
     assert.match(proc.out(), /failed to start: SYNCV3_DATA_DIR: .* is on the container's own filesystem, not on a volume/);
-    assert.match(proc.out(), /SYNCV3_ALLOW_EPHEMERAL_DATA=1/);
+    assert.match(proc.out(), /SYNCV3_REQUIRE_PERSISTENT_DATA=0 runs a throwaway container/);
     assert.doesNotMatch(proc.out(), /initialising embedded PostgreSQL/, 'nothing was created');
   });
 });

@@ -18,8 +18,9 @@ describe('Dockerfile', () => {
     assert.doesNotMatch(finalStage, /127\.0\.0\.1:8008|\/health'/);
   });
 
-  it('declares no anonymous VOLUME, and initialises the embedded database in UTF-8', () => {
+  it('declares no anonymous VOLUME, requires a persistent /data, and initialises the embedded database in UTF-8', () => {
     assert.doesNotMatch(finalStage, /^VOLUME/m);
+    assert.match(finalStage, /SYNCV3_DATA_DIR=\/data \\\n\s+SYNCV3_REQUIRE_PERSISTENT_DATA=1\n/);
     assert.match(finalStage, /LANG=C\.UTF-8/);
   });
 
