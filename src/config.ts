@@ -21,7 +21,8 @@ export const VARIABLES = {
   SYNCV3_DB: 'PostgreSQL connection: a libpq string (user=… dbname=… host=…) or a postgres:// URL; unset = embedded PostgreSQL',
   SYNCV3_SECRET:
     'secret that encrypts stored access tokens; must never change; generated in SYNCV3_DATA_DIR if unset with the embedded database',
-  SYNCV3_BINDADDR: 'where the client API listens: host:port or a unix socket path (default 0.0.0.0:8008)',
+  SYNCV3_BINDADDR:
+    'where the client API listens: host:port (:port = every interface, IPv6 and IPv4) or a unix socket path, made writable for all as the Go proxy did (default 0.0.0.0:8008)',
   SYNCV3_TLS_CERT: 'PEM certificate file; serve HTTPS (set together with SYNCV3_TLS_KEY)',
   SYNCV3_TLS_KEY: 'PEM private key file; serve HTTPS (set together with SYNCV3_TLS_CERT)',
   SYNCV3_PPROF: 'host:port of a separate debug listener serving CPU profiles and heap snapshots (unset = off)',
@@ -38,8 +39,12 @@ export const VARIABLES = {
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: "timeout of a device's first (initial) /sync to the homeserver (default 1800)",
   // ours
   SYNCV3_DATA_DIR: 'ours: directory for the embedded database and the generated secret (default ./data)',
-  SYNCV3_EMBEDDED_DB_PORT: 'ours: loopback TCP port of the embedded PostgreSQL (default 5433)',
-  SYNCV3_SHUTDOWN_GRACE_SECS: 'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut (default 10)',
+  SYNCV3_REQUIRE_PERSISTENT_DATA:
+    'ours: 1 or true: in a container, refuse to run the embedded database unless SYNCV3_DATA_DIR is on a volume that outlives it (the image sets 1; 0 runs a throwaway container)',
+  SYNCV3_DB_STARTUP_TIMEOUT_SECS:
+    'ours: seconds to keep retrying, with backoff, a database that is not reachable yet at startup (default 60; 0 = fail at once)',
+  SYNCV3_SHUTDOWN_GRACE_SECS:
+    'ours: seconds in-flight requests get to finish on SIGTERM before connections are cut; waiting long-polls are answered at once (default 5)',
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE:
     'ours: sliding sync connections (conn_ids) kept per device; the least recently used goes first (default 10, at least 3)',
   SYNCV3_CONNECTION_TTL_SECS:
@@ -75,13 +80,14 @@ function integer(defaultValue: number, min: number, max = Number.MAX_SAFE_INTEGE
   });
 }
 
-function parseAddress(raw: string): Address | undefined {
+export function parseAddress(raw: string): Address | undefined {
   if (raw.startsWith('/') || raw.startsWith('./')) return { kind: 'unix', path: raw };
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(raw);
   if (!match) return undefined;
   const port = Number(match[3]);
   if (port > 65535) return undefined;
-  return { kind: 'tcp', host: match[1] ?? (match[2] || '0.0.0.0'), port };
+  // `:port` is every interface, IPv6 and IPv4 alike, as Go's listener reads it (Node's `::` is dual-stack).
+  return { kind: 'tcp', host: match[1] ?? (match[2] || '::'), port };
 }
 
 const address = z.string().transform((raw, ctx) => {
@@ -222,6 +228,12 @@ const httpUrl = z.url({
   error: 'must be an http(s) URL',
 });
 
+const flag = z.preprocess(
+  (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
+  z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
+);
+const isOn = (value: string) => ['1', 'true', 'yes'].includes(value);
+
 const schema = z.object({
   SYNCV3_SERVER: z.preprocess(unset, upstream),
   SYNCV3_DB: z.preprocess(unset, database.optional()),
@@ -239,17 +251,15 @@ const schema = z.object({
     (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
     z.enum(Object.keys(LOG_LEVELS) as [keyof typeof LOG_LEVELS]).default('info'),
   ),
-  SYNCV3_DEBUG: z.preprocess(
-    (v) => (typeof v === 'string' ? v.trim().toLowerCase() || undefined : v),
-    z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
-  ),
+  SYNCV3_DEBUG: flag,
   SYNCV3_MAX_DB_CONN: integer(0, 0, 10_000),
   SYNCV3_DB_IDLE_TIMEOUT_SECS: integer(3600, 1),
   SYNCV3_HTTP_TIMEOUT_SECS: integer(300, 1),
   SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: integer(1800, 1),
   SYNCV3_DATA_DIR: z.preprocess(unset, z.string().default('./data')),
-  SYNCV3_EMBEDDED_DB_PORT: integer(5433, 1, 65535),
-  SYNCV3_SHUTDOWN_GRACE_SECS: integer(10, 0, 3600),
+  SYNCV3_REQUIRE_PERSISTENT_DATA: flag,
+  SYNCV3_DB_STARTUP_TIMEOUT_SECS: integer(60, 0, 3600),
+  SYNCV3_SHUTDOWN_GRACE_SECS: integer(5, 0, 3600),
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
   SYNCV3_CONNECTION_TTL_SECS: integer(604_800, 60),
@@ -289,6 +299,46 @@ function unreadableFile(file: string): string | undefined {
   }
 }
 
+/** Variables this proxy does not (or no longer) read, with what to do instead. */
+const RETIRED: Record<string, string> = {
+  SYNCV3_EMBEDDED_DB_PORT: 'the embedded PostgreSQL listens on a unix socket inside SYNCV3_DATA_DIR, on no TCP port',
+  SYNCV3_JAEGER_URL: "the Go proxy's Jaeger exporter is not supported; send traces over OTLP with SYNCV3_OTLP_URL (Jaeger accepts OTLP)",
+};
+
+/** Variables of the repository's own scripts and tests (scripts/, test/), not of the proxy. */
+const TOOLING = /^SYNCV3_(TEST_|E2E_|NODE_CACHE$)/;
+
+/** Edit distance, for "did you mean" on a misspelt variable. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
+}
+
+/**
+ * One warning per SYNCV3_* variable that the proxy does not read (a typo, or a Go proxy variable
+ * that has no equivalent): ignored silently, a typo would leave the default in force unnoticed.
+ */
+export function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
+  const known = Object.keys(VARIABLES);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('SYNCV3_') && !(name in VARIABLES) && !TOOLING.test(name))
+    .sort()
+    .map((name) => {
+      const retired = RETIRED[name];
+      if (retired) return `${name} is ignored: ${retired}`;
+      const [closest] = known.map((k) => [k, distance(name, k)] as const).sort((a, b) => a[1] - b[1]);
+      const hint = closest && closest[1] <= 3 ? `; did you mean ${closest[0]}?` : '';
+      return `${name} is not a variable this proxy reads, so it is ignored${hint} (every variable is in .env.example)`;
+    });
+}
+
 export interface Config {
   server: Upstream;
   /** undefined: run the embedded PostgreSQL under dataDir. */
@@ -314,10 +364,14 @@ export interface Config {
   httpTimeoutMs: number;
   httpInitialTimeoutMs: number;
   dataDir: string;
-  embeddedDbPort: number;
+  /** In a container, run the embedded database only on a persistent SYNCV3_DATA_DIR (the image's default). */
+  requirePersistentData: boolean;
+  dbStartupTimeoutMs: number;
   shutdownGraceMs: number;
   maxConnectionsPerDevice: number;
   connectionTtlSecs: number;
+  /** Unknown SYNCV3_* variables, for main.ts to log once the logger exists. */
+  warnings: string[];
 }
 
 /** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
@@ -346,7 +400,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   ];
   if (!result.success || problems.length) throw new ConfigError(problems);
   const e = result.data;
-  const debug = ['1', 'true', 'yes'].includes(e.SYNCV3_DEBUG);
+  const debug = isOn(e.SYNCV3_DEBUG);
   return {
     server: e.SYNCV3_SERVER,
     db: e.SYNCV3_DB,
@@ -370,9 +424,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     httpTimeoutMs: e.SYNCV3_HTTP_TIMEOUT_SECS * 1000,
     httpInitialTimeoutMs: e.SYNCV3_HTTP_INITIAL_TIMEOUT_SECS * 1000,
     dataDir: e.SYNCV3_DATA_DIR,
-    embeddedDbPort: e.SYNCV3_EMBEDDED_DB_PORT,
+    requirePersistentData: isOn(e.SYNCV3_REQUIRE_PERSISTENT_DATA),
+    dbStartupTimeoutMs: e.SYNCV3_DB_STARTUP_TIMEOUT_SECS * 1000,
     shutdownGraceMs: e.SYNCV3_SHUTDOWN_GRACE_SECS * 1000,
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,
     connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,
+    warnings: unknownVariableWarnings(env),
   };
 }

@@ -1,7 +1,7 @@
 // `npm run migrate`: apply pending migrations to SYNCV3_DB and exit, for operators who migrate
 // as a separate deployment step before rolling out new proxies.
 import { databaseUrl, VARIABLES } from './config.js';
-import { createPool } from './store/db.js';
+import { openPool } from './store/db.js';
 import { loadMigrations, migrate, SchemaError } from './store/migrate.js';
 import { createLogger } from './telemetry/logger.js';
 
@@ -19,7 +19,13 @@ if ('problem' in parsed) {
   process.exit(1);
 }
 const connectionString = parsed.url;
-const pool = createPool({ connectionString, max: 1, idleTimeoutMs: 1000 }, logger);
+let pool: Awaited<ReturnType<typeof openPool>>;
+try {
+  pool = await openPool({ connectionString, max: 1, idleTimeoutMs: 1000 }, logger);
+} catch (err) {
+  process.stderr.write(`SYNCV3_DB: cannot use the PostgreSQL database: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
 try {
   const migrations = await loadMigrations();
   const applied = await migrate(pool, migrations);

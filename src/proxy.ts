@@ -1,22 +1,27 @@
 // Assembles the running proxy from a Config: database (external or embedded), migrations,
 // secret, HTTP listener. Everything it starts is registered on one Lifecycle, so a failure
 // half-way through start unwinds what did start, and stop() is one call for main.ts and tests.
-import { readFile, rm, stat } from 'node:fs/promises';
+import { chmod, readFile, rm, stat } from 'node:fs/promises';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { type Bus, createInProcessBus } from './bus/bus.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { createAccumulator } from './ingest/accumulator.js';
 import { Lifecycle } from './lifecycle.js';
+import { checkPersistentData } from './persistent-data.js';
 import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poller.js';
 import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
 import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
-import { createPool, type Pool, ping } from './store/db.js';
+import { listening, StartupError } from './startup-error.js';
+import { openPool, type Pool, ping } from './store/db.js';
 import { countToDevice } from './store/device-inbox-table.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
+import { SslConfigError } from './store/pg-ssl.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
@@ -67,6 +72,9 @@ async function listen(app: FastifyInstance, bind: Address, tls: boolean): Promis
   if (bind.kind === 'unix') {
     await removeStaleSocket(bind.path);
     await app.listen({ path: bind.path });
+    // As the Go proxy: connecting needs write permission, and the reverse proxy in front (nginx's
+    // worker user) is rarely the proxy's own user. Restrict access with the directory's mode.
+    await chmod(bind.path, 0o222);
     return bind.path;
   }
   await app.listen({ host: bind.host, port: bind.port });
@@ -76,8 +84,27 @@ async function listen(app: FastifyInstance, bind: Address, tls: boolean): Promis
   return `${tls ? 'https' : 'http'}://${host}:${port}`;
 }
 
+/**
+ * The responses being written, so that on close each one ends its connection (`Connection:
+ * close`) instead of leaving a keep-alive socket that server.close() would wait out.
+ */
+function trackResponses(server: Server) {
+  const inFlight = new Set<ServerResponse>();
+  let closing = false;
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    if (closing) res.shouldKeepAlive = false;
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
+  });
+  return () => {
+    closing = true;
+    for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+  };
+}
+
 /** Closes the listener, giving in-flight requests `graceMs` before their sockets are cut. */
-async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger) {
+async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger, endKeepAlive: () => void) {
+  endKeepAlive();
   let timer: NodeJS.Timeout | undefined;
   const cut = new Promise<void>((resolve) => {
     timer = setTimeout(() => {
@@ -88,6 +115,38 @@ async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger) {
   });
   await Promise.race([app.close(), cut]);
   clearTimeout(timer);
+}
+
+/** The pool over SYNCV3_DB (or the embedded database), waiting a bounded time for it to come up. */
+async function openDatabase(config: Config, connectionString: string, logger: Logger, telemetry: Telemetry): Promise<Pool> {
+  const variable = config.db ? 'SYNCV3_DB' : 'SYNCV3_DATA_DIR';
+  try {
+    return await openPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger, {
+      tracer: telemetry.tracer,
+      retryForMs: config.dbStartupTimeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof SslConfigError) throw new StartupError('SYNCV3_DB', err.message, { cause: err });
+    const why = err instanceof Error ? err.message : String(err);
+    const waited = config.dbStartupTimeoutMs ? ` (retried for SYNCV3_DB_STARTUP_TIMEOUT_SECS=${config.dbStartupTimeoutMs / 1000})` : '';
+    throw new StartupError(variable, `cannot use the PostgreSQL database: ${why}${waited}`, { cause: err });
+  }
+}
+
+/** The HTTPS certificate and key, checked as a pair so that swapped or mismatched files are named. */
+async function readTlsPair(tls: { cert: string; key: string }): Promise<{ cert: Buffer; key: Buffer }> {
+  const [cert, key] = [await readFile(tls.cert), await readFile(tls.key)];
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new StartupError(
+      'SYNCV3_TLS_CERT',
+      `"${tls.cert}" and SYNCV3_TLS_KEY "${tls.key}" are not a PEM certificate (chain) and its private key (${why}); are the two swapped?`,
+      { cause: err },
+    );
+  }
+  return { cert, key };
 }
 
 export async function startProxy(config: Config, logger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
@@ -101,17 +160,24 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const metrics = telemetry.metrics;
     let connectionString = config.db;
     if (!connectionString) {
-      const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedDbPort }, logger);
+      const ephemeral = config.requirePersistentData ? checkPersistentData(config.dataDir) : undefined;
+      if (ephemeral) {
+        throw new StartupError(
+          'SYNCV3_DATA_DIR',
+          `${ephemeral}: the embedded database and the generated secret would be lost with this container. ` +
+            'Mount a volume there (docker run -v syncv3-data:/data …), or set SYNCV3_DB to an external PostgreSQL; ' +
+            'SYNCV3_REQUIRE_PERSISTENT_DATA=0 runs a throwaway container anyway',
+        );
+      }
+      const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir }, logger).catch((err: unknown) => {
+        throw new StartupError('SYNCV3_DATA_DIR', err instanceof Error ? err.message : String(err), { cause: err });
+      });
       lifecycle.onStop('embedded postgres', () => embedded.stop());
       connectionString = embedded.connectionString;
     }
     const secret = config.secret ?? (await loadOrCreateSecret(config.dataDir, logger));
 
-    const pool = createPool(
-      { connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs },
-      logger,
-      telemetry.tracer,
-    );
+    const pool = await openDatabase(config, connectionString, logger, telemetry);
     lifecycle.onStop('database pool', () => pool.end());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
@@ -184,14 +250,16 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     // The operator listeners start before the client API and stop after it, so a drain can be watched.
     let promUrl: string | undefined;
     if (config.prom) {
-      const prom = await startMetricsServer(metrics.registry, config.prom, logger);
+      const address = config.prom;
+      const prom = await listening('SYNCV3_PROM', address, () => startMetricsServer(metrics.registry, address, logger));
       lifecycle.onStop('metrics listener', () => prom.close());
       promUrl = prom.url;
     }
     let pprofUrl: string | undefined;
     if (config.pprof) {
       const secrets = () => [secret, config.otlp?.password, ...pollers.tokens()];
-      const pprof = await startProfilingServer(config.pprof, logger, { secrets });
+      const address = config.pprof;
+      const pprof = await listening('SYNCV3_PPROF', address, () => startProfilingServer(address, logger, { secrets }));
       lifecycle.onStop('profiling listener', () => pprof.close());
       pprofUrl = pprof.url;
     }
@@ -215,10 +283,16 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         },
         errors,
       },
-      { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
+      { https: config.tls ? await readTlsPair(config.tls) : undefined },
     );
-    lifecycle.onStop('http listener', () => closeApp(app, config.shutdownGraceMs, logger));
-    const url = await listen(app, config.bind, Boolean(config.tls));
+    const endKeepAlive = trackResponses(app.server);
+    lifecycle.onStop('http listener', async () => {
+      // Waiting long-polls answer at once with their current response (a new pos, committed), so
+      // clients resume on the next instance instead of seeing their connection cut.
+      engine.stopWaiting();
+      await closeApp(app, config.shutdownGraceMs, logger, endKeepAlive);
+    });
+    const url = await listening('SYNCV3_BINDADDR', config.bind, () => listen(app, config.bind, Boolean(config.tls)));
     logger.info(
       { url, upstream: config.server.kind === 'url' ? config.server.baseUrl : config.server.path },
       'sliding sync proxy listening',

@@ -1,8 +1,10 @@
 // The PostgreSQL pool and the two ways code uses it: a single query, or a transaction.
 // Table modules take a `Queryable` so the same function runs inside or outside a transaction.
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Logger } from '../telemetry/logger.js';
 import type { Tracer } from '../telemetry/tracing.js';
+import { type SslAttempt, sslPlan, triesNext } from './pg-ssl.js';
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 export type Pool = pg.Pool;
@@ -16,6 +18,8 @@ export interface PoolOptions {
   max: number;
   idleTimeoutMs: number;
   applicationName?: string;
+  /** TLS of every connection; unset: as the connection string says, read by node-postgres. */
+  ssl?: SslAttempt;
 }
 
 export function createPool(opts: PoolOptions, logger: Logger, tracer?: Tracer): pg.Pool {
@@ -25,6 +29,7 @@ export function createPool(opts: PoolOptions, logger: Logger, tracer?: Tracer): 
     idleTimeoutMillis: opts.idleTimeoutMs,
     connectionTimeoutMillis: 10_000,
     application_name: opts.applicationName ?? 'syncv3',
+    ...(opts.ssl === undefined ? {} : { ssl: opts.ssl }),
   });
   // An idle client losing its connection (database restart) emits on the pool; without a
   // listener node would crash the process. The pool replaces the client on next use.
@@ -53,6 +58,65 @@ function traceQueries(pool: pg.Pool, tracer: Tracer) {
   };
   wrap(pool);
   pool.on('connect', (client) => wrap(client));
+}
+
+/** Errors of a database that is not up yet (starting, or its host not yet resolvable): worth a retry. */
+const TRANSIENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOENT',
+  '57P03',
+]);
+
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return TRANSIENT.has(code);
+  return err instanceof Error && /timeout expired|Connection terminated unexpectedly/i.test(err.message);
+}
+
+/** A pool whose TLS is what the connection string's sslmode means to libpq (see pg-ssl.ts), checked by one query. */
+async function negotiatePool(opts: PoolOptions, logger: Logger, tracer: Tracer | undefined): Promise<pg.Pool> {
+  const plan = sslPlan(opts.connectionString);
+  for (const [i, ssl] of plan.attempts.entries()) {
+    const pool = createPool({ ...opts, connectionString: plan.connectionString, ssl }, logger, tracer);
+    try {
+      await ping(pool);
+      return pool;
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      if (i === plan.attempts.length - 1 || !triesNext(plan.mode, err)) throw err;
+    }
+  }
+  throw new Error('unreachable: a plan has at least one attempt');
+}
+
+/**
+ * Opens the pool as the proxy does at startup: libpq's sslmode, and a database that is not up
+ * yet (compose starts services together) retried with backoff for up to `retryForMs`.
+ */
+export async function openPool(
+  opts: PoolOptions,
+  logger: Logger,
+  { tracer, retryForMs = 0 }: { tracer?: Tracer; retryForMs?: number } = {},
+): Promise<pg.Pool> {
+  const deadline = Date.now() + retryForMs;
+  for (let delayMs = 250; ; delayMs = Math.min(delayMs * 2, 5000)) {
+    try {
+      return await negotiatePool(opts, logger, tracer);
+    } catch (err) {
+      if (!isTransient(err) || Date.now() + delayMs > deadline) throw err;
+      logger.warn(
+        { err: err instanceof Error ? err.message : String(err), retryInMs: delayMs },
+        'PostgreSQL is not reachable yet; retrying',
+      );
+      await sleep(delayMs);
+    }
+  }
 }
 
 /** Runs fn in one transaction; rolls back and rethrows on any error. */

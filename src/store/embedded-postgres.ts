@@ -13,9 +13,8 @@ export interface EmbeddedDatabase {
 }
 
 export interface EmbeddedOptions {
-  /** The cluster lives in `<dir>/postgres`, its password in `<dir>/postgres.password`. */
+  /** The cluster (and its unix socket) lives in `<dir>/postgres`, its password in `<dir>/postgres.password`. */
   dataDir: string;
-  port: number;
   /** Delete the cluster on stop (tests). */
   ephemeral?: boolean;
 }
@@ -68,9 +67,30 @@ async function checkReachableByOthers(dir: string) {
   }
 }
 
+/** The port only names the socket file (`.s.PGSQL.5432`): no TCP listener is opened. */
+const SOCKET_PORT = 5432;
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+const MAX_SOCKET_PATH = 107;
+
+/** The lines of PostgreSQL's log that say what went wrong, not the whole log. */
+function failureSummary(lines: string[]): string {
+  const text = lines.join('\n');
+  if (/lock file "postmaster\.pid" already exists|is another postmaster/i.test(text)) {
+    return 'another proxy (or PostgreSQL) is already using this data directory';
+  }
+  const telling = lines.flatMap((l) => l.split('\n')).filter((l) => /FATAL|ERROR|PANIC|could not|permission denied/i.test(l));
+  return (telling.length ? telling : lines.slice(-3)).slice(-3).join('; ').slice(0, 600) || 'no message';
+}
+
 export async function startEmbeddedPostgres(opts: EmbeddedOptions, logger: Logger): Promise<EmbeddedDatabase> {
   const dataDir = path.resolve(opts.dataDir);
   const clusterDir = path.join(dataDir, 'postgres');
+  const socket = path.join(clusterDir, `.s.PGSQL.${SOCKET_PORT}`);
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+    throw new Error(
+      `the embedded PostgreSQL's socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes: use a shorter SYNCV3_DATA_DIR`,
+    );
+  }
   // 0755: the cluster runs as the unprivileged `postgres` user when we are root, and must be able
   // to reach its own directory. Secrets inside are files of mode 0600.
   await mkdir(dataDir, { recursive: true, mode: 0o755 });
@@ -85,15 +105,18 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions, logger: Logge
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: clusterDir,
-    port: opts.port,
+    port: SOCKET_PORT,
     user: 'postgres',
     password,
     authMethod: 'scram-sha-256',
     persistent: !opts.ephemeral,
     // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user.
     createPostgresUser: asRoot,
-    // Loopback TCP only and no unix socket, so we never collide with a system PostgreSQL's socket.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    // A unix socket inside the cluster directory and no TCP at all: no port to collide with another
+    // instance or a system PostgreSQL, nothing reachable from the network.
+    postgresFlags: ['-c', 'listen_addresses=', '-c', `unix_socket_directories=${clusterDir}`],
+    // UTF-8 whatever the environment's locale (a container often has none, which gives SQL_ASCII).
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
     onLog: (message) => {
       recent.push(String(message).trim());
       if (recent.length > 20) recent.shift();
@@ -104,16 +127,22 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions, logger: Logge
 
   if (!(await exists(path.join(clusterDir, 'PG_VERSION')))) {
     log.info({ dir: clusterDir }, 'initialising embedded PostgreSQL cluster');
-    await server.initialise();
+    try {
+      await server.initialise();
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new Error(`the embedded PostgreSQL could not be initialised in ${clusterDir}: ${failureSummary([...recent, why])}`);
+    }
   }
   try {
     await server.start();
   } catch {
-    throw new Error(`embedded PostgreSQL did not start on 127.0.0.1:${opts.port}:\n${recent.join('\n')}`);
+    throw new Error(`the embedded PostgreSQL in ${clusterDir} did not start: ${failureSummary(recent)}`);
   }
-  log.info({ port: opts.port, dir: clusterDir }, 'embedded PostgreSQL started');
+  log.info({ socket, dir: clusterDir }, 'embedded PostgreSQL started');
 
-  const connectionString = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
+  // The host in the authority is a placeholder: node-postgres (and pg-ssl.ts) take `host` from the query, the socket's directory.
+  const connectionString = `postgres://postgres:${encodeURIComponent(password)}@localhost/postgres?host=${encodeURIComponent(clusterDir)}`;
   return {
     connectionString,
     async stop() {

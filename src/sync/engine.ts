@@ -117,7 +117,15 @@ function memoConfigs(stored: Record<string, string[][]>): (key: string) => State
 }
 
 export class SyncEngine {
+  /** Aborted on shutdown: waiting long-polls end as at their timeout, so clients resume elsewhere. */
+  readonly #stopping = new AbortController();
+
   constructor(private readonly deps: EngineDeps) {}
+
+  /** Shutdown: every long-poll answers now with what it has, and none starts waiting. */
+  stopWaiting(): void {
+    this.#stopping.abort();
+  }
 
   async sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
     // The protocols' connections never mix: one's pos is unknown to the other.
@@ -162,9 +170,10 @@ export class SyncEngine {
       }
       if (sticky) computed.ext.sticky = sticky;
       const deadline = Date.now() + req.timeoutMs;
-      while (!computed.hasData && req.pos !== undefined && Date.now() < deadline) {
+      const stopping = this.#stopping.signal;
+      while (!computed.hasData && req.pos !== undefined && Date.now() < deadline && !stopping.aborted) {
         const waitStart = performance.now();
-        const woke = await activity.next(deadline - Date.now(), signal);
+        const woke = await activity.next(deadline - Date.now(), AbortSignal.any([signal, stopping]));
         if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);

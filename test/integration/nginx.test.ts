@@ -175,6 +175,12 @@ describe('nginx in front of the proxy and the homeserver (docs/nginx.conf)', { s
     await (await fetch(`${base}${legacyPath}`, { method: 'POST', body: '{}' })).arrayBuffer();
     assert.ok(!reached(legacyPath).includes('direct'), 'MSC3575 must not bypass the proxy');
 
+    // The proxy's /client/ pages, server.json included, as the Go proxy's README routed them.
+    const serverJson = await fetch(`${base}/client/server.json`);
+    assert.equal(serverJson.status, 200);
+    assert.equal(typeof ((await serverJson.json()) as { version?: unknown }).version, 'string');
+    assert.deepEqual(reached('/client/server.json'), []);
+
     // Everything else, v2 /sync included: the homeserver, directly, with path and query intact.
     const direct = [
       ['GET', '/_matrix/client/v3/sync?since=s1&timeout=0'],

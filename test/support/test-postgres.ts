@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
 import type { Logger } from '../../src/telemetry/logger.js';
-import { freePort } from './ports.js';
 
 export interface TestPostgres {
   /** Connection string of the server's maintenance database. */
@@ -18,7 +17,7 @@ export async function startTestPostgres(logger: Logger): Promise<TestPostgres> {
   const fromEnv = process.env.SYNCV3_TEST_DB;
   if (fromEnv) return { url: fromEnv, embedded: false, stop: async () => {} };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-test-pg-'));
-  const server = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), ephemeral: true }, logger);
+  const server = await startEmbeddedPostgres({ dataDir: dir, ephemeral: true }, logger);
   return {
     url: server.connectionString,
     embedded: true,

@@ -65,14 +65,14 @@ describe('config', () => {
       SYNCV3_HTTP_TIMEOUT_SECS: '30',
       SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: '90',
       SYNCV3_DATA_DIR: '/var/lib/syncv3',
-      SYNCV3_EMBEDDED_DB_PORT: '6543',
+      SYNCV3_DB_STARTUP_TIMEOUT_SECS: '5',
       SYNCV3_SHUTDOWN_GRACE_SECS: '3',
       SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '4',
       SYNCV3_CONNECTION_TTL_SECS: '3600',
     });
     assert.deepEqual(c.server, { kind: 'unix', path: '/run/synapse.sock' });
     assert.deepEqual(c.bind, { kind: 'tcp', host: '::1', port: 9000 });
-    assert.deepEqual(c.pprof, { kind: 'tcp', host: '0.0.0.0', port: 6060 });
+    assert.deepEqual(c.pprof, { kind: 'tcp', host: '::', port: 6060 }, ':port is dual-stack, as in Go');
     assert.deepEqual(c.prom, { kind: 'tcp', host: '127.0.0.1', port: 2112 });
     assert.deepEqual(c.tls, { cert: CERT, key: KEY });
     assert.equal(c.db, 'postgres://p@/syncv3?sslmode=disable', 'the libpq string as the URL node-postgres reads');
@@ -80,7 +80,7 @@ describe('config', () => {
     assert.equal(c.logLevel, 'error');
     assert.equal(c.maxDbConnections, 7);
     assert.equal(c.httpInitialTimeoutMs, 90_000);
-    assert.equal(c.embeddedDbPort, 6543);
+    assert.equal(c.dbStartupTimeoutMs, 5000);
     assert.equal(c.shutdownGraceMs, 3000);
     assert.equal(c.maxConnectionsPerDevice, 4);
     assert.equal(c.connectionTtlSecs, 3600);
@@ -122,7 +122,7 @@ describe('config', () => {
       SYNCV3_DB_IDLE_TIMEOUT_SECS: '0',
       SYNCV3_HTTP_TIMEOUT_SECS: '1.5',
       SYNCV3_HTTP_INITIAL_TIMEOUT_SECS: 'ten',
-      SYNCV3_EMBEDDED_DB_PORT: '70000',
+      SYNCV3_DB_STARTUP_TIMEOUT_SECS: '-5',
       SYNCV3_SHUTDOWN_GRACE_SECS: 'x',
       SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '2',
     });
@@ -130,8 +130,8 @@ describe('config', () => {
     assert.deepEqual(named, [
       'SYNCV3_BINDADDR',
       'SYNCV3_DB_IDLE_TIMEOUT_SECS',
+      'SYNCV3_DB_STARTUP_TIMEOUT_SECS',
       'SYNCV3_DEBUG',
-      'SYNCV3_EMBEDDED_DB_PORT',
       'SYNCV3_HTTP_INITIAL_TIMEOUT_SECS',
       'SYNCV3_HTTP_TIMEOUT_SECS',
       'SYNCV3_LOG_LEVEL',
@@ -236,7 +236,7 @@ describe('config', () => {
       [{ SYNCV3_MAX_DB_CONN: '10001' }, 'SYNCV3_MAX_DB_CONN', /from 0 to 10000/],
       [{ SYNCV3_MAX_CONNECTIONS_PER_DEVICE: '1001' }, 'SYNCV3_MAX_CONNECTIONS_PER_DEVICE', /from 3 to 1000/],
       [{ SYNCV3_SHUTDOWN_GRACE_SECS: '3601' }, 'SYNCV3_SHUTDOWN_GRACE_SECS', /from 0 to 3600/],
-      [{ SYNCV3_EMBEDDED_DB_PORT: '0' }, 'SYNCV3_EMBEDDED_DB_PORT', /from 1 to 65535/],
+      [{ SYNCV3_DB_STARTUP_TIMEOUT_SECS: '3601' }, 'SYNCV3_DB_STARTUP_TIMEOUT_SECS', /from 0 to 3600/],
     ];
     for (const [env, name, why] of cases) {
       const found = problems({ ...minimal, ...env });
@@ -251,5 +251,35 @@ describe('config', () => {
     const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
     const documented = [...example.matchAll(/^#?\s*(SYNCV3_[A-Z_]+)=/gm)].map((m) => m[1]).sort();
     assert.deepEqual(documented, Object.keys(VARIABLES).sort());
+  });
+});
+
+describe('unknown SYNCV3_ variables', () => {
+  it('warns about each, suggesting the variable meant and what replaces a Go-proxy-only one', () => {
+    const { warnings } = loadConfig({
+      ...minimal,
+      SYNCV3_LOGLEVEL: 'debug',
+      SYNCV3_JAEGER_URL: 'http://jaeger:14268',
+      SYNCV3_SOMETHING_ELSE: '1',
+      OTHER: 'x',
+    });
+    assert.equal(warnings.length, 3, warnings.join('\n'));
+    assert.match(warnings[0] ?? '', /^SYNCV3_JAEGER_URL is ignored: .*SYNCV3_OTLP_URL/);
+    assert.match(
+      warnings[1] ?? '',
+      /^SYNCV3_LOGLEVEL is not a variable this proxy reads, so it is ignored; did you mean SYNCV3_LOG_LEVEL\?/,
+    );
+    assert.match(warnings[2] ?? '', /^SYNCV3_SOMETHING_ELSE is not a variable this proxy reads, so it is ignored \(every variable/);
+  });
+
+  it("says nothing about known variables or the repository's own test and tooling ones", () => {
+    const { warnings } = loadConfig({
+      ...external,
+      SYNCV3_DB: 'postgres://x/y',
+      SYNCV3_TEST_DB: 'x',
+      SYNCV3_E2E_REQUIRED: '1',
+      SYNCV3_NODE_CACHE: '/c',
+    });
+    assert.deepEqual(warnings, []);
   });
 });

@@ -20,4 +20,18 @@ describe('docker-compose.yml', () => {
     assert.match(compose, /^\s*# SYNCV3_PPROF: 0\.0\.0\.0:6060/m);
     for (const [name] of compose.matchAll(/\bSYNCV3_[A-Z0-9_]+/g)) assert.ok(name in VARIABLES, `${name} is not a SYNCV3_ variable`);
   });
+
+  it('numbers its first steps in an order that works: the secret in .env before any compose command', () => {
+    const steps = [...header.matchAll(/^#\s+(\d)\. (.+)$/gm)].map((m) => m[2] ?? '');
+    const secret = steps.findIndex((step) => /SYNCV3_SECRET=.*> \.env/.test(step));
+    const firstCompose = steps.findIndex((step) => step.startsWith('docker compose'));
+    assert.ok(secret >= 0 && firstCompose >= 0, steps.join('\n'));
+    assert.ok(secret < firstCompose, 'compose interpolates SYNCV3_SECRET for every command, `run` included');
+  });
+
+  it('publishes ports on loopback only', () => {
+    const published = [...compose.matchAll(/^\s+- "([^"]+)"$/gm)].map((m) => m[1] ?? '').filter((p) => /^[\d.:]+$/.test(p));
+    assert.ok(published.length >= 2, 'the proxy and Synapse are published');
+    for (const port of published) assert.match(port, /^127\.0\.0\.1:/, port);
+  });
 });

@@ -61,4 +61,10 @@ describe('the Grafana dashboard', () => {
       }
     }
   });
+
+  it('declares only import inputs that it uses (the panels pick their source through the datasource variable)', async () => {
+    const text = await readFile(new URL('../../../deploy/grafana-dashboard.json', import.meta.url), 'utf8');
+    const inputs = (JSON.parse(text) as { __inputs?: { name: string }[] }).__inputs ?? [];
+    for (const { name } of inputs) assert.ok(text.includes(`\${${name}}`), `${name} is declared and never used`);
+  });
 });
