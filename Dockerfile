@@ -19,6 +19,7 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY migrations ./migrations
+COPY web ./web
 # /data holds the embedded database and generated secret when SYNCV3_DB is unset.
 RUN mkdir -p /data && chown node:node /data
 VOLUME ["/data"]

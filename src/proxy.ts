@@ -206,6 +206,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           return { schemaVersion: status.current };
         },
         slidingSync: { registry, engine, telemetry },
+        clientPage: { registry },
         frontDoor: {
           forwarder,
           pool,
