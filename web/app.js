@@ -9,6 +9,7 @@ import {
   EXTENSIONS,
   eventText,
   formatBytes,
+  formatJson,
   keepLists,
   listRooms,
   parseEditedObject,
@@ -159,7 +160,7 @@ async function watchFirstSync(token) {
     line.hidden = false;
     const seconds = progress.waited_ms === undefined ? undefined : (progress.waited_ms / 1000).toFixed(1);
     if (progress.done) {
-      const rooms = progress.rooms === undefined ? '' : `, ${progress.rooms} rooms stored`;
+      const rooms = progress.rooms === undefined ? '' : `; it held ${progress.rooms} rooms`;
       line.textContent = `The device's first sync is done${seconds === undefined ? '' : ` (took ${seconds} s${rooms})`}.`;
       return;
     }
@@ -384,8 +385,8 @@ $('pause').addEventListener('click', () => {
 });
 
 function showRequestSettings() {
-  $('lists-json').value = JSON.stringify(session.lists, null, 2);
-  $('subscriptions-json').value = JSON.stringify(session.roomSubscriptions, null, 2);
+  $('lists-json').value = formatJson(session.lists);
+  $('subscriptions-json').value = formatJson(session.roomSubscriptions);
   for (const box of document.querySelectorAll('input[name="ext"]')) box.checked = Boolean(session.extensions[box.value]);
   $('timeout').value = String(session.timeoutMs);
 }

@@ -38,6 +38,7 @@ export function applyResponse(state: PageState, response: Json): PageState;
 export function keepLists(state: PageState, names: string[]): void;
 export function listRooms(state: PageState, name: string): { index: number; roomId: string; room: PageRoom | undefined }[];
 export function roomDisplayName(roomId: string, room: PageRoom | Json | undefined): string;
+export function formatJson(value: unknown, indent?: string): string;
 export function formatBytes(n: number): string;
 export function summarizeExchange(exchange: { pos?: string; status: number; ms: number; bytes: number; response?: Json }): string;
 export function eventText(event: Json): string;

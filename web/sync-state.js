@@ -90,7 +90,8 @@ export function mergeRoom(previous, update) {
   }
   for (const event of update.required_state ?? []) room.state.set(stateKey(event), event);
   if (update.timeline) {
-    const kept = update.initial || update.limited ? [] : base.timeline;
+    // An expanded timeline (a raised timeline_limit) is sent whole, like a limited one.
+    const kept = update.initial || update.limited || update.unstable_expanded_timeline ? [] : base.timeline;
     room.timeline = [...kept, ...update.timeline].slice(-TIMELINE_KEPT);
     for (const event of update.timeline) if (typeof event.state_key === 'string') room.state.set(stateKey(event), event);
   }
@@ -161,6 +162,23 @@ export function roomDisplayName(roomId, room) {
   if (heroes.length) return heroes.join(', ');
   const inviteName = (room?.invite_state ?? []).find((e) => e.type === 'm.room.name')?.content?.name;
   return typeof inviteName === 'string' && inviteName ? inviteName : roomId;
+}
+
+/**
+ * JSON for the editors: indented, but with short arrays of plain values (ranges,
+ * required_state pairs) kept on one line, so a list's settings fit on a screen.
+ */
+export function formatJson(value, indent = '') {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  const inline = JSON.stringify(value);
+  if (Array.isArray(value) && inline.length <= 60 && !inline.includes('{')) return inline;
+  const inner = `${indent}  `;
+  const entries = Array.isArray(value)
+    ? value.map((v) => `${inner}${formatJson(v, inner)}`)
+    : Object.entries(value).map(([k, v]) => `${inner}${JSON.stringify(k)}: ${formatJson(v, inner)}`);
+  if (!entries.length) return inline;
+  const [open, close] = Array.isArray(value) ? ['[', ']'] : ['{', '}'];
+  return `${open}\n${entries.join(',\n')}\n${indent}${close}`;
 }
 
 export function formatBytes(n) {

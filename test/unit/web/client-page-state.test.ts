@@ -7,6 +7,8 @@ import {
   applyResponse,
   buildRequest,
   createState,
+  DEFAULT_LISTS,
+  formatJson,
   keepLists,
   listRooms,
   mergeRoom,
@@ -58,11 +60,16 @@ describe('rooms', () => {
     assert.equal(first.timeline.length, 1, 'the previous room object is not changed');
   });
 
-  it('initial and limited updates replace the timeline; initial forgets old fields', () => {
+  it('initial, limited and expanded updates replace the timeline; initial forgets old fields', () => {
     const first = mergeRoom(undefined, { initial: true, name: 'Room', is_dm: true, timeline: [message('$1')] });
     assert.deepEqual(
       mergeRoom(first, { limited: true, timeline: [message('$9')] }).timeline.map((e) => e.event_id),
       ['$9'],
+    );
+    assert.deepEqual(
+      mergeRoom(first, { unstable_expanded_timeline: true, timeline: [message('$0'), message('$1')] }).timeline.map((e) => e.event_id),
+      ['$0', '$1'],
+      'an expanded timeline replaces the one held',
     );
     const again = mergeRoom(first, { initial: true, timeline: [message('$5')] });
     assert.equal(again.name, undefined);
@@ -149,6 +156,17 @@ describe('the request', () => {
     assert.throws(() => parseEditedObject('{', 'Lists'), /Lists: not JSON/);
     assert.throws(() => parseEditedObject('[]', 'Lists'), /must be a JSON object/);
     assert.throws(() => parseEditedObject('{"a":1}', 'Lists'), /"a" must be an object/);
+  });
+});
+
+describe('the editors', () => {
+  it('show JSON that parses back, with ranges and required_state pairs on one line', () => {
+    const text = formatJson(DEFAULT_LISTS);
+    assert.deepEqual(JSON.parse(text), DEFAULT_LISTS);
+    assert.match(text, /\n {4}"ranges": \[\[0,19\]\],\n/);
+    assert.match(text, /\n {6}\["m\.room\.name",""\],\n/);
+    assert.equal(formatJson({}), '{}');
+    assert.equal(formatJson({ a: [] }), '{\n  "a": []\n}');
   });
 });
 
