@@ -53,10 +53,13 @@ const session = {
   generation: 0,
   inFlight: undefined,
   exchanges: 0,
+  /** Aborted by the first answer, so the first-sync line updates at once rather than on its next poll. */
+  firstAnswer: new AbortController(),
 };
 
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
     const timer = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => {
       clearTimeout(timer);
@@ -119,6 +122,7 @@ async function syncLoop() {
       failures = 0;
       timeoutMs = session.timeoutMs;
       session.pos = json.pos;
+      session.firstAnswer.abort();
       applyResponse(session.state, json);
       setStatus(`Connected as ${session.connId}; pos ${session.pos}.`);
       render();
@@ -165,7 +169,7 @@ async function watchFirstSync(token) {
       return;
     }
     line.textContent = `Waiting for the device's first sync from the homeserver: ${seconds ?? '?'} s, ${formatBytes(progress.bytes_received)} received so far.`;
-    await sleep(STATUS_EVERY_MS);
+    await sleep(STATUS_EVERY_MS, session.firstAnswer.signal);
   }
 }
 
@@ -314,6 +318,7 @@ function selectRoom(roomId) {
 
 function start(token) {
   session.token = token;
+  session.firstAnswer = new AbortController();
   sessionStorage.setItem(TOKEN_KEY, token);
   session.running = true;
   $('sign-in').hidden = true;

@@ -3,6 +3,7 @@
 // names, watch a message arrive live, narrow the range and see the list follow. Screenshots go
 // to test-artifacts/ (CI keeps them; the README shows one).
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { startE2eProxy } from '../support/e2e-proxy.js';
-import { eventually, registerUser } from '../support/matrix-users.js';
+import { eventually, registerUser, requestJson } from '../support/matrix-users.js';
 import { homeserverForFile } from '../support/synapse.js';
 import { settle } from './oracle.js';
 
@@ -157,6 +158,25 @@ test('the /client/ page in chromium', { skip: hs.skip ?? noBrowser, timeout: 240
     const html = await page.content();
     assert.equal(html.includes(alice.accessToken), false, 'the token is nowhere in the page');
     assert.deepEqual(problems, [], 'no script errors and no Content-Security-Policy violations');
+  });
+
+  await t.test('log in with a user and password through the proxy', async () => {
+    const localpart = `pagecarol-${randomBytes(4).toString('hex')}`;
+    const password = randomBytes(12).toString('hex');
+    const carol = await requestJson('POST', `${hsUrl}/_matrix/client/v3/register`, {
+      body: { username: localpart, password, auth: { type: 'm.login.dummy' } },
+    });
+    await requestJson('POST', `${hsUrl}/_matrix/client/v3/createRoom`, { token: carol.access_token, body: { name: 'Carol’s room' } });
+    const second = await browser.context.newPage();
+    await second.goto(`${proxy.url}/client/`);
+    await second.getByText('Or log in with a user and password').click();
+    await second.getByLabel('User').fill(localpart);
+    await second.getByLabel('Password').fill(password);
+    await second.getByRole('button', { name: 'Log in and sync' }).click();
+    await expectNames(second, 'all', ['Carol’s room'], "Carol's rooms");
+    assert.match((await second.textContent('#whoami')) ?? '', new RegExp(`^@${localpart}:`));
+    assert.equal(await second.inputValue('#login-password'), '', 'the password is not kept in the form');
+    await second.close();
   });
 
   await page.click('#request-editor summary');
