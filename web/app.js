@@ -140,6 +140,11 @@ async function syncLoop() {
       signOut(`The token was rejected (${json?.errcode ?? res.status}).`);
       return;
     }
+    if (res.status >= 400 && res.status < 500 && res.status !== 429) {
+      // The request itself is wrong (an edited list, say): sending it again cannot help.
+      setStatus(`The proxy refused the request: ${json?.errcode ?? res.status} ${json?.error ?? ''}. Change it and Apply.`);
+      return;
+    }
     failures++;
     setStatus(`Sync failed: ${json?.errcode ?? res.status} ${json?.error ?? ''}; retrying.`);
     await sleep(Math.min(30_000, 1000 * 2 ** failures), controller.signal);

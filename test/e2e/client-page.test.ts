@@ -151,6 +151,31 @@ test('the /client/ page in chromium', { skip: hs.skip ?? noBrowser, timeout: 240
     assert.equal(await page.textContent('[data-list="all"] h3 .count'), '(5)');
   });
 
+  await t.test('a request the proxy refuses is shown, not retried, until it is changed', async () => {
+    const lists = JSON.parse(await page.inputValue('#lists-json'));
+    await page.fill('#lists-json', JSON.stringify({ all: { ...lists.all, ranges: [[5, 1]] } }));
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await eventually('the refusal shown', async () => ((await page.textContent('#status'))?.includes('refused') ? true : undefined));
+    const exchanges = await page.$$eval('#inspector li', (nodes) => nodes.length);
+    assert.match((await page.textContent('#inspector li:first-child summary')) ?? '', / 400 /);
+    await page.fill('#lists-json', JSON.stringify(lists));
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await expectNames(page, 'all', ['Bravo', 'Invitation'], 'the list back');
+    assert.ok((await page.$$eval('#inspector li', (nodes) => nodes.length)) <= exchanges + 3, 'no retries of the refused request');
+    // The browser reports the refused request as a failed load; that one was meant.
+    assert.ok(
+      problems.every((p) => p.includes('400')),
+      JSON.stringify(problems),
+    );
+    problems.length = 0;
+  });
+
+  await t.test('to_device is off unless asked for', async () => {
+    assert.equal(await page.isChecked('input[name="ext"][value="to_device"]'), false);
+    const request = JSON.parse((await page.textContent('#inspector li:first-child pre')) ?? '{}');
+    assert.deepEqual(request.request.body.extensions, {});
+  });
+
   await t.test('the inspector shows the exchanges, newest first, and never the token', async () => {
     const summaries = await page.$$eval('#inspector summary', (nodes) => nodes.map((n) => n.textContent ?? ''));
     assert.ok(summaries.length >= 3, `${summaries.length} exchanges shown`);
