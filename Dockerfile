@@ -25,6 +25,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY migrations ./migrations
 COPY .env.example ./
+COPY web ./web
 # /data holds the embedded database and generated secret when SYNCV3_DB is unset. It is not a
 # VOLUME: an anonymous volume is lost to the next container just the same, so the proxy refuses
 # to start the embedded database unless a volume is mounted here (SYNCV3_REQUIRE_PERSISTENT_DATA;

@@ -274,6 +274,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           return { schemaVersion: status.current };
         },
         slidingSync: { registry, engine, telemetry },
+        clientPage: { registry },
         frontDoor: {
           forwarder,
           pool,

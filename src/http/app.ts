@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { notJson } from '../matrix-error.js';
 import type { ErrorReporter } from '../telemetry/error-reporting.js';
 import type { Logger } from '../telemetry/logger.js';
+import { type ClientPageDeps, clientPageRoutes } from './client-page-routes.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { type FrontDoorDeps, frontDoorRoutes } from './front-door-routes.js';
@@ -18,6 +19,8 @@ export interface AppDeps {
   slidingSync?: SlidingSyncDeps;
   /** /versions, /client/server.json and forwarding to the homeserver; absent in tests of the bare service. */
   frontDoor?: FrontDoorDeps;
+  /** The /client/ page and its status endpoint; absent in tests of the bare service. */
+  clientPage?: ClientPageDeps;
   /** Receives unexpected errors (500s); absent: they are only logged. */
   errors?: ErrorReporter;
 }
@@ -71,5 +74,6 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   healthRoutes(app, deps.ready);
   if (deps.slidingSync) slidingSyncRoutes(app, deps.slidingSync);
   if (deps.frontDoor) frontDoorRoutes(app, deps.frontDoor);
+  if (deps.clientPage) clientPageRoutes(app, deps.clientPage);
   return app;
 }

@@ -62,6 +62,20 @@ export interface PollerDeps {
   telemetry?: Telemetry;
 }
 
+/** How far this process has got with a device's first v2 sync (shown on the /client/ page). */
+export interface InitialSyncProgress {
+  /** The first sync is behind the device: stored, or skipped past as unusable. */
+  done: boolean;
+  /** When this process began waiting for it (epoch ms); absent when it was done before. */
+  startedAt?: number;
+  /** When it was stored (epoch ms), by this process. */
+  storedAt?: number;
+  /** Response body bytes received so far by the latest attempt. */
+  bytesReceived: number;
+  /** Rooms it held, once stored by this process. */
+  rooms?: number;
+}
+
 const NO_PRESENCE = { presence: { not_types: ['*'] } };
 
 /**
@@ -94,6 +108,7 @@ export class DevicePoller {
   #initialStored: boolean;
   /** Why the initial sync cannot be had for now: waiting and new requests get this error. */
   #initialFailure: MatrixError | undefined;
+  #progress: Omit<InitialSyncProgress, 'done'> = { bytesReceived: 0 };
 
   constructor(
     private readonly deps: PollerDeps,
@@ -123,11 +138,17 @@ export class DevicePoller {
     return this.#token;
   }
 
+  /** A copy of the first sync's progress: reading it changes nothing. */
+  get initialSyncProgress(): InitialSyncProgress {
+    return { done: this.#initialIsDone, ...this.#progress };
+  }
+
   get running(): boolean {
     return this.#done !== undefined && !this.#abort.signal.aborted;
   }
 
   start(): void {
+    if (!this.#initialIsDone) this.#progress.startedAt ??= Date.now();
     this.#done ??= this.#loop().catch((err) => {
       this.deps.logger.error({ err }, 'poller crashed');
       this.#report(err, 'crashed');
@@ -231,6 +252,14 @@ export class DevicePoller {
   async #pollOnce(initial: boolean, first: boolean, signal: AbortSignal): Promise<void> {
     const log = this.deps.logger;
     const metrics = this.deps.telemetry?.metrics;
+    // Counted from zero for each attempt, so a retried first sync does not add up twice.
+    if (initial) this.#progress.bytesReceived = 0;
+    const progress = this.#progress;
+    const onBodyBytes = initial
+      ? (bytes: number) => {
+          progress.bytesReceived += bytes;
+        }
+      : undefined;
     const poll = async () => {
       metrics?.polls.inc();
       metrics?.outstandingPolls.inc();
@@ -239,7 +268,7 @@ export class DevicePoller {
           this.#token,
           // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
           { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
-          { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal },
+          { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal, onBodyBytes },
         );
       } finally {
         metrics?.outstandingPolls.dec();
@@ -253,6 +282,8 @@ export class DevicePoller {
     this.#since = response.next_batch;
     if (initial) {
       this.#initialStored = true;
+      this.#progress.rooms = summary.rooms;
+      this.#progress.storedAt = Date.now();
       this.#markInitialDone();
       this.deps.onInitialSyncDone();
     }

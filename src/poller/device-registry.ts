@@ -9,6 +9,7 @@ import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
+import type { InitialSyncProgress } from './device-poller.js';
 import type { PollerManager } from './poller-manager.js';
 
 export interface AuthenticatedDevice {
@@ -65,6 +66,11 @@ export class DeviceRegistry {
     const poller = this.deps.pollers.get(device.userId, device.deviceId);
     if (!poller) throw unknownToken(false);
     await poller.waitForInitialSync(signal);
+  }
+
+  /** The device's first-sync progress in this process; undefined when it is not polled here. */
+  initialSyncProgress(device: AuthenticatedDevice): InitialSyncProgress | undefined {
+    return this.deps.pollers.get(device.userId, device.deviceId)?.initialSyncProgress;
   }
 
   async #whoami(token: string, hex: string, signal?: AbortSignal) {

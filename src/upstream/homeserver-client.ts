@@ -25,6 +25,8 @@ export interface RequestOptions {
   /** Whole-request budget in ms (headers and body). */
   timeoutMs: number;
   signal?: AbortSignal;
+  /** Told the size of each piece of the response body as it arrives (first-sync progress). */
+  onBodyBytes?: (bytes: number) => void;
 }
 
 export interface Homeserver {
@@ -36,6 +38,16 @@ export interface Homeserver {
 }
 
 export const USER_AGENT = 'syncv3-proxy/0.1';
+
+/** The body as text, telling `onBytes` about each chunk as it arrives. */
+async function countedText(body: AsyncIterable<Buffer>, onBytes: (bytes: number) => void): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) {
+    chunks.push(chunk);
+    onBytes(chunk.length);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>): Homeserver {
   const origin = upstream.kind === 'url' ? upstream.baseUrl : 'http://localhost';
@@ -105,7 +117,7 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
     call.status = res.statusCode;
     let text: string;
     try {
-      text = await res.body.text();
+      text = opts.onBodyBytes ? await countedText(res.body, opts.onBodyBytes) : await res.body.text();
     } catch (err) {
       throw transportError(err, timeout.aborted, opts.timeoutMs);
     }
