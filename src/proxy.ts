@@ -148,6 +148,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       pool,
       logger: logger.child({ component: 'prev_batch' }),
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
+      onTokenRefused: (token, softLogout) => registry.tokenRefused(token, softLogout),
     });
     const { engine, connections, users, metas } = await createSyncService(
       { pool, bus, logger, metrics, exactPrevBatch },
@@ -212,6 +213,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           metrics,
           bus,
           whoami: (token) => homeserver.whoami(token, { timeoutMs: config.httpTimeoutMs }),
+          tokens: registry,
         },
         errors,
       },

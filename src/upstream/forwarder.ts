@@ -61,6 +61,8 @@ export interface SendOptions {
   method?: string;
   /** Leaves the client's request body unread (for routes that forward only the headers). */
   withoutBody?: boolean;
+  /** The client's request body, already read (for requests the proxy must look into). */
+  body?: Buffer;
 }
 
 export interface Forwarder {
@@ -196,7 +198,7 @@ export function createForwarder(upstream: Upstream, opts: ForwarderOptions): For
           path: `${basePath}${url}`,
           method: (sendOpts.method ?? incoming.method ?? 'GET') as Dispatcher.HttpMethod,
           headers: upstreamRequestHeaders(incoming),
-          body: !sendOpts.withoutBody && hasBody(incoming) ? incoming : null,
+          body: sendOpts.body ?? (!sendOpts.withoutBody && hasBody(incoming) ? incoming : null),
           // undici starts this clock once the request body is sent, so slow uploads are not cut.
           headersTimeout: opts.headersTimeoutMs,
           bodyTimeout,
