@@ -56,6 +56,8 @@ export interface ProxyOptions {
   /** Tests shorten backoffs and timeouts; production takes the defaults and the config's timeouts. */
   poller?: Partial<PollerOptions>;
   registry?: Partial<DeviceRegistryOptions>;
+  /** How long a request body may take to arrive (tests shorten it). */
+  bodyTimeoutMs?: number;
 }
 
 async function removeStaleSocket(path: string) {
@@ -120,7 +122,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const bus = createInProcessBus(logger, telemetry);
     const homeserver = createHomeserverClient(config.server, telemetry);
     lifecycle.onStop('homeserver client', () => homeserver.close());
-    const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs });
+    const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs, trustedProxies: config.trustedProxies });
     lifecycle.onStop('forwarder', () => forwarder.close());
     const cipher = createTokenCipher(secret);
     const accumulator = createAccumulator({ pool, bus, logger, telemetry });
@@ -214,10 +216,14 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           bus,
           whoami: (token) => homeserver.whoami(token, { timeoutMs: config.httpTimeoutMs }),
           tokens: registry,
+          serverUrl: config.server.kind === 'url' ? config.server.baseUrl : undefined,
         },
         errors,
       },
-      { https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined },
+      {
+        https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined,
+        bodyTimeoutMs: opts.bodyTimeoutMs,
+      },
     );
     lifecycle.onStop('http listener', () => closeApp(app, config.shutdownGraceMs, logger));
     const url = await listen(app, config.bind, Boolean(config.tls));

@@ -21,6 +21,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
 import { accessToken } from './access-token.js';
+import type { RouteConfig } from './app.js';
 import { disconnectSignal } from './disconnect.js';
 import { type LogoutRequest, listedDevices, logoutRequest } from './logout-requests.js';
 
@@ -52,6 +53,8 @@ export interface FrontDoorDeps {
   whoami?: (token: string) => Promise<{ userId: string }>;
   /** Told of logouts and of tokens the homeserver refuses, before the client is answered; absent: only forwarded. */
   tokens?: Pick<DeviceRegistry, 'identify' | 'loggedOut' | 'tokenRefused'>;
+  /** The homeserver's base URL (SYNCV3_SERVER), shown in /client/server.json; absent for a unix socket. */
+  serverUrl?: string;
   /** Shown in /client/server.json; defaults to package.json's version. */
   version?: string;
 }
@@ -112,16 +115,6 @@ async function readRequestBody(incoming: IncomingMessage, limit: number): Promis
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const firstValue = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
-
-/** The origin the client used to reach us, as a reverse proxy in front of us reports it. */
-function publicOrigin(request: FastifyRequest): string {
-  const forwardedProto = firstValue(request.headers['x-forwarded-proto']);
-  const proto = forwardedProto === 'http' || forwardedProto === 'https' ? forwardedProto : request.protocol;
-  const host = firstValue(request.headers['x-forwarded-host']) ?? (request.host || 'localhost');
-  return `${proto}://${host}`;
-}
-
 export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void {
   const version = deps.version ?? packageVersion();
 
@@ -160,9 +153,9 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
       .send(JSON.stringify({ ...versions, unstable_features: { ...features, [SLIDING_SYNC_FEATURE]: true } }));
   });
 
-  // As the Go proxy: {"server", "version"} for the /client/ debugging page. `server` is the
-  // base URL clients reached us by, which serves sliding sync and (forwarded) the rest.
-  app.get(SERVER_JSON_PATH, async (request) => ({ server: publicOrigin(request), version }));
+  // As the Go proxy: {"server": SYNCV3_SERVER, "version"} for the /client/ debugging page.
+  // Configured, never taken from the request: a Host header put there would be served back.
+  app.get(SERVER_JSON_PATH, async () => ({ server: deps.serverUrl, version }));
 
   // A client's own v2 /sync with the token of a device we poll takes that device's to-device
   // messages away from the poller (the homeserver deletes what it delivers): warn and count.
@@ -289,6 +282,7 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
   app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    for (const prefix of FORWARDED_PREFIXES) scope.all(`${prefix}*`, forward);
+    const config: RouteConfig = { streamsBody: true };
+    for (const prefix of FORWARDED_PREFIXES) scope.all(`${prefix}*`, { config }, forward);
   });
 }
