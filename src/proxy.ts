@@ -223,6 +223,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       {
         https: config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : undefined,
         bodyTimeoutMs: opts.bodyTimeoutMs,
+        upstreamTimeoutMs: config.httpTimeoutMs,
       },
     );
     lifecycle.onStop('http listener', () => closeApp(app, config.shutdownGraceMs, logger));

@@ -30,6 +30,8 @@ export interface AppOptions {
   https?: { cert: Buffer; key: Buffer };
   /** How long the body of a request the proxy answers itself may take to arrive, in ms. */
   bodyTimeoutMs?: number;
+  /** The longest a forwarded response may stay silent (SYNCV3_HTTP_TIMEOUT_SECS), in ms. */
+  upstreamTimeoutMs?: number;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -41,9 +43,9 @@ const HEADERS_TIMEOUT_MS = 20_000;
  * The whole request, body included, forwarded uploads too (large media over slow links):
  * a backstop, not the limit slow clients meet (that is the body timeout of our own routes).
  */
-const REQUEST_TIMEOUT_MS = 600_000;
-/** A socket silent this long is closed: longer than the longest long-poll the proxy holds. */
-const IDLE_SOCKET_TIMEOUT_MS = SYNC_TIMEOUT_CAP_MS + 60_000;
+const REQUEST_TIMEOUT_MS = 1_800_000;
+/** Beyond the longest silence a request may legitimately have, before its socket is closed. */
+const IDLE_SOCKET_MARGIN_MS = 60_000;
 
 /** Routes whose body is streamed on (forwarded), not read by us, say so in their config. */
 export interface RouteConfig {
@@ -59,7 +61,9 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
     genReqId: () => randomUUID(),
     // Long-polls hold a request up to the client's timeout; keep-alive sockets outlive them.
     keepAliveTimeout: 75_000,
-    connectionTimeout: IDLE_SOCKET_TIMEOUT_MS,
+    // A silent socket is closed, but only after the longest a held long-poll or a forwarded
+    // response may legitimately stay silent.
+    connectionTimeout: Math.max(SYNC_TIMEOUT_CAP_MS, opts.upstreamTimeoutMs ?? 0) + IDLE_SOCKET_MARGIN_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
     clientErrorHandler,
     frameworkErrors,
