@@ -5,6 +5,7 @@
 // "ours" in VARIABLES. A bad environment is reported as ONE message listing every problem,
 // because an operator fixing a container's env one variable per restart is a miserable loop.
 import { accessSync, constants, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /** Where something listens or connects: TCP host and port, or a unix socket path. */
@@ -49,6 +50,8 @@ export const VARIABLES = {
     'ours: sliding sync connections (conn_ids) kept per device; the least recently used goes first (default 10, at least 3)',
   SYNCV3_CONNECTION_TTL_SECS:
     "ours: seconds an unused connection is kept; later its pos gets M_UNKNOWN_POS (default 604800, Synapse's 7 days)",
+  SYNCV3_TRUSTED_PROXIES:
+    'ours: comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (default none)',
 } as const;
 
 export type VariableName = keyof typeof VARIABLES;
@@ -233,6 +236,25 @@ const flag = z.preprocess(
   z.enum(['1', '0', 'true', 'false', 'yes', 'no']).default('0'),
 );
 const isOn = (value: string) => ['1', 'true', 'yes'].includes(value);
+/** `10.0.0.0/8, 192.0.2.7, fd00::/8`: each entry an address or a CIDR block, normalised to `addr/prefix`. */
+const ipRanges = z.string().transform((raw, ctx) => {
+  const out: string[] = [];
+  for (const entry of raw
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean)) {
+    const [address = '', prefix, extra] = entry.split('/');
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    const length = prefix === undefined ? bits : /^\d{1,3}$/.test(prefix) ? Number(prefix) : Number.NaN;
+    if (!family || extra !== undefined || !(length >= 0 && length <= bits)) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is neither an IP address nor a CIDR block` });
+      return z.NEVER;
+    }
+    out.push(`${address}/${length}`);
+  }
+  return out;
+});
 
 const schema = z.object({
   SYNCV3_SERVER: z.preprocess(unset, upstream),
@@ -263,6 +285,7 @@ const schema = z.object({
   // Element X alone keeps three connections per device (room-list, encryption, notifications).
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
   SYNCV3_CONNECTION_TTL_SECS: integer(604_800, 60),
+  SYNCV3_TRUSTED_PROXIES: z.preprocess(unset, ipRanges.default([])),
 });
 
 /** Rules between variables, checked on the raw values so they are reported with the rest. */
@@ -372,6 +395,8 @@ export interface Config {
   connectionTtlSecs: number;
   /** Unknown SYNCV3_* variables, for main.ts to log once the logger exists. */
   warnings: string[];
+  /** Reverse proxies (`addr/prefix`) whose X-Forwarded-* headers describe the client; others' are replaced. */
+  trustedProxies: string[];
 }
 
 /** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
@@ -430,5 +455,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxConnectionsPerDevice: e.SYNCV3_MAX_CONNECTIONS_PER_DEVICE,
     connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,
     warnings: unknownVariableWarnings(env),
+    trustedProxies: e.SYNCV3_TRUSTED_PROXIES,
   };
 }

@@ -25,7 +25,7 @@ export const notJson = (why = 'Request body is not valid JSON') => new MatrixErr
 export const badJson = (field: string, why: string) => new MatrixError(400, 'M_BAD_JSON', `${field}: ${why}`, { field });
 export const invalidParam = (field: string, why: string) => new MatrixError(400, 'M_INVALID_PARAM', `${field}: ${why}`, { field });
 export const tooLarge = (limitBytes: number) => new MatrixError(413, 'M_TOO_LARGE', `Request body is larger than ${limitBytes} bytes`);
-export const missingToken = () => new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
+export const missingToken = (why = 'Missing access token') => new MatrixError(401, 'M_MISSING_TOKEN', why);
 export const unknownToken = (softLogout = false) =>
   new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown or expired access token', { soft_logout: softLogout });
 export const unknownPos = () => new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown or expired pos; start a new connection');

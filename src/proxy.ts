@@ -61,6 +61,8 @@ export interface ProxyOptions {
   /** Tests shorten backoffs and timeouts; production takes the defaults and the config's timeouts. */
   poller?: Partial<PollerOptions>;
   registry?: Partial<DeviceRegistryOptions>;
+  /** How long a request body may take to arrive (tests shorten it). */
+  bodyTimeoutMs?: number;
 }
 
 async function removeStaleSocket(path: string) {
@@ -186,7 +188,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
     const bus = createInProcessBus(logger, telemetry);
     const homeserver = createHomeserverClient(config.server, telemetry);
     lifecycle.onStop('homeserver client', () => homeserver.close());
-    const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs });
+    const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs, trustedProxies: config.trustedProxies });
     lifecycle.onStop('forwarder', () => forwarder.close());
     const cipher = createTokenCipher(secret);
     const accumulator = createAccumulator({ pool, bus, logger, telemetry });
@@ -214,6 +216,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       pool,
       logger: logger.child({ component: 'prev_batch' }),
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
+      onTokenRefused: (token, softLogout) => registry.tokenRefused(token, softLogout),
     });
     const { engine, connections, users, metas } = await createSyncService(
       { pool, bus, logger, metrics, exactPrevBatch },
@@ -281,10 +284,16 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           metrics,
           bus,
           whoami: (token) => homeserver.whoami(token, { timeoutMs: config.httpTimeoutMs }),
+          tokens: registry,
+          serverUrl: config.server.kind === 'url' ? config.server.baseUrl : undefined,
         },
         errors,
       },
-      { https: config.tls ? await readTlsPair(config.tls) : undefined },
+      {
+        https: config.tls ? await readTlsPair(config.tls) : undefined,
+        bodyTimeoutMs: opts.bodyTimeoutMs,
+        upstreamTimeoutMs: config.httpTimeoutMs,
+      },
     );
     const endKeepAlive = trackResponses(app.server);
     lifecycle.onStop('http listener', async () => {

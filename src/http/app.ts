@@ -6,10 +6,12 @@ import { notJson } from '../matrix-error.js';
 import type { ErrorReporter } from '../telemetry/error-reporting.js';
 import type { Logger } from '../telemetry/logger.js';
 import { type ClientPageDeps, clientPageRoutes } from './client-page-routes.js';
+import { bodyTimedOut, clientErrorHandler, frameworkErrors } from './client-errors.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { type FrontDoorDeps, frontDoorRoutes } from './front-door-routes.js';
 import { healthRoutes, type ReadinessCheck } from './health-routes.js';
+import { SYNC_TIMEOUT_CAP_MS } from './input-limits.js';
 import { type SlidingSyncDeps, slidingSyncRoutes } from './sliding-sync-routes.js';
 
 export interface AppDeps {
@@ -29,9 +31,29 @@ export interface AppOptions {
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
   https?: { cert: Buffer; key: Buffer };
+  /** How long the body of a request the proxy answers itself may take to arrive, in ms. */
+  bodyTimeoutMs?: number;
+  /** The longest a forwarded response may stay silent (SYNCV3_HTTP_TIMEOUT_SECS), in ms. */
+  upstreamTimeoutMs?: number;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** A sliding sync body is a few KiB: even a slow phone sends it in well under this. */
+export const DEFAULT_BODY_TIMEOUT_MS = 10_000;
+/** Request line and headers: a client that cannot send them in this long is not trying. */
+const HEADERS_TIMEOUT_MS = 20_000;
+/**
+ * The whole request, body included, forwarded uploads too (large media over slow links):
+ * a backstop, not the limit slow clients meet (that is the body timeout of our own routes).
+ */
+const REQUEST_TIMEOUT_MS = 1_800_000;
+/** Beyond the longest silence a request may legitimately have, before its socket is closed. */
+const IDLE_SOCKET_MARGIN_MS = 60_000;
+
+/** Routes whose body is streamed on (forwarded), not read by us, say so in their config. */
+export interface RouteConfig {
+  streamsBody?: boolean;
+}
 
 export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance {
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
@@ -42,6 +64,12 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
     genReqId: () => randomUUID(),
     // Long-polls hold a request up to the client's timeout; keep-alive sockets outlive them.
     keepAliveTimeout: 75_000,
+    // A silent socket is closed, but only after the longest a held long-poll or a forwarded
+    // response may legitimately stay silent.
+    connectionTimeout: Math.max(SYNC_TIMEOUT_CAP_MS, opts.upstreamTimeoutMs ?? 0) + IDLE_SOCKET_MARGIN_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    clientErrorHandler,
+    frameworkErrors,
     // On close, drop idle keep-alive sockets at once; busy ones finish their request first.
     forceCloseConnections: 'idle',
     return503OnClosing: true,
@@ -51,7 +79,19 @@ export function buildApp(deps: AppDeps, opts: AppOptions = {}): FastifyInstance 
   };
   // Fastify types HTTPS servers apart; routes and hooks are the same, so one type serves both.
   const app = (opts.https ? Fastify({ ...base, https: opts.https } as FastifyServerOptions) : Fastify(base)) as FastifyInstance;
+  app.server.headersTimeout = HEADERS_TIMEOUT_MS;
   app.setErrorHandler(errorHandler(bodyLimit, deps.errors));
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+  app.addHook('onRequest', (request, reply, done) => {
+    const streamed = (request.routeOptions.config as RouteConfig | undefined)?.streamsBody === true;
+    const { 'content-length': length, 'transfer-encoding': chunked } = request.headers;
+    const hasBody = chunked !== undefined || (length !== undefined && length !== '0');
+    if (streamed || !hasBody || request.raw.complete) return done();
+    const timer = setTimeout(() => bodyTimedOut(reply), bodyTimeoutMs);
+    const clear = () => clearTimeout(timer);
+    request.raw.once('end', clear).once('close', clear);
+    done();
+  });
   // Like Synapse, read any request body as JSON whatever its Content-Type: clients (and curl)
   // do not all send application/json, and a browser's fetch of a string sends text/plain.
   // Fastify's own parsers would win for their types, so they go.

@@ -6,9 +6,12 @@
 // flag, and, for deployments whose `.well-known` points clients at the proxy, forwards every
 // other request under /_matrix/ and /_synapse/client/ to the homeserver, bodies streamed.
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Bus } from '../bus/bus.js';
-import { unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
+import { tooLarge, unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
+import type { DeviceRegistry } from '../poller/device-registry.js';
 import type { Queryable } from '../store/db.js';
 import { findByTokenHash } from '../store/devices-table.js';
 import { currentStreamPos } from '../store/room-reads.js';
@@ -18,7 +21,9 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
 import { accessToken } from './access-token.js';
+import type { RouteConfig } from './app.js';
 import { disconnectSignal } from './disconnect.js';
+import { type LogoutRequest, listedDevices, logoutRequest } from './logout-requests.js';
 
 export const VERSIONS_PATH = '/_matrix/client/versions';
 export const SERVER_JSON_PATH = '/client/server.json';
@@ -29,6 +34,10 @@ export const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
 
 /** A /versions answer is a few KiB; anything far larger is not one. */
 const VERSIONS_BODY_LIMIT = 1024 * 1024;
+/** A Matrix error body is tiny; a 401 body is read whole to see whether it says the token is dead. */
+const ERROR_BODY_LIMIT = 64 * 1024;
+/** A `delete_devices` body lists device ids and carries user-interactive auth: small. */
+const DELETE_DEVICES_BODY_LIMIT = 1024 * 1024;
 const V2_SYNC_PATH = /^\/_matrix\/client\/(?:v3|r0)\/sync$/;
 const FORGET_PATH = /^\/_matrix\/client\/(?:v3|r0)\/rooms\/([^/]+)\/forget$/;
 const WARN_EVERY_MS = 3_600_000;
@@ -42,6 +51,10 @@ export interface FrontDoorDeps {
   bus?: Pick<Bus, 'publish'>;
   /** Who a token belongs to when no polled device has it (forgets only). */
   whoami?: (token: string) => Promise<{ userId: string }>;
+  /** Told of logouts and of tokens the homeserver refuses, before the client is answered; absent: only forwarded. */
+  tokens?: Pick<DeviceRegistry, 'identify' | 'loggedOut' | 'tokenRefused'>;
+  /** The homeserver's base URL (SYNCV3_SERVER), shown in /client/server.json; absent for a unix socket. */
+  serverUrl?: string;
   /** Shown in /client/server.json; defaults to package.json's version. */
   version?: string;
 }
@@ -79,17 +92,28 @@ function hasDotSegments(path: string): boolean {
   return decoded.split(/[\\/]/).some((segment) => segment === '.' || segment === '..');
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-const firstValue = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
-
-/** The origin the client used to reach us, as a reverse proxy in front of us reports it. */
-function publicOrigin(request: FastifyRequest): string {
-  const forwardedProto = firstValue(request.headers['x-forwarded-proto']);
-  const proto = forwardedProto === 'http' || forwardedProto === 'https' ? forwardedProto : request.protocol;
-  const host = firstValue(request.headers['x-forwarded-host']) ?? (request.host || 'localhost');
-  return `${proto}://${host}`;
+/** The client's token, if it sent one (and one only). */
+function optionalToken(request: FastifyRequest): string | undefined {
+  try {
+    return accessToken(request);
+  } catch {
+    return undefined;
+  }
 }
+
+/** Reads a client's request body that the proxy must look into, refusing one over `limit` bytes. */
+async function readRequestBody(incoming: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of incoming) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw tooLarge(limit);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void {
   const version = deps.version ?? packageVersion();
@@ -129,9 +153,9 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
       .send(JSON.stringify({ ...versions, unstable_features: { ...features, [SLIDING_SYNC_FEATURE]: true } }));
   });
 
-  // As the Go proxy: {"server", "version"} for the /client/ debugging page. `server` is the
-  // base URL clients reached us by, which serves sliding sync and (forwarded) the rest.
-  app.get(SERVER_JSON_PATH, async (request) => ({ server: publicOrigin(request), version }));
+  // As the Go proxy: {"server": SYNCV3_SERVER, "version"} for the /client/ debugging page.
+  // Configured, never taken from the request: a Host header put there would be served back.
+  app.get(SERVER_JSON_PATH, async () => ({ server: deps.serverUrl, version }));
 
   // A client's own v2 /sync with the token of a device we poll takes that device's to-device
   // messages away from the poller (the homeserver deletes what it delivers): warn and count.
@@ -177,6 +201,47 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
     bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos: await currentStreamPos(deps.pool) });
   }
 
+  /**
+   * A logout on its way upstream: whose it is must be known before it is sent (the token may
+   * be dead after), and a `delete_devices` body is read, to learn which devices it deletes.
+   */
+  async function prepareLogout(request: FastifyRequest, logout: LogoutRequest, signal: AbortSignal) {
+    const token = optionalToken(request);
+    const tokens = deps.tokens;
+    if (!tokens || token === undefined) return undefined;
+    const body = logout.kind === 'listed_devices' ? await readRequestBody(request.raw, DELETE_DEVICES_BODY_LIMIT) : undefined;
+    const who = await tokens.identify(token, signal);
+    if (!who) return { body };
+    const deviceIds =
+      logout.kind === 'all_devices'
+        ? undefined
+        : logout.kind === 'this_device'
+          ? [who.deviceId]
+          : logout.kind === 'device'
+            ? [logout.deviceId]
+            : listedDevices(body ?? Buffer.alloc(0));
+    const ownEnded = deviceIds === undefined || deviceIds.includes(who.deviceId);
+    return { body, done: () => tokens.loggedOut(who.userId, deviceIds, ownEnded ? token : undefined) };
+  }
+
+  /**
+   * A 401 M_UNKNOWN_TOKEN for a forwarded request: the token died upstream, and is refused here
+   * before the client hears so. The (small) body was read to see that, so it is put back.
+   */
+  async function noticeDeadToken(request: FastifyRequest, upstream: ForwardedResponse): Promise<ForwardedResponse> {
+    const token = optionalToken(request);
+    if (upstream.statusCode !== 401 || !deps.tokens || token === undefined) return upstream;
+    const body = await readSmallBody(upstream.body, ERROR_BODY_LIMIT);
+    let error: { errcode?: unknown; soft_logout?: unknown } | undefined;
+    try {
+      error = JSON.parse(body.toString('utf8')) as typeof error;
+    } catch {
+      error = undefined;
+    }
+    if (error?.errcode === 'M_UNKNOWN_TOKEN') await deps.tokens.tokenRefused(token, error.soft_logout === true);
+    return { ...upstream, body: Readable.from([body]) };
+  }
+
   async function forward(request: FastifyRequest, reply: FastifyReply) {
     const path = (request.raw.url ?? '').split('?')[0] ?? '';
     if (hasDotSegments(path)) throw unrecognized(`Unrecognized request: ${request.method} ${path}`);
@@ -186,13 +251,20 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
       void noticeV2Sync(request).catch((err) => request.log.warn({ err }, 'checking a v2 /sync token failed'));
     }
     const signal = disconnectSignal(reply);
+    const logout = logoutRequest(request.method, path);
     let upstream: ForwardedResponse;
+    let loggedOut: (() => Promise<void>) | undefined;
     try {
-      upstream = await deps.forwarder.send(request.raw, { signal });
+      const prepared = logout ? await prepareLogout(request, logout, signal) : undefined;
+      loggedOut = prepared?.done;
+      upstream = await deps.forwarder.send(request.raw, { signal, body: prepared?.body });
+      upstream = await noticeDeadToken(request, upstream);
     } catch (err) {
       if (signal.aborted) return reply.code(499).send();
       throw upstreamFailure(err, request);
     }
+    // The homeserver ended these tokens: no request may be served with them once the client knows.
+    if (loggedOut && upstream.statusCode >= 200 && upstream.statusCode < 300) await loggedOut();
     if (forgotten !== undefined && upstream.statusCode >= 200 && upstream.statusCode < 300) {
       // The homeserver has forgotten it either way: a failure here only leaves the room listed.
       await forgetForUser(request, forgotten).catch((err) => request.log.warn({ err }, 'dropping a forgotten room failed'));
@@ -210,6 +282,7 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
   app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    for (const prefix of FORWARDED_PREFIXES) scope.all(`${prefix}*`, forward);
+    const config: RouteConfig = { streamsBody: true };
+    for (const prefix of FORWARDED_PREFIXES) scope.all(`${prefix}*`, { config }, forward);
   });
 }

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { invalidParam } from '../matrix-error.js';
 import type { ExtensionDelta, ExtensionName, ListDelta, RoomConfig, SortBy, StickyDelta } from '../sync/types.js';
+import { bodyTimeout, dictionary } from './input-limits.js';
 import { filters, LIMITS, type ParsedSync, range, requiredState, scoped, toFilters, validateSync } from './msc4186-schema.js';
 
 /** The Go proxy's default long-poll. */
@@ -44,12 +45,11 @@ const body = z.looseObject({
   conn_id: z.string().max(LIMITS.connIdLength).nullish(),
   txn_id: z.string().nullish(),
   pos: z.string().nullish(),
-  timeout: z.number().int().min(0).nullish(),
-  lists: z
-    .record(z.string().min(1).max(LIMITS.listKeyLength), list)
-    .refine((l) => Object.keys(l).length <= LIMITS.lists, `at most ${LIMITS.lists} lists`)
+  timeout: bodyTimeout.nullish(),
+  lists: dictionary(z.string().min(1).max(LIMITS.listKeyLength), list)
+    .refine((l) => l.size <= LIMITS.lists, `at most ${LIMITS.lists} lists`)
     .nullish(),
-  room_subscriptions: z.record(z.string().min(1), subscription).nullish(),
+  room_subscriptions: dictionary(z.string().min(1), subscription).nullish(),
   unsubscribe_rooms: z.array(z.string()).nullish(),
   extensions: z
     .looseObject({
@@ -114,8 +114,8 @@ function toExtensionDeltas(e: Body['extensions']): StickyDelta['extensions'] {
 
 export function parseMsc3575(rawQuery: unknown, rawBody: unknown): ParsedSync {
   const { q, d } = validateSync(body, rawQuery, rawBody);
-  const lists = new Map(Object.entries(d.lists ?? {}).map(([name, l]) => [name, toListDelta(name, l)]));
-  const subs = Object.entries(d.room_subscriptions ?? {}).map(([roomId, s]): [string, RoomConfig] => [
+  const lists = new Map([...(d.lists ?? [])].map(([name, l]) => [name, toListDelta(name, l)]));
+  const subs = [...(d.room_subscriptions ?? [])].map(([roomId, s]): [string, RoomConfig] => [
     roomId,
     {
       timelineLimit: s.timeline_limit ?? 0,

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { badJson, invalidParam, type MatrixError, notJson } from '../matrix-error.js';
 import type { ExtensionsRequest, ListFilters, ListRequest, RoomConfig, SyncRequest } from '../sync/types.js';
+import { bodyTimeout, dictionary, queryTimeout, refuseNul } from './input-limits.js';
 
 export const LIMITS = { lists: 100, listKeyLength: 64, timelineLimit: 1000, toDeviceLimit: 100, connIdLength: 256 };
 
@@ -67,23 +68,18 @@ const body = z.looseObject({
   conn_id: z.string().max(LIMITS.connIdLength).optional(),
   txn_id: z.string().optional(),
   pos: z.string().optional(),
-  timeout: z.number().int().min(0).optional(),
-  lists: z
-    .record(z.string().min(1).max(LIMITS.listKeyLength), list)
-    .refine((l) => Object.keys(l).length <= LIMITS.lists, `at most ${LIMITS.lists} lists`)
+  timeout: bodyTimeout.optional(),
+  lists: dictionary(z.string().min(1).max(LIMITS.listKeyLength), list)
+    .refine((l) => l.size <= LIMITS.lists, `at most ${LIMITS.lists} lists`)
     .optional(),
-  room_subscriptions: z.record(z.string().min(1), roomConfig).optional(),
+  room_subscriptions: dictionary(z.string().min(1), roomConfig).optional(),
   unsubscribe_rooms: z.array(z.string()).optional(),
   extensions: extensions.optional(),
 });
 
 const query = z.looseObject({
   pos: z.string().optional(),
-  timeout: z
-    .string()
-    .regex(/^\d{1,9}$/, 'must be a whole number of milliseconds')
-    .transform(Number)
-    .optional(),
+  timeout: queryTimeout.optional(),
 });
 
 type Body = z.infer<typeof body>;
@@ -142,6 +138,8 @@ export function validateSync<S extends z.ZodType>(
 ): { q: z.infer<typeof query>; d: z.infer<S> } {
   if (rawBody === undefined) throw notJson('Request body is empty');
   if (typeof rawBody !== 'object' || rawBody === null || Array.isArray(rawBody)) throw badJson('body', 'must be a JSON object');
+  refuseNul(rawQuery, '');
+  refuseNul(rawBody, '');
   const q = query.safeParse(rawQuery ?? {});
   if (!q.success) throw toMatrixError(q.error, '');
   const b = schema.safeParse(rawBody);
@@ -152,7 +150,7 @@ export function validateSync<S extends z.ZodType>(
 export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedSync {
   const { q, d } = validateSync(body, rawQuery, rawBody);
   const lists = new Map<string, ListRequest>();
-  for (const [name, l] of Object.entries(d.lists ?? {})) {
+  for (const [name, l] of d.lists ?? []) {
     const ranges = l.ranges ?? (l.range ? [l.range] : undefined);
     lists.set(name, { ...toConfig(l), ranges, filters: toFilters(l.filters) });
   }
@@ -164,7 +162,7 @@ export function parseMsc4186(rawQuery: unknown, rawBody: unknown): ParsedSync {
       pos: q.pos ?? d.pos,
       timeoutMs: q.timeout ?? d.timeout ?? 0,
       lists,
-      roomSubscriptions: new Map(Object.entries(d.room_subscriptions ?? {}).map(([id, c]) => [id, toConfig(c)])),
+      roomSubscriptions: new Map([...(d.room_subscriptions ?? [])].map(([id, c]) => [id, toConfig(c)])),
       unsubscribeRooms: d.unsubscribe_rooms ?? [],
       extensions: toExtensions(d.extensions),
     },

@@ -2,9 +2,21 @@
 // up by SHA-256; an unknown one is asked of the homeserver (whoami) once, then stored
 // encrypted. A token the homeserver rejects is remembered briefly, so a client (or attacker)
 // repeating it cannot turn each request into a homeserver round trip.
+//
+// Revocation is the store's: a token is served only while its row exists. A logout forwarded
+// through the proxy deletes the rows (and stops the device's poller) before the client sees
+// the answer; a token any upstream call finds refused is deleted at once. Rows of tokens
+// superseded by a refresh are pruned, so neither the store nor this memory grows with them.
 import { MatrixError, unknownToken, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
-import { findByTokenHash, insertToken, touchToken } from '../store/devices-table.js';
+import {
+  deleteToken,
+  deleteTokensOfDevices,
+  findByTokenHash,
+  insertToken,
+  pruneTokensOfDevice,
+  touchToken,
+} from '../store/devices-table.js';
 import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -24,6 +36,10 @@ export interface DeviceRegistryOptions {
   whoamiTimeoutMs: number;
   /** last_seen is written at most this often per token. */
   touchEveryMs: number;
+  /** Tokens kept per device: the newest, and the ones a refresh just superseded (requests still in flight use them). */
+  tokensPerDevice: number;
+  /** Tokens whose last touch is remembered, at most. */
+  touchedMaxEntries: number;
 }
 
 export const DEFAULT_REGISTRY_OPTIONS: DeviceRegistryOptions = {
@@ -31,6 +47,8 @@ export const DEFAULT_REGISTRY_OPTIONS: DeviceRegistryOptions = {
   negativeMaxEntries: 10_000,
   whoamiTimeoutMs: 30_000,
   touchEveryMs: 3_600_000,
+  tokensPerDevice: 3,
+  touchedMaxEntries: 100_000,
 };
 
 export class DeviceRegistry {
@@ -54,11 +72,63 @@ export class DeviceRegistry {
       const who = await this.#whoami(token, hex, signal);
       device = await insertToken(this.deps.pool, { tokenHash: hash, tokenEncrypted: this.deps.cipher.encrypt(token), ...who });
       this.deps.logger.info({ user: device.userId, device: device.deviceId }, 'new access token');
+      const pruned = await pruneTokensOfDevice(this.deps.pool, device.userId, device.deviceId, this.opts.tokensPerDevice);
+      for (const old of pruned) this.#touched.delete(old.toString('hex'));
     } else {
       await this.#touch(hash, hex);
     }
+    // Logged out while this request was looking it up: the logout's answer may already be out.
+    if (this.#rejected.has(hex)) {
+      await deleteToken(this.deps.pool, hash);
+      throw unknownToken(this.#rejected.get(hex)?.softLogout);
+    }
     this.deps.pollers.ensurePolling(device, token);
     return { userId: device.userId, deviceId: device.deviceId };
+  }
+
+  /**
+   * Who a token belongs to, for acting on a request forwarded with it (a logout): the store's
+   * answer, else the homeserver's. Undefined when the homeserver does not know it either.
+   */
+  async identify(token: string, signal?: AbortSignal): Promise<AuthenticatedDevice | undefined> {
+    const hash = hashToken(token);
+    const known = await findByTokenHash(this.deps.pool, hash);
+    if (known) return { userId: known.userId, deviceId: known.deviceId };
+    try {
+      return await this.deps.homeserver.whoami(token, { timeoutMs: this.opts.whoamiTimeoutMs, signal });
+    } catch (err) {
+      if (err instanceof UpstreamError) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The homeserver logged these devices out (all the user's devices when `deviceIds` is
+   * undefined): their tokens are refused from now on and their pollers stop. Resolves once
+   * that is so, which is before the client is answered. `ownToken`, the requester's, is among
+   * them when its own device was logged out.
+   */
+  async loggedOut(userId: string, deviceIds?: readonly string[], ownToken?: string): Promise<void> {
+    const deleted = await deleteTokensOfDevices(this.deps.pool, userId, deviceIds);
+    // The requester's own token may be gone from the store already (its poller saw it die first).
+    const hashes = [...deleted.map((d) => d.tokenHash), ...(ownToken === undefined ? [] : [hashToken(ownToken)])];
+    for (const hash of hashes) this.#forget(hash.toString('hex'), false);
+    const devices = new Set([...(deviceIds ?? this.deps.pollers.devicesOf(userId)), ...deleted.map((d) => d.deviceId)]);
+    await Promise.all([...devices].map((deviceId) => this.deps.pollers.loggedOut(userId, deviceId)));
+    this.deps.logger.info({ user: userId, devices: devices.size, tokens: deleted.length }, 'devices logged out');
+  }
+
+  /** The homeserver refused this token (on any call made with it): refused here from now on. */
+  async tokenRefused(token: string, softLogout: boolean): Promise<void> {
+    const hash = hashToken(token);
+    this.#forget(hash.toString('hex'), softLogout);
+    await deleteToken(this.deps.pool, hash);
+    await this.deps.pollers.tokenRefused(token, softLogout);
+  }
+
+  /** Entries held in memory (negative cache and touch times), for tests of boundedness. */
+  get memorySize(): number {
+    return this.#rejected.size + this.#touched.size;
   }
 
   /** Waits until the device's first v2 sync is stored (the client's first request does). */
@@ -100,10 +170,22 @@ export class DeviceRegistry {
     this.#rejected.set(hex, { until: Date.now() + this.opts.negativeTtlMs, softLogout });
   }
 
+  #forget(hex: string, softLogout: boolean) {
+    this.#touched.delete(hex);
+    this.#reject(hex, softLogout);
+  }
+
   async #touch(hash: Buffer, hex: string) {
+    const now = Date.now();
     const last = this.#touched.get(hex) ?? 0;
-    if (Date.now() - last < this.opts.touchEveryMs) return;
-    this.#touched.set(hex, Date.now());
+    if (now - last < this.opts.touchEveryMs) return;
+    if (this.#touched.size >= this.opts.touchedMaxEntries) {
+      // A touch older than touchEveryMs is due again anyway: forgetting it changes nothing.
+      for (const [k, at] of this.#touched) if (now - at >= this.opts.touchEveryMs) this.#touched.delete(k);
+      if (this.#touched.size >= this.opts.touchedMaxEntries) this.#touched.delete(this.#touched.keys().next().value as string);
+    }
+    this.#touched.delete(hex);
+    this.#touched.set(hex, now);
     await touchToken(this.deps.pool, hash);
   }
 }

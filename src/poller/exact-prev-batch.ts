@@ -7,6 +7,7 @@
 import type { Pool } from '../store/db.js';
 import { setPrevBatch } from '../store/events-table.js';
 import type { Logger } from '../telemetry/logger.js';
+import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
 import type { PollerManager } from './poller-manager.js';
 
@@ -20,6 +21,8 @@ export interface ExactPrevBatchDeps {
   logger: Logger;
   /** Kept short: a response waits for it. */
   timeoutMs: number;
+  /** The homeserver said the device's token is dead: it is refused from then on. */
+  onTokenRefused?: (token: string, softLogout: boolean) => Promise<void>;
 }
 
 export type ExactPrevBatch = (
@@ -39,6 +42,13 @@ export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
       return start;
     } catch (err) {
       deps.logger.debug({ err, roomId, eventId: event.eventId }, 'no exact prev_batch from the homeserver; serving the nearest');
+      // Only the token's own death: a 403 here means the event is not visible, not a dead token.
+      if (err instanceof UpstreamError && err.details.errcode === 'M_UNKNOWN_TOKEN') {
+        await deps
+          .onTokenRefused?.(token, err.details.softLogout === true)
+          .catch((e) => deps.logger.warn({ err: e }, 'forgetting a refused token failed'));
+        return undefined;
+      }
       remember(event.nid);
       return undefined;
     }

@@ -138,6 +138,37 @@ export class PollerManager {
     return idle.length;
   }
 
+  /**
+   * The device was logged out or deleted: its poller stops (its in-flight poll aborted) and
+   * its held requests and connections hear of it, all before this resolves.
+   */
+  async loggedOut(userId: string, deviceId: string): Promise<void> {
+    await this.stopDevice(userId, deviceId);
+    this.deps.bus.publish('device.token_expired', { userId, deviceId, softLogout: false });
+  }
+
+  /**
+   * The homeserver refused `token` somewhere other than in its poller (the token is already
+   * deleted from the store): a poller using it continues with the device's newest remaining
+   * token, or stops when there is none.
+   */
+  async tokenRefused(token: string, softLogout: boolean): Promise<void> {
+    const poller = [...this.#pollers.values()].find((p) => p.token === token);
+    if (!poller) return;
+    const newer = await latestToken(this.deps.pool, poller.userId, poller.deviceId);
+    if (newer) {
+      poller.updateToken(this.deps.cipher.decrypt(newer));
+      return;
+    }
+    await this.stopDevice(poller.userId, poller.deviceId);
+    this.deps.bus.publish('device.token_expired', { userId: poller.userId, deviceId: poller.deviceId, softLogout });
+  }
+
+  /** The devices of a user that are polled here. */
+  devicesOf(userId: string): string[] {
+    return [...this.#pollers.values()].filter((p) => p.userId === userId).map((p) => p.deviceId);
+  }
+
   async stopDevice(userId: string, deviceId: string): Promise<void> {
     const poller = this.get(userId, deviceId);
     this.#pollers.delete(key(userId, deviceId));

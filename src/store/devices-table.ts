@@ -34,8 +34,9 @@ export async function insertToken(
      ON CONFLICT (token_hash) DO UPDATE SET last_seen_at = now()`,
     [t.tokenHash, t.tokenEncrypted, t.userId, t.deviceId],
   );
-  const found = await findByTokenHash(db, t.tokenHash);
-  if (!found) throw new Error('token vanished right after insert');
+  // By device, not by token: a concurrent refresh of the same device may already have pruned it.
+  const found = await getDevice(db, t.userId, t.deviceId);
+  if (!found) throw new Error('device vanished right after insert');
   return found;
 }
 
@@ -54,6 +55,39 @@ export async function deleteTokensOfDevice(db: Queryable, userId: string, device
 
 export async function deleteToken(db: Queryable, tokenHash: Buffer): Promise<void> {
   await db.query('DELETE FROM tokens WHERE token_hash = $1', [tokenHash]);
+}
+
+/**
+ * Deletes every token of the user's listed devices (all its devices when `deviceIds` is
+ * undefined): they were logged out. Returns what went, so memory can forget it too.
+ */
+export async function deleteTokensOfDevices(
+  db: Queryable,
+  userId: string,
+  deviceIds?: readonly string[],
+): Promise<{ tokenHash: Buffer; deviceId: string }[]> {
+  const { rows } = await db.query<{ tokenHash: Buffer; deviceId: string }>(
+    `DELETE FROM tokens WHERE user_id = $1 AND ($2::text[] IS NULL OR device_id = ANY($2))
+     RETURNING token_hash AS "tokenHash", device_id AS "deviceId"`,
+    [userId, deviceIds ?? null],
+  );
+  return rows;
+}
+
+/**
+ * Keeps only the device's `keep` newest tokens. A refreshed token supersedes the old one
+ * (MAS rotates them every few minutes), so without this a device's tokens would pile up
+ * forever. A pruned token still valid upstream is simply checked with whoami again.
+ */
+export async function pruneTokensOfDevice(db: Queryable, userId: string, deviceId: string, keep: number): Promise<Buffer[]> {
+  const { rows } = await db.query<{ token_hash: Buffer }>(
+    `DELETE FROM tokens WHERE user_id = $1 AND device_id = $2 AND token_hash NOT IN (
+       SELECT token_hash FROM tokens WHERE user_id = $1 AND device_id = $2
+        ORDER BY created_at DESC, last_seen_at DESC LIMIT $3)
+     RETURNING token_hash`,
+    [userId, deviceId, keep],
+  );
+  return rows.map((r) => r.token_hash);
 }
 
 /** The newest token of every device seen within `maxIdleDays`: what the pollers resume with at startup. */

@@ -350,7 +350,7 @@ export class SyncEngine {
     // Only rooms the user left themself can drop out; without any, the order is used as it is
     // (computeList copies what it keeps).
     const candidates = user.selfLeft.size ? user.order.filter((id) => isListable(id, user, conn.stream)) : user.order;
-    const lists: SyncResponse['lists'] = {};
+    const lists: SyncResponse['lists'] = Object.create(null);
     const listRooms = new Map<string, string[]>();
     for (const [name, list] of req.lists) {
       const window = computeList(list, candidates, user, this.deps.metas);
@@ -367,9 +367,11 @@ export class SyncEngine {
     const needsNames = [...req.lists.values()].some((l) => l.sort?.includes('by_name') || l.filters?.roomNameLike !== undefined);
     if (needsNames) await ensureNames({ pool, user, metas }, candidates);
     const nameOf = (id: string) => user.names.get(id)?.name;
-    const lists: SyncResponse['lists'] = {};
+    // Keyed by client-chosen list names: no prototype, so `toString` or `__proto__` are names like any other.
+    const lists: SyncResponse['lists'] = Object.create(null);
     const listRooms = new Map<string, string[]>();
-    const memory: Record<string, ListMemory> = {};
+    const memory: Record<string, ListMemory> = Object.create(null);
+    const remembered = conn.ext.lists;
     let changed = false;
     for (const [name, list] of req.lists) {
       const sort = list.sort ?? ['by_recency'];
@@ -377,7 +379,7 @@ export class SyncEngine {
       const bump = bumpTypes.length ? await this.deps.bumps.ensure(bumpTypes, candidates, upTo) : undefined;
       const ordered = sortedRooms(sort, bumpTypes, candidates, { user, metas, bump });
       const filtered = list.filters ? ordered.filter((id) => matchesFilters(id, list.filters, user, metas, nameOf)) : ordered;
-      const window = computeListOps(list, filtered, conn.ext.lists?.[name]);
+      const window = computeListOps(list, filtered, remembered && Object.hasOwn(remembered, name) ? remembered[name] : undefined);
       lists[name] = window.result;
       listRooms.set(name, window.roomIds);
       memory[name] = window.memory;

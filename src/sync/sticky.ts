@@ -92,7 +92,8 @@ export function applySticky(
   delta: StickyDelta,
   toDeviceMax: number,
 ): { state: StickyState; lists: Map<string, ListRequest>; extensions: ExtensionsRequest } {
-  const lists: Record<string, StickyList> = { ...prev?.lists };
+  // Keyed by client-chosen names: no prototype, so `toString` or `__proto__` are lists like any other.
+  const lists: Record<string, StickyList> = Object.assign(Object.create(null), prev?.lists);
   for (const [name, d] of delta.lists) {
     if (d.deleted) delete lists[name];
     else lists[name] = mergeList(lists[name], d);

@@ -7,6 +7,7 @@
 // through unchanged, except for hop-by-hop headers (RFC 9110 §7.6.1), which belong to one
 // connection, and the X-Forwarded-* headers describing the client's connection to us.
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { BlockList, isIPv4 } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { TLSSocket } from 'node:tls';
@@ -42,6 +43,11 @@ export interface ForwarderOptions {
    * take as long as it needs (a large download on a slow link). Defaults to headersTimeoutMs.
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * Reverse proxies (`addr/prefix`) in front of us whose X-Forwarded-For/-Proto/-Host are
+   * passed on; anyone else's are replaced with what we saw (SYNCV3_TRUSTED_PROXIES).
+   */
+  trustedProxies?: readonly string[];
 }
 
 export interface ForwardedResponse {
@@ -61,6 +67,8 @@ export interface SendOptions {
   method?: string;
   /** Leaves the client's request body unread (for routes that forward only the headers). */
   withoutBody?: boolean;
+  /** The client's request body, already read (for requests the proxy must look into). */
+  body?: Buffer;
 }
 
 export interface Forwarder {
@@ -86,6 +94,21 @@ function connectionListed(values: Iterable<string>): Set<string> {
   return listed;
 }
 
+/** Whether a peer address is one of `ranges` (`addr/prefix`); IPv4-mapped IPv6 counts as IPv4. */
+export function trustedPeers(ranges: readonly string[]): (address: string | undefined) => boolean {
+  if (!ranges.length) return () => false;
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [address = '', prefix = ''] = range.split('/');
+    list.addSubnet(address, Number(prefix), isIPv4(address) ? 'ipv4' : 'ipv6');
+  }
+  return (address) => {
+    if (!address) return false;
+    const plain = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+    return list.check(plain, isIPv4(plain) ? 'ipv4' : 'ipv6');
+  };
+}
+
 /** The client's address as the homeserver should see it (IPv4 rather than IPv4-mapped IPv6). */
 function clientAddress(incoming: IncomingMessage): string | undefined {
   const address = incoming.socket.remoteAddress;
@@ -94,10 +117,15 @@ function clientAddress(incoming: IncomingMessage): string | undefined {
 
 /**
  * The headers to send upstream, as a flat name/value list so that repeated headers stay
- * repeated: the client's, minus hop-by-hop and replaced ones, plus X-Forwarded-For (the
- * client's address appended to any chain it came with), -Proto and -Host.
+ * repeated: the client's, minus hop-by-hop and replaced ones, plus X-Forwarded-For, -Proto and
+ * -Host. Only from a trusted peer (a reverse proxy of ours) are the incoming X-Forwarded-*
+ * believed, the peer's address appended to the chain; from anyone else they are dropped and
+ * describe the connection we saw, or a client could choose the IP the homeserver records.
  */
-export function upstreamRequestHeaders(incoming: IncomingMessage): string[] {
+export function upstreamRequestHeaders(
+  incoming: IncomingMessage,
+  trusted: (address: string | undefined) => boolean = () => false,
+): string[] {
   const raw = incoming.rawHeaders;
   const pairs: [string, string][] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i] as string, raw[i + 1] as string]);
@@ -111,13 +139,14 @@ export function upstreamRequestHeaders(incoming: IncomingMessage): string[] {
   // proxy's X-Forwarded-Proto/-Host say how the client came, and the homeserver needs those.
   let proto: string | undefined;
   let forwardedHost: string | undefined;
+  const fromProxy = trusted(incoming.socket.remoteAddress);
   for (const [name, value] of pairs) {
     const lower = name.toLowerCase();
     if (lower === 'host') host ??= value;
-    if (lower === 'x-forwarded-proto') proto ??= value.split(',')[0]?.trim();
-    if (lower === 'x-forwarded-host') forwardedHost ??= value.split(',')[0]?.trim();
+    if (lower === 'x-forwarded-proto' && fromProxy) proto ??= value.split(',')[0]?.trim();
+    if (lower === 'x-forwarded-host' && fromProxy) forwardedHost ??= value.split(',')[0]?.trim();
     if (lower === 'x-forwarded-for') {
-      forwardedFor.push(value);
+      if (fromProxy) forwardedFor.push(value);
       continue;
     }
     if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || listed.has(lower)) continue;
@@ -184,6 +213,7 @@ export function createForwarder(upstream: Upstream, opts: ForwarderOptions): For
     bodyTimeout: 0,
   });
   const bodyTimeout = opts.bodyIdleTimeoutMs ?? opts.headersTimeoutMs;
+  const trusted = trustedPeers(opts.trustedProxies ?? []);
 
   return {
     async send(incoming, sendOpts = {}) {
@@ -195,8 +225,8 @@ export function createForwarder(upstream: Upstream, opts: ForwarderOptions): For
           origin,
           path: `${basePath}${url}`,
           method: (sendOpts.method ?? incoming.method ?? 'GET') as Dispatcher.HttpMethod,
-          headers: upstreamRequestHeaders(incoming),
-          body: !sendOpts.withoutBody && hasBody(incoming) ? incoming : null,
+          headers: upstreamRequestHeaders(incoming, trusted),
+          body: sendOpts.body ?? (!sendOpts.withoutBody && hasBody(incoming) ? incoming : null),
           // undici starts this clock once the request body is sent, so slow uploads are not cut.
           headersTimeout: opts.headersTimeoutMs,
           bodyTimeout,

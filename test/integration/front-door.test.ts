@@ -267,6 +267,17 @@ describe('front door: forwarding', () => {
     assert.equal(upstream.seen.at(-1)?.method, 'HEAD');
   });
 
+  it('replaces the X-Forwarded-* of a client that is not a trusted proxy with what the proxy saw', async (t) => {
+    const upstream = await startUpstream(t, echo);
+    const untrusted = await proxyFor(t, upstream.url, { SYNCV3_TRUSTED_PROXIES: '10.0.0.0/8, 192.0.2.7' });
+    const spoofed = ['X-Forwarded-For', '203.0.113.7', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example'];
+    assert.equal((await call(untrusted.url, { path: '/_matrix/client/v3/who', headers: spoofed })).status, 200);
+    const seen = upstream.seen.at(-1);
+    assert.equal(seen?.headers['x-forwarded-for'], '127.0.0.1', 'the peer address alone: the client cannot choose its IP');
+    assert.equal(seen?.headers['x-forwarded-proto'], 'http');
+    assert.equal(seen?.headers['x-forwarded-host'], new URL(untrusted.url).host);
+  });
+
   it('sets X-Forwarded-* and drops hop-by-hop headers in both directions', async (t) => {
     const upstream = await startUpstream(t, async (req, res) => {
       await readAll(req);
@@ -278,7 +289,8 @@ describe('front door: forwarding', () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok');
     });
-    const proxy = await proxyFor(t, upstream.url);
+    // Behind a reverse proxy of ours (here the test itself, on loopback).
+    const proxy = await proxyFor(t, upstream.url, { SYNCV3_TRUSTED_PROXIES: '127.0.0.1' });
     const host = new URL(proxy.url).host;
 
     const res = await call(proxy.url, {
@@ -570,20 +582,21 @@ describe('front door: /versions and /client/server.json', () => {
     assert.deepEqual([garbage.status, json(garbage).errcode], [502, 'M_UNKNOWN']);
   });
 
-  it('serves /client/server.json like the Go proxy: {server, version}', async (t) => {
+  it('serves /client/server.json like the Go proxy: {server: SYNCV3_SERVER, version}, never what the request says', async (t) => {
     const upstream = await startUpstream(t, echo);
     const proxy = await proxyFor(t, upstream.url);
     const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
     const direct = await call(proxy.url, { path: '/client/server.json' });
     assert.equal(direct.status, 200);
-    assert.deepEqual(json(direct), { server: proxy.url, version: pkg.version });
+    assert.deepEqual(json(direct), { server: proxy.config.server.kind === 'url' ? proxy.config.server.baseUrl : '', version: pkg.version });
 
-    const behindTls = await call(proxy.url, {
+    const spoofed = await call(proxy.url, {
       path: '/client/server.json',
-      headers: ['X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'matrix.example.org'],
+      headers: ['Host', 'evil.example', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example'],
     });
-    assert.deepEqual(json(behindTls), { server: 'https://matrix.example.org', version: pkg.version });
+    assert.deepEqual(json(spoofed), json(direct));
+    assert.ok(!spoofed.body.toString().includes('evil'), 'the Host header is not reflected');
     assert.equal(upstream.seen.length, 0);
   });
 });

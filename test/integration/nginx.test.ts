@@ -149,7 +149,8 @@ describe('nginx in front of the proxy and the homeserver (docs/nginx.conf)', { s
   it('routes /versions and sliding sync to the proxy, everything else to the homeserver', async (t) => {
     if (!nginxBin) assert.fail('nginx is required (SYNCV3_E2E_REQUIRED=1) but not installed: apt-get install nginx-light');
     const hs = await startHomeserver(t);
-    const proxy = await startTestProxy(t, { SYNCV3_SERVER: `http://127.0.0.1:${hs.proxyPort}` });
+    // nginx, on loopback, is the proxy's trusted reverse proxy: its X-Forwarded-For is believed.
+    const proxy = await startTestProxy(t, { SYNCV3_SERVER: `http://127.0.0.1:${hs.proxyPort}`, SYNCV3_TRUSTED_PROXIES: '127.0.0.1' });
     const proxyPort = Number(new URL(proxy.url).port);
     const base = await startNginx(t, nginxBin, { proxy: proxyPort, homeserver: hs.directPort });
     const reached = (url: string) => hs.seen.filter((s) => s.url === url).map((s) => s.via);

@@ -2,6 +2,7 @@
 // read back status and JSON, plus helpers that give a user a token and an upstream v2 history
 // on the fake homeserver, and wait until the proxy's poller has ingested a later v2 body.
 import type { TestContext } from 'node:test';
+import type { ProxyOptions } from '../../src/proxy.js';
 import type { JsonObject, StrippedEvent } from './builders.js';
 import { type FakeHomeserver, startFakeHomeserver } from './fake-homeserver.js';
 import { startTestProxy, type TestProxy } from './proxy.js';
@@ -150,10 +151,10 @@ export interface Stack {
 }
 
 /** A fake homeserver and a proxy in front of it, both stopped after the test. */
-export async function startStack(t: TestContext): Promise<Stack> {
+export async function startStack(t: TestContext, opts: Omit<ProxyOptions, 'poller'> = {}): Promise<Stack> {
   const fake = await startFakeHomeserver({ maxWaitMs: 300 });
   t.after(() => fake.close());
-  const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { poller: FAST_POLLER });
+  const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { ...opts, poller: FAST_POLLER });
   return { fake, proxy };
 }
 
