@@ -329,7 +329,7 @@ const RETIRED: Record<string, string> = {
 };
 
 /** Variables of the repository's own scripts and tests (scripts/, test/), not of the proxy. */
-const TOOLING = /^SYNCV3_(TEST_|E2E_|NODE_CACHE$)/;
+const TOOLING = /^SYNCV3_(TEST_|E2E_|FUZZ_|BENCH_|NODE_CACHE$)/;
 
 /** Edit distance, for "did you mean" on a misspelt variable. */
 function distance(a: string, b: string): number {
