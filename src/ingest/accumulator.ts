@@ -304,8 +304,12 @@ async function ingestInTransaction(
   );
 
   // Rooms and their current state.
-  const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
-  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids).map((c) => ({
+  // Events that joined the timeline now: new ones, and known ones promoted into it (which
+  // count as new for the room's latest event, bump and subscribers).
+  const insertedInTimeline = plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number);
+  const newTimelineNids = new Set([...insertedInTimeline, ...promoted]);
+  // State changes only from events new to the store: a promoted one was applied when stored.
+  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, new Set(insertedInTimeline)).map((c) => ({
     ...c,
     pos: c.atEvent ? c.eventNid : stateBlockPos,
   }));
@@ -322,7 +326,8 @@ async function ingestInTransaction(
   // A room this response changes nothing of (a duplicate many pollers bring) is not rewritten.
   await upsertRooms(tx, roomRows.filter(changesRoom));
   await applyStateChanges(tx, stateChanges);
-  await applyRedactions(tx, blocks, newTimelineNids, nidOf);
+  // Every new redaction applies, in the timeline or not (a late poller's too).
+  await applyRedactions(tx, blocks, new Set(inserted.values()), nidOf);
   publish.push(() => {
     for (const [id, nid] of inserted) ctx.known.set(id, { nid, inTimeline: newTimelineNids.has(nid) });
     for (const p of plan.promote) ctx.known.set(p.eventId, { nid: nidOf(p.eventId) as number, inTimeline: true });
@@ -458,12 +463,12 @@ function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEve
 async function applyRedactions(
   tx: Parameters<typeof eventsForRedaction>[0],
   blocks: RoomBlock[],
-  newTimelineNids: Set<number>,
+  newNids: Set<number>,
   nidOf: (id: string) => number | undefined,
 ) {
   const redactions = blocks.flatMap(({ roomId, room }) =>
     room.timeline.events
-      .filter((e) => e.type === 'm.room.redaction' && newTimelineNids.has(nidOf(e.event_id) as number))
+      .filter((e) => e.type === 'm.room.redaction' && newNids.has(nidOf(e.event_id) as number))
       .map((redaction) => ({ roomId, redaction, targetId: redactionTarget(redaction) })),
   );
   if (redactions.length === 0) return;

@@ -123,12 +123,13 @@ export function planEvents(
     timeline.forEach((e, i) => {
       if (known.get(e.event_id)?.inTimeline) lastKnown = i;
     });
-    // A chunk that follows no anchor (limited, an initial sync's, the first after a gap in the
-    // poller's stream) holds the newest events when the poller asked, which may be older than
-    // what another poller stored since: their timestamps tell.
+    // Behind: the poller saw an older stored event last than the tip, or its chunk follows no
+    // anchor (limited, an initial sync's, the first after a gap in its stream); and the chunk
+    // is older than the tip by the timestamps. (A poller may never see the tip: its user
+    // ignores the sender, say. Its newer events then still continue the timeline.)
     const unanchored = room.timeline.limited || (place.anchor === undefined && (place.initial || place.blind));
     const lastTs = timeline.at(-1)?.origin_server_ts ?? 0;
-    const behind = unanchored ? lastTs < place.tipTs : place.anchor !== undefined && place.anchor < place.tip;
+    const behind = lastTs < place.tipTs && (unanchored || (place.anchor !== undefined && place.anchor < place.tip));
     // Whether the chunk, at this point, continues the stored timeline's tip.
     let appending = !behind;
     // The stored event the chunk last showed (for the gap after it), when not the tip.
