@@ -109,13 +109,14 @@ export function createAccumulator(
   };
   const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean) => {
     const committed: Published[] = [];
-    // Events many pollers bring are recognised here, before queueing for the database.
-    const cached = new Map<string, KnownEvent>();
-    for (const id of eventIdsOf(response)) {
-      const known = ctx.known.get(id);
-      if (known) cached.set(id, known);
-    }
     return serially(async () => {
+      // Events many pollers bring are recognised here, in memory, when this response's turn
+      // comes (so also those that the responses queued before it stored), before any database work.
+      const cached = new Map<string, KnownEvent>();
+      for (const id of eventIdsOf(response)) {
+        const known = ctx.known.get(id);
+        if (known) cached.set(id, known);
+      }
       const started = performance.now();
       const summary = await withTransaction(deps.pool, (tx) =>
         ingestInTransaction(tx, ctx, device, response, cached, { last, initial }, committed),
@@ -280,11 +281,13 @@ async function ingestInTransaction(
   // when that predecessor is in the stored timeline; nor has the first, when it directly
   // follows the last stored event this poller brought.
   const inTimeline = new Set([...plan.inserts.filter((e) => e.inTimeline).map((e) => e.eventId), ...plan.promote.map((p) => p.eventId)]);
+  // (Only stored events that may carry a mark: new ones were inserted with the right one.)
+  const mayHaveGap = (id: string) => knownBefore.has(id) && knownBefore.get(id)?.gapBefore !== false;
   const followers = blocks.flatMap(({ room }) =>
     room.timeline.events
-      .filter((_, i) => {
+      .filter((e, i) => {
         const before = room.timeline.events[i - 1]?.event_id;
-        return before !== undefined && (inTimeline.has(before) || knownBefore.get(before)?.inTimeline === true);
+        return mayHaveGap(e.event_id) && before !== undefined && (inTimeline.has(before) || knownBefore.get(before)?.inTimeline === true);
       })
       .map((e) => e.event_id),
   );
@@ -329,8 +332,11 @@ async function ingestInTransaction(
   // Every new redaction applies, in the timeline or not (a late poller's too).
   await applyRedactions(tx, blocks, new Set(inserted.values()), nidOf);
   publish.push(() => {
-    for (const [id, nid] of inserted) ctx.known.set(id, { nid, inTimeline: newTimelineNids.has(nid) });
-    for (const p of plan.promote) ctx.known.set(p.eventId, { nid: nidOf(p.eventId) as number, inTimeline: true });
+    for (const e of plan.inserts) {
+      const nid = inserted.get(e.eventId) as number;
+      ctx.known.set(e.eventId, { nid, inTimeline: newTimelineNids.has(nid), gapBefore: e.gapBefore });
+    }
+    for (const p of plan.promote) ctx.known.set(p.eventId, { nid: nidOf(p.eventId) as number, inTimeline: true, gapBefore: undefined });
     const tipAfter = new Map(roomRows.map((r) => [r.roomId, Math.max(r.latestNid, tips.get(r.roomId)?.nid ?? 0)]));
     const lastEvents = new Map(blocks.map(({ roomId, room }) => [roomId, nidOf(room.timeline.events.at(-1)?.event_id ?? '') ?? 0]));
     ctx.views.record(
@@ -413,7 +419,9 @@ function anchorProofs(views: PollerViews, device: DeviceRef, blocks: RoomBlock[]
   for (const { roomId, room } of blocks) {
     const first = room.timeline.events[0];
     const anchor = views.last(device, roomId);
-    if (first && anchor !== undefined && !room.timeline.limited && known.get(first.event_id)?.inTimeline)
+    // (An event remembered without a gap mark needs no healing.)
+    const stored = first && known.get(first.event_id);
+    if (stored && anchor !== undefined && !room.timeline.limited && stored.inTimeline && stored.gapBefore !== false)
       proofs.push({ eventId: first.event_id, anchor });
   }
   return proofs;

@@ -5,6 +5,8 @@ import { boolArray, jsonTextsArray, numberArray, textArray } from './pg-arrays.j
 export interface KnownEvent {
   nid: number;
   inTimeline: boolean;
+  /** Whether it is marked as following a gap (undefined: not known). */
+  gapBefore?: boolean;
 }
 
 export interface NewEvent {
@@ -25,11 +27,11 @@ export interface NewEvent {
 export async function findEvents(db: Queryable, eventIds: string[]): Promise<Map<string, KnownEvent>> {
   const known = new Map<string, KnownEvent>();
   if (eventIds.length === 0) return known;
-  const { rows } = await db.query<{ event_id: string; nid: number; in_timeline: boolean }>(
-    'SELECT event_id, nid, in_timeline FROM events WHERE event_id = ANY($1::text[])',
+  const { rows } = await db.query<{ event_id: string; nid: number; in_timeline: boolean; gap_before: boolean }>(
+    'SELECT event_id, nid, in_timeline, gap_before FROM events WHERE event_id = ANY($1::text[])',
     [textArray(eventIds)],
   );
-  for (const r of rows) known.set(r.event_id, { nid: r.nid, inTimeline: r.in_timeline });
+  for (const r of rows) known.set(r.event_id, { nid: r.nid, inTimeline: r.in_timeline, gapBefore: r.gap_before });
   return known;
 }
 
