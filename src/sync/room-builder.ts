@@ -452,7 +452,7 @@ async function nameAndAvatarAsOf(ctx: BuildContext, roomId: string, pos: number)
 
 async function heroesOf(ctx: BuildContext, roomId: string, room: UserRoom): Promise<NonNullable<RoomResult['heroes']>> {
   let ids = (room.heroes ?? []).filter((u) => u !== ctx.userId).slice(0, 5);
-  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, roomId, ctx.userId, 5);
+  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, [roomId], ctx.userId, 5);
   if (ids.length === 0) ids = members.map((m) => m.stateKey);
   const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content ?? {}]));
   return ids.map((userId) => {
