@@ -147,7 +147,9 @@ export function planEvents(
       if (existing) {
         // Already stored: never stored again, only placed.
         if (existing.inTimeline) {
-          appending = existing.nid >= place.tip;
+          // (A chunk ending newer than the tip continues it: the poller does not see the
+          // events in between, as above.)
+          appending = existing.nid >= place.tip || lastTs >= place.tipTs;
           after = appending ? undefined : existing.nid;
           end = existing.nid;
         } else if (appending && i > lastKnown) {
