@@ -16,16 +16,27 @@ import {
   upsertDeviceListChanges,
 } from '../store/device-inbox-table.js';
 import {
-  eventForRedaction,
+  eventsForRedaction,
   findEvents,
   healGaps,
+  healGapsAfterAnchors,
   insertEvents,
   insertTransactionIds,
+  type KnownEvent,
+  markGapsAfter,
   markInTimeline,
   storeRedacted,
 } from '../store/events-table.js';
 import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
-import { applyStateChanges, currentStateOf, type RoomUpsert, roomVersions, stateKeyOf, upsertRooms } from '../store/room-state-table.js';
+import {
+  applyStateChanges,
+  currentStateOf,
+  type RoomUpsert,
+  roomTips,
+  roomVersions,
+  stateKeyOf,
+  upsertRooms,
+} from '../store/room-state-table.js';
 import {
   currentMemberships,
   type Membership,
@@ -38,6 +49,8 @@ import type { Logger } from '../telemetry/logger.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
+import { KnownEvents } from './known-events.js';
+import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
 import { planEvents, planStateChanges, type RoomBlock } from './room-events.js';
 
@@ -49,39 +62,108 @@ export interface IngestSummary {
   toDevice: number;
 }
 
+export interface IngestOptions {
+  /** The device's initial sync (no `since`). */
+  initial?: boolean;
+  /** The response leaves rooms out by filter (a to-device-only first sync): the device's stream has a gap. */
+  roomsOmitted?: boolean;
+}
+
 export interface Accumulator {
-  ingest(device: DeviceRef, response: SyncResponse): Promise<IngestSummary>;
+  ingest(device: DeviceRef, response: SyncResponse, opts?: IngestOptions): Promise<IngestSummary>;
+  /** The device's poller skipped a response it could not use: whatever it brings next may follow a hole. */
+  skipped(device: DeviceRef): void;
 }
 
 type Published = () => void;
 
-export function createAccumulator(deps: {
-  pool: Pool;
-  bus: Bus;
-  logger: Logger;
-  telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>;
-}): Accumulator {
-  const store = async (device: DeviceRef, response: SyncResponse) => {
-    const publish: Published[] = [];
-    const started = performance.now();
-    const summary = await withTransaction(deps.pool, (tx) => ingestInTransaction(tx, device, response, deps.bus, publish));
-    const committed = performance.now();
-    for (const p of publish) p();
-    deps.telemetry?.metrics.ingestDuration.observe((committed - started) / 1000);
-    deps.telemetry?.metrics.busLag.observe(secondsSince(committed));
-    return summary;
+export interface AccumulatorOptions {
+  /**
+   * A response with more events than this is stored in several transactions of about this
+   * many events each (whole rooms), so a big initial sync holds other users' live events for
+   * one such transaction at a time, not for all of it. The device's `since`, its to-device
+   * messages and everything not about rooms go in the last one.
+   */
+  chunkEvents?: number;
+  /** Events remembered as stored (for duplicates brought by many pollers). */
+  knownEvents?: number;
+}
+
+export function createAccumulator(
+  deps: {
+    pool: Pool;
+    bus: Bus;
+    logger: Logger;
+    telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>;
+  } & AccumulatorOptions,
+): Accumulator {
+  const chunkEvents = deps.chunkEvents ?? 2_000;
+  const ctx: IngestContext = { bus: deps.bus, known: new KnownEvents(deps.knownEvents ?? 100_000), views: new PollerViews() };
+  // Ingest transactions run one at a time (positions must commit in order, see stream-tracker),
+  // queued here rather than on a database lock, so a waiting ingest holds no pool connection.
+  let queue: Promise<unknown> = Promise.resolve();
+  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+  const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean) => {
+    const committed: Published[] = [];
+    return serially(async () => {
+      // Events many pollers bring are recognised here, in memory, when this response's turn
+      // comes (so also those that the responses queued before it stored), before any database work.
+      const cached = new Map<string, KnownEvent>();
+      for (const id of eventIdsOf(response)) {
+        const known = ctx.known.get(id);
+        if (known) cached.set(id, known);
+      }
+      const started = performance.now();
+      const summary = await withTransaction(deps.pool, (tx) =>
+        ingestInTransaction(tx, ctx, device, response, cached, { last, initial }, committed),
+      );
+      const done = performance.now();
+      // Still in turn: the next ingest sees this one's events and anchors, and bus messages
+      // go out in commit order.
+      for (const p of committed) p();
+      deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
+      deps.telemetry?.metrics.busLag.observe(secondsSince(done));
+      return summary;
+    });
+  };
+  const store = async (device: DeviceRef, response: SyncResponse, opts: IngestOptions | undefined) => {
+    const chunks = splitResponse(response, chunkEvents);
+    const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
+    for (let i = 0; i < chunks.length; i++) {
+      const summary = await storeChunk(device, chunks[i] as SyncResponse, i === chunks.length - 1, opts?.initial ?? false);
+      total.pos = Math.max(total.pos, summary.pos);
+      total.newEvents += summary.newEvents;
+      total.rooms += summary.rooms;
+      total.toDevice += summary.toDevice;
+    }
+    if (opts?.roomsOmitted) ctx.views.blind(device);
+    return total;
   };
   const tracer = deps.telemetry?.tracer;
   return {
-    ingest(device, response) {
-      if (!tracer?.enabled) return store(device, response);
+    ingest(device, response, opts) {
+      if (!tracer?.enabled) return store(device, response, opts);
       return tracer.run('ingest', { user_id: device.userId, device_id: device.deviceId }, async (span) => {
-        const summary = await store(device, response);
+        const summary = await store(device, response, opts);
         span.setAttributes({ rooms: summary.rooms, new_events: summary.newEvents, to_device: summary.toDevice, pos: summary.pos });
         return summary;
       });
     },
+    skipped(device) {
+      ctx.views.blind(device);
+      deps.telemetry?.metrics.skippedResponses.inc();
+    },
   };
+}
+
+interface IngestContext {
+  bus: Bus;
+  known: KnownEvents;
+  views: PollerViews;
 }
 
 /**
@@ -100,6 +182,49 @@ function roomBlocks(response: SyncResponse): RoomBlock[] {
   return keyed.sort((a, b) => a.ts - b.ts).map((k) => k.block);
 }
 
+function* eventIdsOf(response: SyncResponse) {
+  for (const rooms of [response.rooms.join, response.rooms.leave]) {
+    for (const roomId in rooms) {
+      const room = rooms[roomId] as RoomBlock['room'];
+      for (const e of room.state) yield e.event_id;
+      for (const e of room.timeline.events) yield e.event_id;
+    }
+  }
+}
+
+/**
+ * Splits a response into parts of about `maxEvents` events (whole rooms, oldest rooms first so
+ * positions keep following recency); all but the last carry only rooms, and the last carries
+ * the rest of the response (invites, account data, to-device messages, device data).
+ */
+export function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[] {
+  const blocks = roomBlocks(response);
+  const size = (b: RoomBlock) => b.room.state.length + b.room.timeline.events.length;
+  if (blocks.reduce((n, b) => n + size(b), 0) <= maxEvents) return [response];
+  const parts: RoomBlock[][] = [[]];
+  let inPart = 0;
+  for (const block of blocks) {
+    if (inPart > 0 && inPart + size(block) > maxEvents) {
+      parts.push([]);
+      inPart = 0;
+    }
+    (parts[parts.length - 1] as RoomBlock[]).push(block);
+    inPart += size(block);
+  }
+  const roomsOf = (part: RoomBlock[], kind: 'join' | 'leave') =>
+    Object.fromEntries(part.filter((b) => b.roomId in response.rooms[kind]).map((b) => [b.roomId, b.room]));
+  return parts.map((part, i) => {
+    const rooms = { ...response.rooms, join: roomsOf(part, 'join'), leave: roomsOf(part, 'leave') };
+    if (i === parts.length - 1) return { ...response, rooms };
+    return {
+      next_batch: response.next_batch,
+      rooms: { join: rooms.join, leave: rooms.leave, invite: {}, knock: {} },
+      account_data: [],
+      to_device: [],
+    } as SyncResponse;
+  });
+}
+
 const membershipOf = (event: RoomEvent): Membership | undefined => {
   const m = event.content.membership;
   return m === 'join' || m === 'invite' || m === 'knock' || m === 'leave' || m === 'ban' ? m : undefined;
@@ -107,52 +232,86 @@ const membershipOf = (event: RoomEvent): Membership | undefined => {
 
 async function ingestInTransaction(
   tx: Parameters<Parameters<typeof withTransaction>[1]>[0],
+  ctx: IngestContext,
   device: DeviceRef,
   response: SyncResponse,
-  bus: Bus,
+  cached: Map<string, KnownEvent>,
+  { last, initial }: { last: boolean; initial: boolean },
   publish: Published[],
 ): Promise<IngestSummary> {
+  const bus = ctx.bus;
   const blocks = roomBlocks(response);
-  const roomIds = blocks.map((b) => b.roomId);
-  const allIds: string[] = [];
-  const followers: string[] = [];
+  const uncached: string[] = [];
   for (const { room } of blocks) {
-    for (const e of room.state) allIds.push(e.event_id);
+    for (const e of room.state) if (!cached.has(e.event_id)) uncached.push(e.event_id);
     const timeline = room.timeline.events;
     for (let i = 0; i < timeline.length; i++) {
       const id = (timeline[i] as RoomEvent).event_id;
-      allIds.push(id);
-      if (i > 0) followers.push(id);
+      if (!cached.has(id)) uncached.push(id);
     }
   }
-  // Events: dedup against the store, insert the new ones in the homeserver's order; current
-  // state is read before the events are written, which do not touch it. One after the other:
-  // pg deprecates overlapping queries on one client (pg 9 will refuse them).
+  // Events: dedup against the store (what the memory did not know), insert the new ones in the
+  // homeserver's order. One query after the other: pg deprecates overlapping queries on one
+  // client (pg 9 will refuse them).
   await lockIngest(tx);
-  const knownBefore = await findEvents(tx, allIds);
-  const current = await currentStateOf(tx, roomIds);
-  const plan = planEvents(blocks, knownBefore, response.next_batch);
+  const knownBefore = new Map([...cached, ...(await findEvents(tx, uncached))]);
+  const isNew = (e: RoomEvent) => !knownBefore.has(e.event_id);
+  // Where this poller stands in the rooms it brings new events for (and the rooms' tips).
+  const placed = blocks.filter((b) => b.room.timeline.events.some((e) => !knownBefore.get(e.event_id)?.inTimeline)).map((b) => b.roomId);
+  const stored = await roomTips(tx, placed);
+  // A room not stored yet has no tip: anything continues it.
+  const tips = new Map(placed.map((roomId) => [roomId, stored.get(roomId) ?? { nid: 0, ts: 0 }]));
+  const placements = ctx.views.placements(device, tips, initial);
+  const plan = planEvents(blocks, knownBefore, response.next_batch, placements);
+  // Current state is read before the events are written, which do not touch it; only for rooms
+  // whose state this response may change.
+  const current = await currentStateOf(
+    tx,
+    blocks
+      .filter((b) => b.room.state.length || b.room.timeline.events.some((e) => e.state_key !== undefined && isNew(e)))
+      .map((b) => b.roomId),
+  );
   // One position for the state blocks (before every timeline), then one per new event.
   const needsStatePos = plan.inserts.length > 0 || blocks.some((b) => b.room.state.length);
   const stateBlockPos = needsStatePos ? await reservePositions(tx, 1 + plan.inserts.length) : 0;
+  await markGapsAfter(tx, plan.gapsAfter);
   const inserted = await insertEvents(tx, plan.inserts, stateBlockPos + 1);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
-  // Every event after the first of a chunk follows its predecessor directly: no gap before it.
+  // Every event after the first of a chunk follows its predecessor directly: no gap before it
+  // when that predecessor is in the stored timeline; nor has the first, when it directly
+  // follows the last stored event this poller brought.
+  const inTimeline = new Set([...plan.inserts.filter((e) => e.inTimeline).map((e) => e.eventId), ...plan.promote.map((p) => p.eventId)]);
+  // (Only stored events that may carry a mark: new ones were inserted with the right one.)
+  const mayHaveGap = (id: string) => knownBefore.has(id) && knownBefore.get(id)?.gapBefore !== false;
+  const followers = blocks.flatMap(({ room }) =>
+    room.timeline.events
+      .filter((e, i) => {
+        const before = room.timeline.events[i - 1]?.event_id;
+        return mayHaveGap(e.event_id) && before !== undefined && (inTimeline.has(before) || knownBefore.get(before)?.inTimeline === true);
+      })
+      .map((e) => e.event_id),
+  );
   await healGaps(tx, followers);
+  await healGapsAfterAnchors(tx, anchorProofs(ctx.views, device, blocks, knownBefore));
   const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
   await markInTimeline(
     tx,
     promoted,
     new Map(plan.promote.filter((p) => p.prevBatch).map((p) => [nidOf(p.eventId) as number, p.prevBatch as string])),
   );
+  // Transaction ids the sending device's poller brought, for new and already-stored events alike.
   await insertTransactionIds(
     tx,
     plan.txnIds.map((t) => ({ ...t, ...device })),
   );
 
   // Rooms and their current state.
-  const newTimelineNids = new Set(plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number));
-  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, newTimelineNids).map((c) => ({
+  // Events that joined the timeline now: new ones, and known ones promoted into it (which
+  // count as new for the room's latest event, bump and subscribers).
+  const insertedInTimeline = plan.inserts.filter((e) => e.inTimeline).map((e) => inserted.get(e.eventId) as number);
+  const newTimelineNids = new Set([...insertedInTimeline, ...promoted]);
+  // State changes only from events new to the store: a promoted one was applied when stored.
+  const stateChanges = planStateChanges(blocks, knownBefore, nidOf, current, stateKeyOf, new Set(insertedInTimeline)).map((c) => ({
     ...c,
     pos: c.atEvent ? c.eventNid : stateBlockPos,
   }));
@@ -166,10 +325,26 @@ async function ingestInTransaction(
       statePosByRoom.get(roomId) ?? 0,
     ),
   );
-  await upsertRooms(tx, roomRows);
+  // A room this response changes nothing of (a duplicate many pollers bring) is not rewritten.
+  await upsertRooms(tx, roomRows.filter(changesRoom));
   await applyStateChanges(tx, stateChanges);
-  await applyRedactions(tx, blocks, newTimelineNids, nidOf);
-
+  // Every new redaction applies, in the timeline or not (a late poller's too).
+  await applyRedactions(tx, blocks, new Set(inserted.values()), nidOf);
+  publish.push(() => {
+    for (const e of plan.inserts) {
+      const nid = inserted.get(e.eventId) as number;
+      ctx.known.set(e.eventId, { nid, inTimeline: newTimelineNids.has(nid), gapBefore: e.gapBefore });
+    }
+    for (const p of plan.promote) ctx.known.set(p.eventId, { nid: nidOf(p.eventId) as number, inTimeline: true, gapBefore: undefined });
+    const tipAfter = new Map(roomRows.map((r) => [r.roomId, Math.max(r.latestNid, tips.get(r.roomId)?.nid ?? 0)]));
+    const lastEvents = new Map(blocks.map(({ roomId, room }) => [roomId, nidOf(room.timeline.events.at(-1)?.event_id ?? '') ?? 0]));
+    ctx.views.record(
+      device,
+      plan.ends,
+      (roomId) => tipAfter.get(roomId) ?? 0,
+      (roomId) => lastEvents.get(roomId) ?? 0,
+    );
+  });
   // Everything else of this response takes one position after all its events.
   const pos = await nextPosition(tx);
   const membershipChanged = await storeMemberships(tx, device.userId, response, blocks, nidOf, pos);
@@ -192,7 +367,7 @@ async function ingestInTransaction(
     response.device_unused_fallback_key_types && JSON.stringify(response.device_unused_fallback_key_types),
     pos,
   );
-  await advanceSince(tx, device, response.next_batch);
+  if (last) await advanceSince(tx, device, response.next_batch);
 
   // After commit: tell the serving side, room by room and user by user.
   blocks.forEach(({ roomId, room }, i) => {
@@ -233,6 +408,27 @@ async function ingestInTransaction(
   return { pos: maxPos, newEvents: inserted.size, rooms: blocks.length, toDevice: response.to_device.length };
 }
 
+/**
+ * Rooms whose chunk starts with an event already in the stored timeline, for a poller that
+ * brought an event there before: if that last event is the stored one just before, the gap
+ * mark on the first one (if any) is disproved.
+ */
+function anchorProofs(views: PollerViews, device: DeviceRef, blocks: RoomBlock[], known: Map<string, KnownEvent>) {
+  const proofs: { eventId: string; anchor: number }[] = [];
+  for (const { roomId, room } of blocks) {
+    const first = room.timeline.events[0];
+    const anchor = views.last(device, roomId);
+    // (An event remembered without a gap mark needs no healing.)
+    const stored = first && known.get(first.event_id);
+    if (stored && anchor !== undefined && !room.timeline.limited && stored.inTimeline && stored.gapBefore !== false)
+      proofs.push({ eventId: first.event_id, anchor });
+  }
+  return proofs;
+}
+
+const changesRoom = (r: RoomUpsert) =>
+  r.latestNid > 0 || r.statePos > 0 || r.roomVersion !== undefined || r.joined !== undefined || r.invited !== undefined;
+
 /** MSC4186's fixed bump types: what makes a room jump up the list (not reactions, edits of state, ...). */
 export const BUMP_EVENT_TYPES = new Set([
   'm.room.create',
@@ -272,26 +468,30 @@ function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEve
 }
 
 async function applyRedactions(
-  tx: Parameters<typeof eventForRedaction>[0],
+  tx: Parameters<typeof eventsForRedaction>[0],
   blocks: RoomBlock[],
-  newTimelineNids: Set<number>,
+  newNids: Set<number>,
   nidOf: (id: string) => number | undefined,
 ) {
   const redactions = blocks.flatMap(({ roomId, room }) =>
     room.timeline.events
-      .filter((e) => e.type === 'm.room.redaction' && newTimelineNids.has(nidOf(e.event_id) as number))
-      .map((redaction) => ({ roomId, redaction })),
+      .filter((e) => e.type === 'm.room.redaction' && newNids.has(nidOf(e.event_id) as number))
+      .map((redaction) => ({ roomId, redaction, targetId: redactionTarget(redaction) })),
   );
   if (redactions.length === 0) return;
+  const targets = await eventsForRedaction(tx, [...new Set(redactions.flatMap((r) => (r.targetId ? [r.targetId] : [])))]);
   const versions = await roomVersions(tx, [...new Set(redactions.map((r) => r.roomId))]);
-  for (const { roomId, redaction } of redactions) {
-    const targetId = redactionTarget(redaction);
-    const target = targetId ? await eventForRedaction(tx, targetId) : undefined;
+  const redacted = new Map<number, string>();
+  for (const { roomId, redaction, targetId } of redactions) {
+    const target = targetId ? targets.get(targetId) : undefined;
     // A redaction only applies within its own room; one for an event we never saw is moot.
-    if (!target || target.redacted || target.roomId !== roomId) continue;
-    const redacted = redactEvent(JSON.parse(target.json), versions.get(roomId) ?? '1', redaction);
-    await storeRedacted(tx, target.nid, JSON.stringify(redacted));
+    if (!target || target.redacted || redacted.has(target.nid) || target.roomId !== roomId) continue;
+    redacted.set(target.nid, JSON.stringify(redactEvent(JSON.parse(target.json), versions.get(roomId) ?? '1', redaction)));
   }
+  await storeRedacted(
+    tx,
+    [...redacted].map(([nid, json]) => ({ nid, json })),
+  );
 }
 
 /** The polling user's own memberships; returns the rooms whose membership changed. */

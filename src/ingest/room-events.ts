@@ -33,18 +33,60 @@ export interface EventPlan {
    * and already stored events alike: another device's poller may have stored the event first.
    */
   txnIds: { eventId: string; txnId: string }[];
+  /**
+   * Holes this response proves in a stored timeline: the first timeline event of `roomId` after
+   * position `afterNid` has events missing before it (they came late, and were kept out of the
+   * timeline), so it must be marked as a gap.
+   */
+  gapsAfter: { roomId: string; afterNid: number }[];
+  /**
+   * Where each room's chunk left the poller: at the stored timeline's tip (which then includes
+   * whatever this response appends), or at an older stored event's position.
+   */
+  ends: Map<string, number | 'tip'>;
 }
 
+/** Where the poller's view of a room stands against the stored timeline (see PollerViews). */
+export interface RoomPlacement {
+  /** Position of the room's latest stored timeline event (0: none). */
+  tip: number;
+  /** Its origin_server_ts. */
+  tipTs: number;
+  /**
+   * Position of the latest stored timeline event this poller has seen in the room; undefined
+   * when it has not seen any since it started or since a gap in its own stream.
+   */
+  anchor: number | undefined;
+  /** The poller's own stream has a gap (to-device-only start, skipped response). */
+  blind: boolean;
+  /** This is the poller's initial sync. */
+  initial: boolean;
+}
+
+/** No knowledge of where the poller stands: new events continue the stored timeline. */
+const CONTINUES: RoomPlacement = { tip: 0, tipTs: 0, anchor: undefined, blind: false, initial: false };
+
 /**
- * Timeline rules:
+ * Timeline rules, one room chunk at a time, walking it in order:
  * - events already stored are not stored again (dedup by id);
- * - a new event that comes before an event we already have in this chunk is older than our
- *   timeline (another poller got further first): it is stored, but kept out of the timeline,
- *   because giving it a position after newer events would scramble the order;
- * - the first event of a `limited` chunk marks a gap, and carries the chunk's prev_batch.
+ * - new events join the timeline only while the chunk continues the stored timeline's tip:
+ *   from its start when the poller last saw the tip (or nothing is known about it), and after a
+ *   known event only when that event is the tip;
+ * - new events that a chunk places before stored ones (the poller lags behind another, or
+ *   comes after a known event that is not the tip, or a `limited` chunk's events are older
+ *   than the tip's timestamp) are stored out of the timeline, because a
+ *   position after newer events would scramble the order; the stored event after the hole is
+ *   marked as a gap, so clients reach them through its prev_batch (never a silent hole);
+ * - the first event of a `limited` chunk, or of the first chunk after a gap in the poller's own
+ *   stream, marks a gap and carries the chunk's prev_batch.
  */
-export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, nextBatch?: string): EventPlan {
-  const plan: EventPlan = { inserts: [], promote: [], txnIds: [] };
+export function planEvents(
+  blocks: RoomBlock[],
+  known: Map<string, KnownEvent>,
+  nextBatch?: string,
+  placements?: Map<string, RoomPlacement>,
+): EventPlan {
+  const plan: EventPlan = { inserts: [], promote: [], txnIds: [], gapsAfter: [], ends: new Map() };
   const seen = new Set<string>();
   const withTxnId = new Set<string>();
   const noteTxnId = (event: RoomEvent) => {
@@ -53,7 +95,14 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, 
     withTxnId.add(event.event_id);
     plan.txnIds.push({ eventId: event.event_id, txnId });
   };
-  const add = (roomId: string, event: RoomEvent, inTimeline: boolean, prevBatch: string | undefined, gapBefore: boolean) => {
+  const add = (
+    roomId: string,
+    event: RoomEvent,
+    inTimeline: boolean,
+    prevBatch: string | undefined,
+    gapBefore: boolean,
+    chunkEnd = false,
+  ) => {
     if (seen.has(event.event_id)) return;
     seen.add(event.event_id);
     const { json } = storedJson(event);
@@ -66,7 +115,7 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, 
       originServerTs: event.origin_server_ts,
       inTimeline,
       prevBatch,
-      chunkEndToken: prevBatch === undefined ? undefined : nextBatch,
+      chunkEndToken: chunkEnd ? nextBatch : undefined,
       gapBefore,
       json,
     });
@@ -78,23 +127,69 @@ export function planEvents(blocks: RoomBlock[], known: Map<string, KnownEvent>, 
       if (!known.has(event.event_id)) add(roomId, event, false, undefined, false);
     }
     const timeline = room.timeline.events;
+    const place = placements?.get(roomId) ?? CONTINUES;
+    // The first event this chunk adds to the timeline keeps the chunk's end token: paginating
+    // back from it covers every event the chunk added.
+    let firstAdded = true;
     let lastKnown = -1;
     timeline.forEach((e, i) => {
       if (known.get(e.event_id)?.inTimeline) lastKnown = i;
     });
+    // Behind: the poller saw an older stored event last than the tip, or its chunk follows no
+    // anchor (limited, an initial sync's, the first after a gap in its stream); and the chunk
+    // is older than the tip by the timestamps. (A poller may never see the tip: its user
+    // ignores the sender, say. Its newer events then still continue the timeline.)
+    const unanchored = room.timeline.limited || (place.anchor === undefined && (place.initial || place.blind));
+    const lastTs = timeline.at(-1)?.origin_server_ts ?? 0;
+    const behind = lastTs < place.tipTs && (unanchored || (place.anchor !== undefined && place.anchor < place.tip));
+    // Whether the chunk, at this point, continues the stored timeline's tip.
+    let appending = !behind;
+    // The stored event the chunk last showed (for the gap after it), when not the tip.
+    // (0 when the poller saw no stored event of the room: the hole is somewhere before the tip.)
+    let after = behind ? (place.anchor ?? 0) : undefined;
+    // The latest timeline event the chunk showed ('tip': one it added).
+    let end: number | 'tip' | undefined;
+    const hole = (afterNid: number | undefined) => {
+      if (afterNid !== undefined && !plan.gapsAfter.some((g) => g.roomId === roomId && g.afterNid === afterNid))
+        plan.gapsAfter.push({ roomId, afterNid });
+    };
     timeline.forEach((event, i) => {
       noteTxnId(event);
       const prevBatch = i === 0 ? room.timeline.prevBatch : undefined;
       const existing = known.get(event.event_id);
       if (existing) {
-        if (!existing.inTimeline && i > lastKnown) plan.promote.push({ eventId: event.event_id, prevBatch });
+        // Already stored: never stored again, only placed.
+        if (existing.inTimeline) {
+          // (A chunk ending newer than the tip continues it: the poller does not see the
+          // events in between, as above.)
+          appending = existing.nid >= place.tip || lastTs >= place.tipTs;
+          after = appending ? undefined : existing.nid;
+          end = existing.nid;
+        } else if (appending && i > lastKnown) {
+          plan.promote.push({ eventId: event.event_id, prevBatch });
+          end = existing.nid;
+        }
         return;
       }
-      const inTimeline = i > lastKnown;
+      const inTimeline = appending && i > lastKnown;
+      if (!inTimeline) {
+        // Missing from the stored timeline: before the stored event that follows the last one
+        // the chunk showed, or (while the chunk continues the tip) before the known event
+        // that this chunk shows after it.
+        const next = timeline.slice(i + 1).find((e) => known.get(e.event_id)?.inTimeline);
+        hole(appending && next ? (known.get(next.event_id) as KnownEvent).nid - 1 : after);
+      }
       // Nothing precedes a room's create event, whatever `limited` says.
-      const gap = inTimeline && i === 0 && room.timeline.limited && event.type !== 'm.room.create';
-      add(roomId, event, inTimeline, prevBatch, gap);
+      const unsure = room.timeline.limited || (place.blind && place.anchor === undefined);
+      const gap = inTimeline && i === 0 && unsure && event.type !== 'm.room.create';
+      add(roomId, event, inTimeline, prevBatch, gap, inTimeline && firstAdded);
+      if (inTimeline) {
+        firstAdded = false;
+        end = 'tip';
+      }
     });
+    if (!appending) plan.ends.set(roomId, after as number);
+    else if (end !== undefined) plan.ends.set(roomId, end);
   }
   return plan;
 }

@@ -77,6 +77,7 @@ export interface InitialSyncProgress {
 }
 
 const NO_PRESENCE = { presence: { not_types: ['*'] } };
+const TO_DEVICE_ONLY = { ...NO_PRESENCE, room: { rooms: [] } };
 
 /**
  * The Go proxy's poller histograms: the size of every room timeline (joined and left rooms,
@@ -216,7 +217,7 @@ export class DevicePoller {
   }
 
   #filter(): Record<string, unknown> {
-    if (this.#since === undefined && this.deps.toDeviceOnlyFirst?.()) return { ...NO_PRESENCE, room: { rooms: [] } };
+    if (this.#since === undefined && this.deps.toDeviceOnlyFirst?.()) return TO_DEVICE_ONLY;
     const limit = this.#since === undefined ? this.opts.initialTimelineLimit : this.opts.timelineLimit;
     return { ...NO_PRESENCE, room: { timeline: { limit } } };
   }
@@ -252,6 +253,7 @@ export class DevicePoller {
   async #pollOnce(initial: boolean, first: boolean, signal: AbortSignal): Promise<void> {
     const log = this.deps.logger;
     const metrics = this.deps.telemetry?.metrics;
+    const filter = this.#filter();
     // Counted from zero for each attempt, so a retried first sync does not add up twice.
     if (initial) this.#progress.bytesReceived = 0;
     const progress = this.#progress;
@@ -267,7 +269,7 @@ export class DevicePoller {
         return await this.deps.homeserver.sync(
           this.#token,
           // The first poll after (re)start answers at once, so a restarted proxy catches up quickly.
-          { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter: this.#filter(), setPresence: 'offline' },
+          { since: this.#since, timeoutMs: first || initial ? 0 : this.opts.longPollMs, filter, setPresence: 'offline' },
           { timeoutMs: initial ? this.opts.initialTimeoutMs : this.opts.httpTimeoutMs, signal, onBodyBytes },
         );
       } finally {
@@ -277,7 +279,11 @@ export class DevicePoller {
     const { response, stats } = first ? await this.deps.firstPollSlot(poll) : await poll();
     const received = performance.now();
     if (stats.droppedEvents) log.warn({ dropped: stats.droppedEvents, since: this.#since }, 'dropped malformed events from /sync');
-    const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response);
+    // A to-device-only start skips the rooms' history: what this device brings next may follow a hole.
+    const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response, {
+      roomsOmitted: filter === TO_DEVICE_ONLY,
+      initial,
+    });
     if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
     this.#since = response.next_batch;
     if (initial) {
@@ -346,6 +352,7 @@ export class DevicePoller {
       await recordPollerProblem(this.deps.pool, { ...device, since, problem: err.message, skipped: true });
       await skipTo(this.deps.pool, this.userId, this.deviceId, next);
       this.#since = next;
+      this.deps.accumulator.skipped(device);
       if (since === '') {
         // The initial sync itself was unusable: waiting clients proceed with what we have.
         this.#markInitialDone();

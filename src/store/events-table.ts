@@ -5,6 +5,8 @@ import { boolArray, jsonTextsArray, numberArray, textArray } from './pg-arrays.j
 export interface KnownEvent {
   nid: number;
   inTimeline: boolean;
+  /** Whether it is marked as following a gap (undefined: not known). */
+  gapBefore?: boolean;
 }
 
 export interface NewEvent {
@@ -25,11 +27,11 @@ export interface NewEvent {
 export async function findEvents(db: Queryable, eventIds: string[]): Promise<Map<string, KnownEvent>> {
   const known = new Map<string, KnownEvent>();
   if (eventIds.length === 0) return known;
-  const { rows } = await db.query<{ event_id: string; nid: number; in_timeline: boolean }>(
-    'SELECT event_id, nid, in_timeline FROM events WHERE event_id = ANY($1::text[])',
+  const { rows } = await db.query<{ event_id: string; nid: number; in_timeline: boolean; gap_before: boolean }>(
+    'SELECT event_id, nid, in_timeline, gap_before FROM events WHERE event_id = ANY($1::text[])',
     [textArray(eventIds)],
   );
-  for (const r of rows) known.set(r.event_id, { nid: r.nid, inTimeline: r.in_timeline });
+  for (const r of rows) known.set(r.event_id, { nid: r.nid, inTimeline: r.in_timeline, gapBefore: r.gap_before });
   return known;
 }
 
@@ -105,16 +107,34 @@ export async function markInTimeline(db: Queryable, nids: number[], prevBatch: M
   );
 }
 
-export async function eventForRedaction(
-  db: Queryable,
-  eventId: string,
-): Promise<{ nid: number; roomId: string; json: string; redacted: boolean } | undefined> {
-  const { rows } = await db.query('SELECT nid, room_id AS "roomId", json, redacted FROM events WHERE event_id = $1', [eventId]);
-  return rows[0];
+export interface RedactionTarget {
+  nid: number;
+  eventId: string;
+  roomId: string;
+  json: string;
+  redacted: boolean;
 }
 
-export async function storeRedacted(db: Queryable, nid: number, json: string): Promise<void> {
-  await db.query('UPDATE events SET json = $2, redacted = true WHERE nid = $1', [nid, json]);
+/** The stored events that redactions name, by event id (those never seen are absent). */
+export async function eventsForRedaction(db: Queryable, eventIds: string[]): Promise<Map<string, RedactionTarget>> {
+  const out = new Map<string, RedactionTarget>();
+  if (eventIds.length === 0) return out;
+  const { rows } = await db.query<RedactionTarget>(
+    'SELECT nid, event_id AS "eventId", room_id AS "roomId", json, redacted FROM events WHERE event_id = ANY($1::text[])',
+    [textArray(eventIds)],
+  );
+  for (const r of rows) out.set(r.eventId, r);
+  return out;
+}
+
+/** Replaces stored events by their redacted form, all in one statement. */
+export async function storeRedacted(db: Queryable, redacted: { nid: number; json: string }[]): Promise<void> {
+  if (redacted.length === 0) return;
+  await db.query(
+    `UPDATE events SET json = u.j::text, redacted = true
+       FROM ROWS FROM (unnest($1::bigint[]), json_array_elements($2::json)) AS u(nid, j) WHERE events.nid = u.nid`,
+    [redacted.map((r) => r.nid), jsonTextsArray(redacted.map((r) => r.json))],
+  );
 }
 
 export async function insertTransactionIds(db: Queryable, rows: { eventId: string; userId: string; deviceId: string; txnId: string }[]) {
@@ -133,6 +153,35 @@ export async function insertTransactionIds(db: Queryable, rows: { eventId: strin
 export async function healGaps(db: Queryable, eventIds: string[]): Promise<void> {
   if (eventIds.length === 0) return;
   await db.query('UPDATE events SET gap_before = false WHERE event_id = ANY($1::text[]) AND gap_before', [textArray(eventIds)]);
+}
+
+/**
+ * Marks the holes a late poller proved: per room, the first timeline event after `afterNid`
+ * has events missing before it (they were stored out of the timeline).
+ */
+export async function markGapsAfter(db: Queryable, holes: { roomId: string; afterNid: number }[]): Promise<void> {
+  if (holes.length === 0) return;
+  await db.query(
+    `UPDATE events SET gap_before = true WHERE nid IN (
+       SELECT (SELECT nid FROM events e WHERE e.room_id = h.room_id AND e.in_timeline AND e.nid > h.after ORDER BY nid LIMIT 1)
+         FROM unnest($1::text[], $2::bigint[]) AS h(room_id, after)) AND NOT gap_before`,
+    [textArray(holes.map((h) => h.roomId)), holes.map((h) => h.afterNid)],
+  );
+}
+
+/**
+ * Clears gap markers that a poller disproves across responses: it saw the stored event just
+ * before the marked one last (its anchor), and now shows the marked one next, so nothing is
+ * missing between them.
+ */
+export async function healGapsAfterAnchors(db: Queryable, proofs: { eventId: string; anchor: number }[]): Promise<void> {
+  if (proofs.length === 0) return;
+  await db.query(
+    `UPDATE events e SET gap_before = false FROM unnest($1::text[], $2::bigint[]) AS p(event_id, anchor)
+      WHERE e.event_id = p.event_id AND e.gap_before
+        AND p.anchor = (SELECT max(b.nid) FROM events b WHERE b.room_id = e.room_id AND b.in_timeline AND b.nid < e.nid)`,
+    [textArray(proofs.map((p) => p.eventId)), proofs.map((p) => p.anchor)],
+  );
 }
 
 /**

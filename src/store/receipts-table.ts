@@ -37,12 +37,20 @@ export async function upsertReceipts(db: Queryable, rows: ReceiptRow[]): Promise
 
 /** Receipts of a room newer than `since` that `viewer` may see. */
 export async function receiptsSince(db: Queryable, roomId: string, viewer: string, since: number): Promise<ReceiptRow[]> {
+  return receiptsSinceEach(db, [{ roomId, from: since }], viewer);
+}
+
+/** Receipts of each room newer than its own `from` that `viewer` may see, in one query. */
+export async function receiptsSinceEach(db: Queryable, rooms: { roomId: string; from: number }[], viewer: string): Promise<ReceiptRow[]> {
+  if (rooms.length === 0) return [];
   const { rows } = await db.query<ReceiptRow>(
-    `SELECT room_id AS "roomId", receipt_type AS "receiptType", user_id AS "userId", thread_id AS "threadId",
-            event_id AS "eventId", data, pos
-       FROM receipts WHERE room_id = $1 AND pos > $3 AND (receipt_type <> 'm.read.private' OR user_id = $2)
-      ORDER BY pos`,
-    [roomId, viewer, since],
+    `SELECT r.room_id AS "roomId", r.receipt_type AS "receiptType", r.user_id AS "userId", r.thread_id AS "threadId",
+            r.event_id AS "eventId", r.data, r.pos
+       FROM unnest($1::text[], $2::bigint[]) AS q(room_id, since)
+       JOIN receipts r ON r.room_id = q.room_id AND r.pos > q.since
+      WHERE r.receipt_type <> 'm.read.private' OR r.user_id = $3
+      ORDER BY r.pos`,
+    [textArray(rooms.map((r) => r.roomId)), rooms.map((r) => r.from), viewer],
   );
   return rows;
 }

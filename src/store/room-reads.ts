@@ -232,16 +232,22 @@ export async function roomMeta(db: Queryable, roomIds: string[]): Promise<{ room
 }
 
 /**
- * Heroes when the homeserver sent none: joined and invited members other than `except`,
- * earliest first; left and banned ones when nobody else is there (Synapse's rule).
+ * Heroes when the homeserver sent none, for each room at once: joined and invited members
+ * other than `except`, earliest first; left and banned ones when nobody else is there
+ * (Synapse's rule).
  */
-export async function fallbackHeroes(db: Queryable, roomId: string, except: string, limit: number): Promise<StateRow[]> {
+export async function fallbackHeroes(db: Queryable, roomIds: string[], except: string, limit: number): Promise<StateRow[]> {
+  if (roomIds.length === 0) return [];
   const { rows } = await db.query<StateRow>(
     `SELECT s.room_id AS "roomId", s.type, s.state_key AS "stateKey", s.event_nid AS nid, ${EVENT_JSON}
-       FROM room_state s
-      WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.state_key <> $2
-      ORDER BY (s.membership IN ('join', 'invite')) DESC, s.event_nid LIMIT $3`,
-    [roomId, except, limit],
+       FROM unnest($1::text[]) WITH ORDINALITY AS q(room_id, ord)
+       CROSS JOIN LATERAL (
+         SELECT * FROM room_state rs
+          WHERE rs.room_id = q.room_id AND rs.type = 'm.room.member' AND rs.state_key <> $2
+          ORDER BY (rs.membership IN ('join', 'invite')) DESC, rs.event_nid LIMIT $3
+       ) s
+      ORDER BY q.ord, (s.membership IN ('join', 'invite')) DESC, s.event_nid`,
+    [roomIds, except, limit],
   );
   return rows;
 }

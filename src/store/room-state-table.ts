@@ -117,6 +117,26 @@ export async function upsertRooms(db: Queryable, rooms: RoomUpsert[]) {
   );
 }
 
+export interface RoomTip {
+  /** Position of the room's latest timeline event (0: none). */
+  nid: number;
+  /** Its origin_server_ts (0: none). */
+  ts: number;
+}
+
+/** Each stored room's latest timeline event (rooms not stored yet are absent). */
+export async function roomTips(db: Queryable, roomIds: string[]): Promise<Map<string, RoomTip>> {
+  const out = new Map<string, RoomTip>();
+  if (roomIds.length === 0) return out;
+  const { rows } = await db.query<{ room_id: string; nid: number; ts: number | null }>(
+    `SELECT r.room_id, r.latest_nid AS nid, e.origin_server_ts AS ts
+       FROM rooms r LEFT JOIN events e ON e.nid = r.latest_nid WHERE r.room_id = ANY($1::text[])`,
+    [textArray(roomIds)],
+  );
+  for (const r of rows) out.set(r.room_id, { nid: r.nid, ts: r.ts ?? 0 });
+  return out;
+}
+
 export async function roomVersions(db: Queryable, roomIds: string[]): Promise<Map<string, string>> {
   const { rows } = await db.query<{ room_id: string; room_version: string | null }>(
     'SELECT room_id, room_version FROM rooms WHERE room_id = ANY($1::text[])',

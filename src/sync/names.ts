@@ -124,8 +124,9 @@ export async function ensureNames(ctx: NameContext, roomIds: Iterable<string>): 
     rows.set(row.roomId, [...(rows.get(row.roomId) ?? []), row]);
   }
   // No heroes from the homeserver's summary: members from the stored state, as Synapse picks them.
-  for (const t of todo.filter((x) => x.heroIds.length === 0)) {
-    rows.set(t.room.roomId, await fallbackHeroes(ctx.pool, t.room.roomId, user.userId, MAX_HEROES));
+  const fallback = todo.filter((x) => x.heroIds.length === 0).map((t) => t.room.roomId);
+  for (const row of await fallbackHeroes(ctx.pool, fallback, user.userId, MAX_HEROES)) {
+    rows.set(row.roomId, [...(rows.get(row.roomId) ?? []), row]);
   }
   for (const t of todo) {
     const members = rows.get(t.room.roomId) ?? [];

@@ -23,6 +23,7 @@ import {
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
 import { type StateConfig, toSelector, wants } from './required-state.js';
+import { timelineWindow } from './timeline-window.js';
 import type { Protocol, RoomResult } from './types.js';
 import { type RoomView, roomView, viewEnd } from './visibility.js';
 
@@ -318,17 +319,20 @@ async function buildJoinedOrLeft(
   const result: RoomResult = {};
   if (fromScratch) result.initial = true;
 
-  // Timeline: newest first from the store, oldest first on the wire.
-  const returned = rows.slice(0, plan.timelineLimit).reverse();
+  // Timeline: newest first from the store, oldest first on the wire, never across a gap.
+  const { events: returned, limited } = timelineWindow(rows, plan.timelineLimit);
   if (plan.timelineLimit > 0) {
     result.timeline = returned.map((r) => withTxnId(r, txnIds));
     const oldest = returned[0];
-    // More events than fit, or a gap anywhere in what is returned (a delta whose first event
-    // follows a gap has missed events too): never stitch silently.
-    result.limited = rows.length > plan.timelineLimit || returned.some((r) => r.gapBefore);
+    result.limited = limited;
     if (oldest) {
+      // The homeserver's exact token (a round trip) only when the client will paginate from it;
+      // a live delta continues what the client has.
+      const paginated = fromScratch || result.limited;
       const token =
-        oldest.prevBatch ?? (await ctx.exactPrevBatch?.(plan.roomId, oldest)) ?? (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
+        oldest.prevBatch ??
+        (paginated ? await ctx.exactPrevBatch?.(plan.roomId, oldest) : undefined) ??
+        (await prevBatchFrom(ctx.pool, plan.roomId, oldest.nid));
       if (token) result.prev_batch = token;
     }
     result.num_live = ctx.from > 0 ? returned.filter((r) => r.nid > ctx.from).length : 0;
@@ -453,7 +457,7 @@ async function nameAndAvatarAsOf(ctx: BuildContext, roomId: string, pos: number)
 
 async function heroesOf(ctx: BuildContext, roomId: string, room: UserRoom): Promise<NonNullable<RoomResult['heroes']>> {
   let ids = (room.heroes ?? []).filter((u) => u !== ctx.userId).slice(0, 5);
-  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, roomId, ctx.userId, 5);
+  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, [roomId], ctx.userId, 5);
   if (ids.length === 0) ids = members.map((m) => m.stateKey);
   const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content ?? {}]));
   return ids.map((userId) => {

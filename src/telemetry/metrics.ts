@@ -31,6 +31,8 @@ export interface Metrics {
   pollProcessDuration: Histogram<'initial' | 'first'>;
   /** syncv3_poller_failures_total: failed polls by what went wrong. */
   pollFailures: Counter<'kind'>;
+  /** syncv3_poller_skipped_responses_total: unusable v2 responses skipped past (their rooms' gaps marked). */
+  skippedResponses: Counter;
   /** sliding_sync_poller_num_payloads: bus messages published by the ingest side. */
   busPublished: Counter<'payload_type'>;
   /** sliding_sync_api_num_payloads: bus messages handled by subscribers (caches, waiting requests). */
@@ -191,6 +193,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['kind'] as const,
     registers,
   });
+  const skippedResponses = new Counter({
+    name: 'syncv3_poller_skipped_responses_total',
+    help: 'Unusable sync v2 responses skipped past after repeated failures; what they carried is lost, and the next events of each room are marked as following a gap',
+    registers,
+  });
   const busLag = new Histogram({
     name: 'syncv3_bus_lag_seconds',
     help: 'Time from an ingest commit until every bus subscriber has handled the messages it published',
@@ -271,6 +278,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     polls,
     pollProcessDuration,
     pollFailures,
+    skippedResponses,
     busPublished,
     busDelivered,
     busLag,

@@ -3,12 +3,13 @@ import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { createInProcessBus } from '../../src/bus/bus.js';
 import type { BusMessages, BusTopic } from '../../src/bus/messages.js';
-import { createAccumulator } from '../../src/ingest/accumulator.js';
+import { type AccumulatorOptions, createAccumulator, type IngestOptions } from '../../src/ingest/accumulator.js';
 import { ackToDevice, deviceListChangesSince, keyCounts, toDeviceAfter } from '../../src/store/device-inbox-table.js';
 import { insertToken } from '../../src/store/devices-table.js';
 import { receiptsSince } from '../../src/store/receipts-table.js';
 import { currentState, latestTimelines, stateAsOf } from '../../src/store/room-reads.js';
 import { userRooms } from '../../src/store/user-rooms-table.js';
+import { timelineWindow } from '../../src/sync/timeline-window.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
 
@@ -26,8 +27,29 @@ type Ev = ReturnType<typeof ev>;
 const member = (user: string, membership: string, sender = user) => ev('m.room.member', { membership }, { state_key: user, sender });
 const create = () => ev('m.room.create', { room_version: '11' }, { state_key: '' });
 
-async function setup(t: TestContext) {
+async function setup(t: TestContext, opts: AccumulatorOptions = {}) {
   const { pool } = await createTestDatabase(t);
+  // Every statement a transaction runs, for tests that count them.
+  const statements: string[] = [];
+  const connect = pool.connect.bind(pool);
+  Object.assign(pool, {
+    connect: async (...callback: unknown[]) => {
+      // pool.query checks out clients with a callback: those are not transactions.
+      if (callback.length) return (connect as (...args: unknown[]) => unknown)(...callback);
+      const client = await connect();
+      if (!(client as { counted?: boolean }).counted) {
+        const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+        Object.assign(client, {
+          counted: true,
+          query: (...args: unknown[]) => {
+            statements.push(String(typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string })?.text));
+            return query(...args);
+          },
+        });
+      }
+      return client;
+    },
+  });
   const bus = createInProcessBus(testLogger);
   const seen: { topic: BusTopic; message: unknown }[] = [];
   for (const topic of [
@@ -40,7 +62,7 @@ async function setup(t: TestContext) {
   ] as BusTopic[]) {
     bus.subscribe(topic, (message) => seen.push({ topic, message }));
   }
-  const acc = createAccumulator({ pool, bus, logger: testLogger });
+  const acc = createAccumulator({ pool, bus, logger: testLogger, ...opts });
   const devices = {
     alice: { userId: '@alice:x', deviceId: 'A1' },
     bob: { userId: '@bob:x', deviceId: 'B1' },
@@ -48,13 +70,13 @@ async function setup(t: TestContext) {
   for (const d of Object.values(devices)) {
     await insertToken(pool, { tokenHash: Buffer.alloc(32, d.deviceId), tokenEncrypted: Buffer.from('x'), ...d });
   }
-  const ingest = async (device: { userId: string; deviceId: string }, body: Record<string, unknown>) => {
+  const ingest = async (device: { userId: string; deviceId: string }, body: Record<string, unknown>, opts?: IngestOptions) => {
     const parsed = parseSyncResponse(body);
     assert.ok('response' in parsed, 'error' in parsed ? parsed.error : '');
-    return acc.ingest(device, parsed.response);
+    return acc.ingest(device, parsed.response, opts);
   };
   const messages = <T extends BusTopic>(topic: T) => seen.filter((s) => s.topic === topic).map((s) => s.message as BusMessages[T]);
-  return { pool, ingest, devices, messages };
+  return { pool, ingest, devices, messages, statements, bus };
 }
 
 const joined = (state: unknown[], timeline: unknown[], extra: Record<string, unknown> = {}) => ({
@@ -286,6 +308,106 @@ describe('accumulator', () => {
       `SELECT (SELECT count(*)::int FROM events) AS events, (SELECT since FROM devices WHERE device_id = 'A1') AS since`,
     );
     assert.deepEqual(rows[0], { events: 0, since: null });
+  });
+});
+
+describe('accumulator under load', () => {
+  const rooms = (n: number, tag: string) =>
+    Object.fromEntries(
+      Array.from({ length: n }, (_, i) => [`!${tag}${i}:x`, joined([create()], [ev('m.room.message', { body: `${i}` })])]),
+    );
+
+  it("stores a big response in parts and lets another user's live event in between", async (t) => {
+    const { pool, ingest, devices, messages, bus } = await setup(t, { chunkEvents: 10 });
+    const big = { next_batch: 'a-big', rooms: { join: rooms(20, 'big') } };
+    const live = { next_batch: 'b-live', rooms: { join: { '!live:x': joined([create()], [ev('m.room.message', { body: 'now' })]) } } };
+    let liveDone: Promise<unknown> | undefined;
+    let bigDone = false;
+    // The first part of the big response is committed: the live event arrives now.
+    const unsubscribe = bus.subscribe('room.changed', ({ roomId }) => {
+      if (liveDone || !roomId.startsWith('!big')) return;
+      liveDone = ingest(devices.bob, live);
+    });
+    const bigIngest = ingest(devices.alice, big).then(() => {
+      bigDone = true;
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (!liveDone) await new Promise<void>((resolve) => setImmediate(resolve));
+    await liveDone;
+    unsubscribe();
+    assert.equal(bigDone, false, 'the live event was stored while the big response was still being stored');
+    await bigIngest;
+    const order = messages('room.changed').map((m) => m.roomId);
+    const liveAt = order.indexOf('!live:x');
+    assert.ok(liveAt > 0 && liveAt < order.length - 1, `live event between the parts: ${order.join(' ')}`);
+    const { rows } = await pool.query(`SELECT since FROM devices WHERE device_id = 'A1'`);
+    assert.equal(rows[0].since, 'a-big');
+  });
+
+  it('advances since with the last part only: a failed part leaves the response to be fetched again', async (t) => {
+    const { pool, ingest, devices } = await setup(t, { chunkEvents: 10 });
+    await pool.query(`ALTER TABLE account_data ADD CONSTRAINT no_evil CHECK (type <> 'evil')`);
+    const join = rooms(20, 'part');
+    const body = (accountData: string) => ({
+      next_batch: 'a-big',
+      rooms: { join },
+      account_data: { events: [{ type: accountData, content: {} }] },
+    });
+    await assert.rejects(ingest(devices.alice, body('evil')));
+    const before = await pool.query(`SELECT since FROM devices WHERE device_id = 'A1'`);
+    assert.equal(before.rows[0].since, null, 'not acknowledged');
+    await ingest(devices.alice, body('fine'));
+    const { rows } = await pool.query(
+      `SELECT (SELECT count(*)::int FROM events) AS events, (SELECT since FROM devices WHERE device_id = 'A1') AS since`,
+    );
+    assert.deepEqual(rows[0], { events: 40, since: 'a-big' }, 'every event once, and the position advanced');
+  });
+
+  it('recognises an event many pollers bring without looking it up or rewriting its room, and announces it once', async (t) => {
+    const { ingest, messages, statements } = await setup(t);
+    const msg = ev('m.room.message', { body: 'to everyone' });
+    const body = (u: number) => ({
+      next_batch: `s${u}`,
+      rooms: { join: { '!shared:x': joined([], [msg], { unread_notifications: { notification_count: 1, highlight_count: 0 } }) } },
+    });
+    await ingest({ userId: '@u0:x', deviceId: 'D' }, body(0));
+    statements.length = 0;
+    for (let u = 1; u <= 30; u++) await ingest({ userId: `@u${u}:x`, deviceId: 'D' }, body(u));
+    assert.deepEqual(
+      statements.filter((q) => /\bevents\b|\brooms\b/.test(q) && !/user_rooms/.test(q)),
+      [],
+      'no event lookup, no event or room write',
+    );
+    assert.equal(messages('room.changed').filter((m) => m.roomId === '!shared:x').length, 1);
+    assert.equal(messages('user.rooms_changed').length, 31, "each user's own unread count is stored");
+  });
+});
+
+describe('accumulator with several pollers of one user', () => {
+  it("keeps one order when a lagging device's events arrive after a to-device-only device's later ones", async (t) => {
+    const { pool, ingest } = await setup(t);
+    const d1 = { userId: '@alice:x', deviceId: 'D1' };
+    const d2 = { userId: '@alice:x', deviceId: 'D2' };
+    const m = Array.from({ length: 11 }, (_, i) => (i === 0 ? create() : ev('m.room.message', { body: `m${i}` })));
+    const chunk = (from: number, to: number) => ({ timeline: { events: m.slice(from, to), limited: false, prev_batch: `t${from}` } });
+    const room = (from: number, to: number) => ({
+      next_batch: `t${to}`,
+      rooms: { join: { '!o:x': { state: { events: [] }, ...chunk(from, to) } } },
+    });
+    await ingest(d1, room(0, 1), { initial: true });
+    // D1's next /sync hangs while m1-m5 are sent; D2 logs in with a to-device-only sync, then brings m6-m10.
+    await ingest(d2, { next_batch: 't6' }, { roomsOmitted: true, initial: true });
+    await ingest(d2, room(6, 11));
+    await ingest(d1, room(1, 6));
+    const rows = (await latestTimelines(pool, [{ roomId: '!o:x', after: 0, upTo: 1e12, limit: 30 }])).get('!o:x') ?? [];
+    const { events, limited } = timelineWindow(rows, 30);
+    assert.deepEqual(
+      events.map((r) => r.eventId),
+      m.slice(6).map((e) => e.event_id),
+      'm1-m5 are never appended after m10',
+    );
+    assert.equal(limited, true);
+    assert.equal(events[0]?.prevBatch, 't6', 'paginating back from before m6 returns m5 ... m0');
   });
 });
 

@@ -37,6 +37,35 @@ describe('exact prev_batch', () => {
     assert.equal(contexts.length, 1, 'asked once');
   });
 
+  it('asks /context for timelines sent from scratch or limited, never for a live delta', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const contexts: string[] = [];
+    fake.route('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(ROOM)}/context/`, (req) => {
+      contexts.push(decodeURIComponent(req.path.split('/context/')[1] ?? ''));
+      return { status: 200, body: { start: 'exact-before', end: 'x', events_before: [], events_after: [], state: [] } };
+    });
+    const two = message('two');
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({ join: { [ROOM]: { state: createRoomState(ROOM, ME), timeline: [message('one'), two], prevBatch: 'pb' } } }),
+    );
+    const first = await slidingSync(proxy, alice.token, sub(5));
+    // A chunk that repeats a stored event: the new one after it starts no chunk of its own.
+    const three = message('three');
+    await pushSync(fake, alice, syncResponse({ join: { [ROOM]: { timeline: [two, three], prevBatch: 'pb-two' } } }));
+    const delta = await slidingSync(proxy, alice.token, sub(5), { pos: first.body.pos, timeout: 0 });
+    assert.deepEqual(
+      delta.body.rooms[ROOM]?.timeline?.map((e: { event_id: string }) => e.event_id),
+      [three.event_id],
+    );
+    assert.equal(delta.body.rooms[ROOM]?.limited, false);
+    assert.deepEqual(contexts, [], 'a live delta costs no homeserver round trip');
+    await slidingSync(proxy, alice.token, { ...sub(1), conn_id: 'fresh' });
+    assert.deepEqual(contexts, [three.event_id], 'from scratch it does');
+  });
+
   it('serves the nearest stored token when /context fails', async (t) => {
     const { fake, proxy } = await startStack(t);
     fake.route('GET', '/_matrix/client/v3/rooms/', () => ({ status: 500, body: { errcode: 'M_UNKNOWN', error: 'boom' } }));

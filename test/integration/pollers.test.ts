@@ -120,6 +120,8 @@ describe('pollers and tokens', () => {
     assert.equal(rows[0].skipped, true);
     assert.ok(rows[0].failures >= 3);
     assert.match(rows[0].problem, /rooms\.join/);
+    const skipped = await proxy.metrics.skippedResponses.get();
+    assert.equal(skipped.values[0]?.value, 1, 'counted');
   });
 
   it('stops polling when the token dies, and the client then gets M_UNKNOWN_TOKEN', async (t) => {

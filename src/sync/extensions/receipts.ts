@@ -1,7 +1,7 @@
 // receipts (MSC3960): for a room sent from scratch, the receipts on its returned timeline plus
 // the user's own; otherwise the changes since the room's receipts were last sent. Private read
 // receipts are only ever the user's own. Thread ids are kept.
-import { type ReceiptRow, receiptsForEvents, receiptsSince } from '../../store/receipts-table.js';
+import { type ReceiptRow, receiptsForEvents, receiptsSinceEach } from '../../store/receipts-table.js';
 import type { RoomSent } from '../connections.js';
 import { followsActivity, viewEnd } from '../visibility.js';
 import { type ExtensionContext, type ExtensionOutput, roomsToExamine } from './index.js';
@@ -54,7 +54,7 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
     return followsActivity(room) || (room !== undefined && r.pos <= viewEnd(room, ctx.upTo));
   };
   collect((await receiptsForEvents(ctx.pool, scratch, ctx.device.userId, timelineEvents)).filter(visible));
-  for (const { roomId, from } of deltas) collect(await receiptsSince(ctx.pool, roomId, ctx.device.userId, from));
+  collect(await receiptsSinceEach(ctx.pool, deltas, ctx.device.userId));
   for (const [roomId, rows] of byRoom) rooms[roomId] = receiptEvent(rows);
   return { data: { rooms }, wakes: Object.keys(rooms).length > 0, rooms: positions };
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { planEvents, planStateChanges, type RoomBlock, storedJson } from '../../../src/ingest/room-events.js';
+import { planEvents, planStateChanges, type RoomBlock, type RoomPlacement, storedJson } from '../../../src/ingest/room-events.js';
 import type { KnownEvent } from '../../../src/store/events-table.js';
 import type { RoomEvent } from '../../../src/upstream/sync-response.js';
 
@@ -51,6 +51,53 @@ describe('planEvents', () => {
         [fresh.event_id, true],
       ],
     );
+  });
+
+  const at = (tip: number, anchor: number | undefined, opts: Partial<RoomPlacement> = {}) =>
+    new Map([['!r', { tip, tipTs: 1000 + tip, anchor, blind: false, initial: false, ...opts }]]);
+
+  it("appends a chunk from a poller that saw the tip last, and records the chunk's end", () => {
+    const e = ev('m.room.message');
+    const plan = planEvents([block('!r', { timeline: [e], prevBatch: 'p' })], new Map(), 'nb', at(5, 5));
+    assert.deepEqual(
+      plan.inserts.map((i) => [i.inTimeline, i.gapBefore, i.chunkEndToken]),
+      [[true, false, 'nb']],
+    );
+    assert.deepEqual(plan.gapsAfter, []);
+    assert.equal(plan.ends.get('!r'), 'tip');
+  });
+
+  it("keeps a lagging poller's older events out of the timeline and marks the hole after its anchor", () => {
+    const old = ev('m.room.message', { origin_server_ts: 1001 });
+    // The poller saw position 2 last; another stored up to 9 since.
+    const plan = planEvents([block('!r', { timeline: [old] })], new Map(), 'nb', at(9, 2));
+    assert.equal(plan.inserts[0]?.inTimeline, false);
+    assert.deepEqual(plan.gapsAfter, [{ roomId: '!r', afterNid: 2 }]);
+    assert.equal(plan.ends.get('!r'), 2);
+  });
+
+  it('appends newer events of a poller that never saw the tip (its user ignores the sender, say)', () => {
+    const newer = ev('m.room.message', { origin_server_ts: 5000 });
+    const plan = planEvents([block('!r', { timeline: [newer] })], new Map(), 'nb', at(9, 2));
+    assert.equal(plan.inserts[0]?.inTimeline, true);
+  });
+
+  it("marks a gap before the first events after a gap in the poller's own stream", () => {
+    const e = ev('m.room.message', { origin_server_ts: 5000 });
+    const plan = planEvents([block('!r', { timeline: [e], prevBatch: 'p' })], new Map(), 'nb', at(9, undefined, { blind: true }));
+    assert.deepEqual(
+      plan.inserts.map((i) => [i.inTimeline, i.gapBefore, i.prevBatch]),
+      [[true, true, 'p']],
+    );
+  });
+
+  it('continues the timeline after a known event only when that event is the tip', () => {
+    const known = ev('m.room.message');
+    const fresh = ev('m.room.message', { origin_server_ts: 1005 });
+    const knownMap = new Map<string, KnownEvent>([[known.event_id, { nid: 4, inTimeline: true }]]);
+    const plan = planEvents([block('!r', { timeline: [known, fresh] })], knownMap, 'nb', at(9, 4));
+    assert.equal(plan.inserts[0]?.inTimeline, false, 'after 4 come stored events up to 9');
+    assert.deepEqual(plan.gapsAfter, [{ roomId: '!r', afterNid: 4 }]);
   });
 
   it('promotes an event first seen in a state block when it shows up in a timeline', () => {
