@@ -20,6 +20,7 @@ import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
+import type { EngineDeps } from './sync/engine.js';
 import { type ErrorReporter, noopReporter } from './telemetry/error-reporting.js';
 import type { Logger } from './telemetry/logger.js';
 import type { Metrics } from './telemetry/metrics.js';
@@ -56,6 +57,8 @@ export interface ProxyOptions {
   /** Tests shorten backoffs and timeouts; production takes the defaults and the config's timeouts. */
   poller?: Partial<PollerOptions>;
   registry?: Partial<DeviceRegistryOptions>;
+  /** Tests: told each time a sliding sync request starts waiting (see EngineDeps.onWait). */
+  onWait?: EngineDeps['onWait'];
 }
 
 async function removeStaleSocket(path: string) {
@@ -150,7 +153,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
     });
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics, exactPrevBatch },
+      { pool, bus, logger, metrics, exactPrevBatch, onWait: opts.onWait },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {

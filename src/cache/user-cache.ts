@@ -165,6 +165,8 @@ export class UserCaches {
   #filling = new Map<string, UserCache>();
   /** room id -> users whose cache holds it, to re-sort on recency changes. */
   #roomUsers = new Map<string, Set<string>>();
+  /** The refresh in progress per user (see #refreshed). */
+  #refreshing = new Map<UserCache, Promise<void>>();
 
   constructor(
     private readonly pool: Pool,
@@ -204,6 +206,11 @@ export class UserCaches {
     return this.#users.size;
   }
 
+  /** The users whose cache holds the room (for a room message to reach their waiting requests). */
+  usersOf(roomId: string): Iterable<string> {
+    return this.#roomUsers.get(roomId) ?? [];
+  }
+
   peek(userId: string): UserCache | undefined {
     return this.#users.get(userId);
   }
@@ -216,8 +223,28 @@ export class UserCaches {
       this.#loading.set(userId, loading);
       user = await loading.finally(() => this.#loading.delete(userId));
     }
-    await this.#refresh(user);
+    await this.#refreshed(user);
     return user;
+  }
+
+  /**
+   * Single-flight refresh: the refresher takes the stale marks before it reads, so a second
+   * caller arriving meanwhile must wait for that read rather than see nothing stale and
+   * compute from the old data (each waiting connection of the user recomputes on one change).
+   * Marks set while a refresh runs are taken by the next one.
+   */
+  async #refreshed(user: UserCache): Promise<void> {
+    for (;;) {
+      const running = this.#refreshing.get(user);
+      if (running) {
+        await running;
+        continue;
+      }
+      if (!user.staleRooms.size && !user.staleClassification && !user.staleMetas.size) return;
+      const refresh = this.#refresh(user).finally(() => this.#refreshing.delete(user));
+      this.#refreshing.set(user, refresh);
+      await refresh;
+    }
   }
 
   async #load(userId: string): Promise<UserCache> {

@@ -29,6 +29,7 @@ export async function createSyncService(
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
     exactPrevBatch?: EngineDeps['exactPrevBatch'];
+    onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
 ): Promise<SyncService> {
@@ -57,6 +58,7 @@ export async function createSyncService(
     extensions,
     bumps,
     exactPrevBatch: deps.exactPrevBatch,
+    onWait: deps.onWait,
   });
   return { engine, connections, users, metas };
 }
