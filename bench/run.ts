@@ -406,7 +406,7 @@ async function benchFanOut(serverUrl: string) {
     const bus = createInProcessBus(logger);
     const acc = createAccumulator({ pool, bus, logger });
     let t0 = performance.now();
-    const devices = [];
+    const devices: { userId: string; deviceId: string }[] = [];
     for (let u = 0; u < users; u++) {
       const d = await device(pool, userId(u));
       devices.push(d);
@@ -431,16 +431,22 @@ async function benchFanOut(serverUrl: string) {
     // Long enough for every request to compute its (empty) first answer and start waiting.
     await new Promise((r) => setTimeout(r, 2_000 + users));
     const lag = monitorEventLoopDelay({ resolution: 10 });
-    lag.enable();
-    start = performance.now();
-    await acc.ingest(devices[0] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
-    const ingested = ms(start);
-    await Promise.all(waits);
-    lag.disable();
+    const queries = countQueries(pool);
+    let ingested = 0;
+    await profiled(`fanout-${users}`, async () => {
+      lag.enable();
+      start = performance.now();
+      await acc.ingest(devices[0] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
+      ingested = ms(start);
+      await Promise.all(waits);
+      lag.disable();
+    });
+    printSqlStats(`fan-out to ${users}`);
     console.log(
       `${users} users waiting (setup ${fmt(setup / 1000)} s; first responses ${fmt(firstResponses / users)} ms each): ` +
         `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
-        `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms`,
+        `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
+        `${fmt(queries.n / users)} queries per answer`,
     );
     await pool.end();
   }

@@ -60,5 +60,12 @@ export async function createSyncService(
     exactPrevBatch: deps.exactPrevBatch,
     onWait: deps.onWait,
   });
+  // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no
+  // cached user holds.
+  users.keepWhile((userId) => engine.dispatcher.hasWaiters(userId));
+  users.onRoomsDropped((roomIds) => {
+    metas.forget(roomIds);
+    bumps.forget(roomIds);
+  });
   return { engine, connections, users, metas };
 }
