@@ -1,4 +1,4 @@
-// `npm run bench -- [ingest|msc4186]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|msc4186|fanout]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
 import { writeFileSync } from 'node:fs';
