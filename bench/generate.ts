@@ -69,3 +69,51 @@ export function liveMessage(room: number, sender: string, body: string) {
 
 export const eventCount = (sync: { rooms: { join: Record<string, { state: { events: unknown[] }; timeline: { events: unknown[] } }> } }) =>
   Object.values(sync.rooms.join).reduce((n, r) => n + r.state.events.length + r.timeline.events.length, 0);
+
+/**
+ * Fan-out: user `u` of many, in `perUser` rooms: room 0 shared by all, the rest from a pool of
+ * `pool` rooms. A pooled room's own state (create, name, join rules…) has fixed event ids, so
+ * every user's copy of it is the same events; only the user's own member event is theirs.
+ */
+export function fanOutInitialSync(u: number, perUser: number, pool: number) {
+  const join: Record<string, unknown> = {};
+  const rooms = [0, ...Array.from({ length: perUser - 1 }, (_, k) => 1 + ((u * 7 + k) % pool))];
+  for (const index of rooms) {
+    const creator = userId(0);
+    const fixed = (type: string, content: Record<string, unknown>, n: number) => ({
+      type,
+      sender: creator,
+      content,
+      state_key: '',
+      event_id: `$fan${index}_${n}:bench`,
+      origin_server_ts: BASE_TS + n,
+    });
+    const me = userId(u);
+    join[roomId(index)] = {
+      state: {
+        events: [
+          fixed('m.room.create', { room_version: '11' }, 1),
+          fixed('m.room.power_levels', { users: { [creator]: 100 } }, 2),
+          fixed('m.room.join_rules', { join_rule: 'public' }, 3),
+          fixed('m.room.history_visibility', { history_visibility: 'shared' }, 4),
+          fixed('m.room.name', { name: `Fan-out room ${index}` }, 5),
+        ],
+      },
+      timeline: {
+        events: [
+          {
+            type: 'm.room.member',
+            sender: me,
+            content: { membership: 'join' },
+            state_key: me,
+            event_id: `$fanjoin${index}_${u}:bench`,
+            origin_server_ts: BASE_TS + 10 + u,
+          },
+        ],
+        limited: false,
+        prev_batch: `pbf${index}`,
+      },
+    };
+  }
+  return { next_batch: `nbf${u}`, rooms: { join } };
+}

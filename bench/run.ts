@@ -1,4 +1,4 @@
-// `npm run bench -- [ingest|msc4186]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|msc4186|fanout]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
 import { writeFileSync } from 'node:fs';
@@ -17,7 +17,7 @@ import type { SyncRequest } from '../src/sync/types.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { parseSyncResponse } from '../src/upstream/sync-response.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
-import { eventCount, initialSync, liveMessage, roomId, userId } from './generate.js';
+import { eventCount, fanOutInitialSync, initialSync, liveMessage, roomId, userId } from './generate.js';
 
 const logger = createLogger({ level: 'warn', pretty: false });
 const ms = (t0: number) => performance.now() - t0;
@@ -521,7 +521,75 @@ async function benchIngestLoad(serverUrl: string) {
   }
 }
 
-const SCENARIOS: Record<string, (url: string) => Promise<void>> = { ingest: benchIngest, msc4186: benchMsc4186, load: benchIngestLoad };
+/** BENCH_FANOUT=1000,5000: how many long-polling users the fan-out scenario runs with. */
+const FANOUT_USERS = (process.env.BENCH_FANOUT ?? '1000,5000').split(',').map(Number);
+const FANOUT_ROOMS_PER_USER = 200;
+
+/**
+ * Fan-out: N users long-polling (each their own connection, 200 rooms each, one room shared by
+ * all); one live event in the shared room is ingested: how long until every long-poll is
+ * answered, and how long the event loop stalls meanwhile. Self-contained (no engine hook), so
+ * the same scenario measures older code too: the waits are given a pause to settle.
+ */
+async function benchFanOut(serverUrl: string) {
+  console.log('\n== fan-out (live event in a room shared by every waiting user) ==');
+  for (const users of FANOUT_USERS) {
+    const pool = await freshDatabase(serverUrl, `syncv3_bench_fanout_${users}`);
+    const bus = createInProcessBus(logger);
+    const acc = createAccumulator({ pool, bus, logger });
+    let t0 = performance.now();
+    const devices: { userId: string; deviceId: string }[] = [];
+    for (let u = 0; u < users; u++) {
+      const d = await device(pool, userId(u));
+      devices.push(d);
+      await acc.ingest(d, parse(fanOutInitialSync(u, FANOUT_ROOMS_PER_USER, Math.max(FANOUT_ROOMS_PER_USER, users / 2))));
+    }
+    if (!process.env.BENCH_NO_ANALYZE) await pool.query('ANALYZE');
+    const setup = ms(t0);
+    const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 });
+    const signal = new AbortController().signal;
+    t0 = performance.now();
+    const positions: string[] = [];
+    for (const d of devices) positions.push((await engine.sync(d, roomListRequest([0, 19], undefined), signal)).pos);
+    const firstResponses = ms(t0);
+    const answered: number[] = [];
+    let start = 0;
+    const waits = devices.map((d, i) =>
+      engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
+        answered.push(performance.now() - start);
+        if (!r.rooms['!room0:bench']) throw new Error('live event not delivered');
+      }),
+    );
+    // Long enough for every request to compute its (empty) first answer and start waiting.
+    await new Promise((r) => setTimeout(r, 2_000 + users));
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    const queries = countQueries(pool);
+    let ingested = 0;
+    await profiled(`fanout-${users}`, async () => {
+      lag.enable();
+      start = performance.now();
+      await acc.ingest(devices[0] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
+      ingested = ms(start);
+      await Promise.all(waits);
+      lag.disable();
+    });
+    printSqlStats(`fan-out to ${users}`);
+    console.log(
+      `${users} users waiting (setup ${fmt(setup / 1000)} s; first responses ${fmt(firstResponses / users)} ms each): ` +
+        `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
+        `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
+        `${fmt(queries.n / users)} queries per answer`,
+    );
+    await pool.end();
+  }
+}
+
+const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
+  ingest: benchIngest,
+  msc4186: benchMsc4186,
+  load: benchIngestLoad,
+  fanout: benchFanOut,
+};
 
 const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);
 const postgres = await startTestPostgres(logger);

@@ -25,6 +25,7 @@ import { SslConfigError } from './store/pg-ssl.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
+import type { EngineDeps } from './sync/engine.js';
 import { type ErrorReporter, noopReporter } from './telemetry/error-reporting.js';
 import type { Logger } from './telemetry/logger.js';
 import type { Metrics } from './telemetry/metrics.js';
@@ -63,6 +64,8 @@ export interface ProxyOptions {
   registry?: Partial<DeviceRegistryOptions>;
   /** How long a request body may take to arrive (tests shorten it). */
   bodyTimeoutMs?: number;
+  /** Tests: told each time a sliding sync request starts waiting (see EngineDeps.onWait). */
+  onWait?: EngineDeps['onWait'];
 }
 
 async function removeStaleSocket(path: string) {
@@ -219,7 +222,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       onTokenRefused: (token, softLogout) => registry.tokenRefused(token, softLogout),
     });
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics, exactPrevBatch },
+      { pool, bus, logger, metrics, exactPrevBatch, onWait: opts.onWait },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {

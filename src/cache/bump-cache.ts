@@ -44,6 +44,12 @@ export class BumpCache {
     };
   }
 
+  /** Drops the rooms' entries (rooms no cached user holds any more). */
+  forget(roomIds: Iterable<string>): void {
+    const ids = [...roomIds];
+    for (const entries of this.#byTypes.values()) for (const id of ids) entries.delete(id);
+  }
+
   get size(): number {
     let n = 0;
     for (const m of this.#byTypes.values()) n += m.size;

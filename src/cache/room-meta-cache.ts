@@ -249,6 +249,16 @@ export class RoomMetaCache {
     }
   }
 
+  /** Drops rooms no cached user holds (bounded memory); one being loaded is kept. A later ensure() reloads them. */
+  forget(roomIds: Iterable<string>): void {
+    for (const id of roomIds) {
+      if (this.#loading.has(id)) continue;
+      this.#rooms.delete(id);
+      this.#loadedAt.delete(id);
+      this.#changedAt.delete(id);
+    }
+  }
+
   get size(): number {
     return this.#rooms.size;
   }

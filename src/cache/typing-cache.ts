@@ -16,8 +16,11 @@ export class TypingCache {
     bus.subscribe('room.typing', ({ roomId, userIds }) => {
       const before = this.#rooms.get(roomId);
       const sorted = [...userIds].sort();
-      if (before && before.userIds.join('\0') === sorted.join('\0')) return;
-      this.#rooms.set(roomId, { userIds: sorted, serial: ++this.#serial });
+      if (before ? before.userIds.join('\0') === sorted.join('\0') : !sorted.length) return;
+      // Only rooms where someone types are kept (bounded memory): a connection that last sent
+      // a serial sees none now and sends the empty list, as it would for a newer serial.
+      if (sorted.length) this.#rooms.set(roomId, { userIds: sorted, serial: ++this.#serial });
+      else this.#rooms.delete(roomId);
       for (const l of this.#listeners) l(roomId);
     });
   }

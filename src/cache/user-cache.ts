@@ -48,6 +48,14 @@ function toUserRoom(r: UserRoomWithData): UserRoom {
 /** Change log entries kept per user (a few KiB at most). */
 const CHANGE_LOG_MAX = 1024;
 
+/**
+ * Memory tracks active users, not everyone ever seen: a user unused this long (and with no
+ * request waiting) is dropped and reloaded by their next request. Checked at most this often,
+ * from get() (no timer to stop).
+ */
+export const USER_IDLE_MS = 15 * 60_000;
+const SWEEP_EVERY_MS = 60_000;
+
 export class UserCache {
   readonly rooms = new Map<string, UserRoom>();
   readonly tags = new Map<string, Set<string>>();
@@ -72,6 +80,8 @@ export class UserCache {
    */
   #log: string[] = [];
   #logBase = 0;
+  /** When get() last returned this user (ms since the epoch), for the idle sweep. */
+  lastUsedAt = Date.now();
 
   constructor(
     readonly userId: string,
@@ -165,6 +175,12 @@ export class UserCaches {
   #filling = new Map<string, UserCache>();
   /** room id -> users whose cache holds it, to re-sort on recency changes. */
   #roomUsers = new Map<string, Set<string>>();
+  /** The refresh in progress per user (see #refreshed). */
+  #refreshing = new Map<UserCache, Promise<void>>();
+  #lastSweep = Date.now();
+  /** Users kept through sweeps whatever their idleness (those with a request waiting). */
+  #keep: (userId: string) => boolean = () => false;
+  #roomsDropped = new Set<(roomIds: string[]) => void>();
 
   constructor(
     private readonly pool: Pool,
@@ -199,9 +215,43 @@ export class UserCaches {
     for (const userId of this.#roomUsers.get(roomId) ?? []) this.#users.get(userId)?.logChange(roomId);
   }
 
+  /** Keeps the users for whom `keep` says so through idle sweeps. */
+  keepWhile(keep: (userId: string) => boolean): void {
+    this.#keep = keep;
+  }
+
+  /** Called after a sweep with the rooms no cached user holds any more (room caches drop them). */
+  onRoomsDropped(listener: (roomIds: string[]) => void): void {
+    this.#roomsDropped.add(listener);
+  }
+
+  /**
+   * Drops users unused for `idleMs` (unless kept or being refreshed) and unindexes their rooms;
+   * returns how many were dropped. A dropped user's connections compute from scratch against
+   * the reloaded cache (their memo names the old one).
+   */
+  sweep(now = Date.now(), idleMs = USER_IDLE_MS): number {
+    this.#lastSweep = now;
+    const orphans: string[] = [];
+    let dropped = 0;
+    for (const [userId, user] of this.#users) {
+      if (now - user.lastUsedAt < idleMs || this.#keep(userId) || this.#refreshing.has(user)) continue;
+      this.#users.delete(userId);
+      dropped++;
+      for (const roomId of user.rooms.keys()) if (this.#unindex(roomId, userId)) orphans.push(roomId);
+    }
+    if (orphans.length) for (const l of this.#roomsDropped) l(orphans);
+    return dropped;
+  }
+
   /** Users cached in memory (the cache-size gauge). */
   get size(): number {
     return this.#users.size;
+  }
+
+  /** The users whose cache holds the room (for a room message to reach their waiting requests). */
+  usersOf(roomId: string): Iterable<string> {
+    return this.#roomUsers.get(roomId) ?? [];
   }
 
   peek(userId: string): UserCache | undefined {
@@ -210,14 +260,37 @@ export class UserCaches {
 
   /** The user's cache, loaded or refreshed, with metadata of all their rooms loaded. */
   async get(userId: string): Promise<UserCache> {
+    const now = Date.now();
+    if (now - this.#lastSweep >= SWEEP_EVERY_MS) this.sweep(now);
     let user = this.#users.get(userId);
     if (!user) {
       const loading = this.#loading.get(userId) ?? this.#load(userId);
       this.#loading.set(userId, loading);
       user = await loading.finally(() => this.#loading.delete(userId));
     }
-    await this.#refresh(user);
+    user.lastUsedAt = now;
+    await this.#refreshed(user);
     return user;
+  }
+
+  /**
+   * Single-flight refresh: the refresher takes the stale marks before it reads, so a second
+   * caller arriving meanwhile must wait for that read rather than see nothing stale and
+   * compute from the old data (each waiting connection of the user recomputes on one change).
+   * Marks set while a refresh runs are taken by the next one.
+   */
+  async #refreshed(user: UserCache): Promise<void> {
+    for (;;) {
+      const running = this.#refreshing.get(user);
+      if (running) {
+        await running;
+        continue;
+      }
+      if (!user.staleRooms.size && !user.staleClassification && !user.staleMetas.size) return;
+      const refresh = this.#refresh(user).finally(() => this.#refreshing.delete(user));
+      this.#refreshing.set(user, refresh);
+      await refresh;
+    }
   }
 
   async #load(userId: string): Promise<UserCache> {
@@ -250,7 +323,10 @@ export class UserCaches {
       const found = new Set(rows.map((r) => r.roomId));
       user.setRooms(rows, false);
       for (const id of changed) if (!found.has(id)) user.deleteRoom(id);
-      for (const id of changed) this.#index(id, user.userId);
+      // The index holds exactly the user's rooms, so a sweep can unindex them all.
+      for (const id of changed) if (found.has(id)) this.#index(id, user.userId);
+      const orphans = changed.filter((id) => !found.has(id) && this.#unindex(id, user.userId));
+      if (orphans.length) for (const l of this.#roomsDropped) l(orphans);
     }
     if (user.staleClassification) {
       user.staleClassification = false;
@@ -270,6 +346,14 @@ export class UserCaches {
     }
     // A membership change moves its room (an invite accepted sorts by its latest event).
     for (const id of changed) user.reposition(id);
+  }
+
+  /** Removes the user from the room's index; true when no cached user holds the room any more. */
+  #unindex(roomId: string, userId: string): boolean {
+    const set = this.#roomUsers.get(roomId);
+    if (!set?.delete(userId) || set.size) return false;
+    this.#roomUsers.delete(roomId);
+    return true;
   }
 
   #index(roomId: string, userId: string) {

@@ -35,19 +35,30 @@ export async function connectionRooms(db: Queryable, id: number): Promise<{ room
   return rows;
 }
 
-/** Replaces any connection with this key by a fresh one; `replaced` tells whether there was one. */
+/**
+ * Replaces any connection with this key by a fresh one; `replaced` tells whether there was one.
+ * One upsert, so two starts racing on one key both succeed (the later one wins) instead of one
+ * hitting the unique key. A replaced row takes a new id: a request still working on the old
+ * connection then finds its row gone rather than writing into the new one. Its rooms go first,
+ * in the same statement (their foreign key is checked at the statement's end).
+ */
 export async function createConnection(db: Queryable, k: ConnectionKey): Promise<{ row: ConnectionRow; replaced: boolean }> {
-  const deleted = await db.query('DELETE FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3', [
-    k.userId,
-    k.deviceId,
-    k.connId,
-  ]);
-  const { rows } = await db.query<ConnectionRow>(
-    `INSERT INTO connections (user_id, device_id, conn_id, confirmed_pos, confirmed_stream)
-     VALUES ($1, $2, $3, nextval('connection_pos'), 0) RETURNING ${COLUMNS}`,
+  const { rows } = await db.query<ConnectionRow & { replaced: boolean }>(
+    `WITH old AS (
+       DELETE FROM connection_rooms WHERE connection_id =
+         (SELECT id FROM connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3)
+     )
+     INSERT INTO connections (user_id, device_id, conn_id, confirmed_pos, confirmed_stream)
+     VALUES ($1, $2, $3, nextval('connection_pos'), 0)
+     ON CONFLICT (user_id, device_id, conn_id) DO UPDATE SET
+       id = nextval(pg_get_serial_sequence('connections', 'id')), confirmed_pos = excluded.confirmed_pos,
+       confirmed_stream = 0, pending_pos = NULL, pending_stream = NULL, pending = NULL, extensions = '{}',
+       created_at = now(), last_used_at = now()
+     RETURNING ${COLUMNS}, xmax::text <> '0' AS replaced`,
     [k.userId, k.deviceId, k.connId],
   );
-  return { row: rows[0] as ConnectionRow, replaced: (deleted.rowCount ?? 0) > 0 };
+  const { replaced, ...row } = rows[0] as ConnectionRow & { replaced: boolean };
+  return { row, replaced };
 }
 
 /** Records the response just computed; returns its pos, or undefined when the connection is gone. */
@@ -61,14 +72,16 @@ export async function setPending(db: Queryable, id: number, stream: number, pend
 }
 
 /**
- * The client used the pending pos: it becomes the confirmed state. False when the connection
- * is gone (expired or dropped meanwhile): nothing is written. One statement, so atomic without
+ * The client used the pending pos `pendingPos`: it becomes the confirmed state. False when the
+ * connection is gone (expired or dropped meanwhile) or its pending pos is no longer that one
+ * (another request confirmed or replaced it first): nothing is written. One statement, so atomic without
  * a transaction's extra round trips: the row's update locks it against a concurrent delete and
  * tells whether it is there, and the rooms are written only when it is.
  */
 export async function confirmPending(
   db: Queryable,
   id: number,
+  pendingPos: number,
   rooms: { roomId: string; sent: string }[],
   extensions: string,
 ): Promise<boolean> {
@@ -76,26 +89,28 @@ export async function confirmPending(
     `WITH c AS (
        UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
          pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
-       WHERE id = $1 RETURNING id
+       WHERE id = $1 AND pending_pos = $5 RETURNING id
      ), r AS (
        INSERT INTO connection_rooms (connection_id, room_id, sent)
        SELECT c.id, u.room_id, u.sent FROM c, unnest($3::text[], $4::text[]) AS u(room_id, sent)
        ON CONFLICT (connection_id, room_id) DO UPDATE SET sent = excluded.sent
      )
      SELECT EXISTS (SELECT 1 FROM c) AS found`,
-    [id, extensions, rooms.map((r) => r.roomId), rooms.map((r) => r.sent)],
+    [id, extensions, rooms.map((r) => r.roomId), rooms.map((r) => r.sent), pendingPos],
   );
   return rows[0]?.found ?? false;
 }
 
 /**
  * The client retried the confirmed pos: the pending response it never got is discarded, so
- * that its pos cannot be accepted later (after a restart). False when the connection is gone.
+ * that its pos cannot be accepted later (after a restart). False when the connection is gone
+ * or its confirmed pos is no longer `confirmedPos` (another request confirmed a newer one).
  */
-export async function clearPending(db: Queryable, id: number): Promise<boolean> {
+export async function clearPending(db: Queryable, id: number, confirmedPos: number): Promise<boolean> {
   const res = await db.query(
-    'UPDATE connections SET pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now() WHERE id = $1',
-    [id],
+    `UPDATE connections SET pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
+      WHERE id = $1 AND confirmed_pos = $2`,
+    [id, confirmedPos],
   );
   return (res.rowCount ?? 0) > 0;
 }

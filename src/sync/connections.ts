@@ -123,6 +123,8 @@ function parsePending(row: ConnectionRow): Connection['pending'] {
 
 export class ConnectionManager {
   #memory = new Map<string, Connection>();
+  /** The tail of each key's exclusive() queue. */
+  #locks = new Map<string, Promise<void>>();
 
   constructor(
     private readonly pool: Pool,
@@ -134,27 +136,68 @@ export class ConnectionManager {
     return this.#memory.size;
   }
 
+  /**
+   * Runs `fn` alone among the calls for the same connection key in this process: resolving a
+   * pos, aborting the request it replaces and registering the new one happen as one step, so
+   * two requests racing on one connection (a retry of the same pos, two starts) are ordered
+   * instead of both confirming or both creating. Other processes are kept out by the SQL,
+   * which writes only if the row is still as it was read.
+   */
+  async exclusive<T>(key: ConnectionKey, fn: () => Promise<T>): Promise<T> {
+    const k = keyString(key);
+    const run = (this.#locks.get(k) ?? Promise.resolve()).then(fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#locks.set(k, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.#locks.get(k) === tail) this.#locks.delete(k);
+    }
+  }
+
+  /** The connection with this key held in memory, if any. */
+  peek(key: ConnectionKey): Connection | undefined {
+    return this.#memory.get(keyString(key));
+  }
+
   /** The connection a request continues (or starts, without pos). Throws M_UNKNOWN_POS. */
   async resolve(key: ConnectionKey, pos: string | undefined): Promise<Connection> {
     if (pos === undefined) return this.#create(key);
     const n = /^\d{1,15}$/.test(pos) ? Number(pos) : Number.NaN;
-    const conn = this.#memory.get(keyString(key)) ?? (await this.#load(key));
+    let conn = this.#memory.get(keyString(key)) ?? (await this.#load(key));
     if (!conn) throw await this.#gone(key);
     if (Number.isNaN(n)) throw unknownPos();
-    if (n === conn.pos) {
-      // Discarded in the store too, or a restart would accept the pos of the response never received.
-      if (conn.pending && !(await clearPending(this.pool, conn.id))) throw await this.#lost(conn);
-      conn.pending = undefined;
-    } else if (conn.pending && n === conn.pending.pos) {
-      await this.#confirm(conn);
-    } else {
-      throw unknownPos();
+    if (!(await this.#accept(conn, n))) {
+      // The row changed between our read and our write (another process confirmed, replaced
+      // or dropped it): what the store holds now decides, as a retry would see it.
+      this.#forget(conn);
+      conn = await this.#load(key);
+      if (!conn) throw await this.#gone(key);
+      if (!(await this.#accept(conn, n))) throw unknownPos();
     }
     const now = Date.now();
     conn.idleMs = Math.max(0, now - conn.lastUsedAt);
     conn.lastUsedAt = now;
     this.#touch(conn);
     return conn;
+  }
+
+  /**
+   * Applies the client's pos: the confirmed one (a retry: the pending response is discarded, in
+   * the store too, or a restart would accept the pos of the response never received) or the
+   * pending one (confirmed). False when the row was no longer as read (nothing written).
+   */
+  async #accept(conn: Connection, n: number): Promise<boolean> {
+    if (n === conn.pos) {
+      if (conn.pending && !(await clearPending(this.pool, conn.id, conn.pos))) return false;
+      conn.pending = undefined;
+      return true;
+    }
+    if (conn.pending && n === conn.pending.pos) return this.#confirm(conn);
+    throw unknownPos();
   }
 
   /**
@@ -269,23 +312,25 @@ export class ConnectionManager {
     };
   }
 
-  async #confirm(conn: Connection) {
+  async #confirm(conn: Connection): Promise<boolean> {
     const p = conn.pending;
-    if (!p) return;
+    if (!p) return true;
     const ext = { ...conn.ext, ...p.ext };
     const confirmed = await confirmPending(
       this.pool,
       conn.id,
+      p.pos,
       [...p.rooms].map(([roomId, sent]) => ({ roomId, sent: JSON.stringify(sent) })),
       JSON.stringify(ext),
     );
-    if (!confirmed) throw await this.#lost(conn);
+    if (!confirmed) return false;
     for (const [roomId, sent] of p.rooms) conn.rooms.set(roomId, sent);
     conn.pos = p.pos;
     conn.stream = p.stream;
     conn.ext = ext;
     conn.memo = p.memo;
     conn.pending = undefined;
+    return true;
   }
 
   /** Most recently used last; the oldest in memory is dropped past the cap (it reloads from the store). */

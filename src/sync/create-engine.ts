@@ -29,6 +29,7 @@ export async function createSyncService(
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
     exactPrevBatch?: EngineDeps['exactPrevBatch'];
+    onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
 ): Promise<SyncService> {
@@ -57,6 +58,14 @@ export async function createSyncService(
     extensions,
     bumps,
     exactPrevBatch: deps.exactPrevBatch,
+    onWait: deps.onWait,
+  });
+  // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no
+  // cached user holds.
+  users.keepWhile((userId) => engine.dispatcher.hasWaiters(userId));
+  users.onRoomsDropped((roomIds) => {
+    metas.forget(roomIds);
+    bumps.forget(roomIds);
   });
   return { engine, connections, users, metas };
 }

@@ -11,6 +11,7 @@ import { superseded, unknownPos, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
+import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
 import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
@@ -54,6 +55,11 @@ export interface EngineDeps {
   connections: ConnectionManager;
   extensions: Extensions;
   bumps: BumpCache;
+  /**
+   * Called each time a request starts waiting for news (its latest computation had nothing to
+   * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
+   */
+  onWait?: (device: Device, connId: string) => void;
   /** Exact prev_batch tokens from the homeserver (see poller/exact-prev-batch.ts); absent: the nearest stored one. */
   exactPrevBatch?: (device: Device, roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
@@ -119,8 +125,16 @@ function memoConfigs(stored: Record<string, string[][]>): (key: string) => State
 export class SyncEngine {
   /** Aborted on shutdown: waiting long-polls end as at their timeout, so clients resume elsewhere. */
   readonly #stopping = new AbortController();
+  readonly #dispatcher: Dispatcher;
 
-  constructor(private readonly deps: EngineDeps) {}
+  constructor(private readonly deps: EngineDeps) {
+    this.#dispatcher = new Dispatcher(deps.bus, (roomId) => deps.users.usersOf(roomId));
+  }
+
+  /** Routes bus messages to waiting requests (the user caches keep the users who wait in memory). */
+  get dispatcher(): Dispatcher {
+    return this.#dispatcher;
+  }
 
   /** Shutdown: every long-poll answers now with what it has, and none starts waiting. */
   stopWaiting(): void {
@@ -130,20 +144,27 @@ export class SyncEngine {
   async sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
     // The protocols' connections never mix: one's pos is unknown to the other.
     const connId = request.protocol === 'msc3575' ? `${MSC3575_CONN_PREFIX}${request.connId}` : request.connId;
-    const conn = await this.deps.connections.resolve({ ...device, connId }, request.pos);
-    const { req, sticky } = this.#withSticky(conn, request);
+    const key = { ...device, connId };
     // One request per connection at a time: a newer one (the client gave up on the old
-    // long-poll) aborts the older, which then commits nothing.
-    const previous = conn.inFlight;
-    previous?.abort.abort();
-    await previous?.done.catch(() => undefined);
+    // long-poll, or retried) aborts the older, which then commits nothing. Resolving the pos
+    // and taking over the connection are one step per connection key (see exclusive()), so
+    // racing requests are served one after the other, each as its pos deserves.
     const abort = new AbortController();
-    const linked = AbortSignal.any([signal, abort.signal]);
-    const work = this.#run(conn, device, req, sticky, linked, abort.signal, timing);
-    conn.inFlight = { abort, done: work };
+    const done = Promise.withResolvers<void>();
+    const { conn, previous } = await this.deps.connections.exclusive(key, async () => {
+      const previous = this.deps.connections.peek(key)?.inFlight;
+      const conn = await this.deps.connections.resolve(key, request.pos);
+      previous?.abort.abort();
+      conn.inFlight = { abort, done: done.promise };
+      return { conn, previous };
+    });
     try {
-      return await work;
+      await previous?.done;
+      const { req, sticky } = this.#withSticky(conn, request);
+      const linked = AbortSignal.any([signal, abort.signal]);
+      return await this.#run(conn, device, req, sticky, linked, abort.signal, timing);
     } finally {
+      done.resolve();
       if (conn.inFlight?.abort === abort) conn.inFlight = undefined;
     }
   }
@@ -173,6 +194,7 @@ export class SyncEngine {
       const stopping = this.#stopping.signal;
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline && !stopping.aborted) {
         const waitStart = performance.now();
+        this.deps.onWait?.(device, req.connId);
         const woke = await activity.next(deadline - Date.now(), AbortSignal.any([signal, stopping]));
         if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
@@ -491,41 +513,36 @@ export class SyncEngine {
   }
 
   /**
-   * Collects bus messages relevant to this request from now on. `next()` resolves at once if
-   * one arrived since the last call (e.g. during a computation), else on the next one, or after `ms`.
+   * Collects the wakes of this request from now on (see dispatcher.ts). `next()` resolves at
+   * once if one arrived since the last call (e.g. during a computation), else on the next one,
+   * or after `ms`.
    */
   #watch(device: Device, req: SyncRequest) {
-    const { bus, users } = this.deps;
-    let pending: 'woke' | 'expired' | undefined;
-    let wake: ((why: 'woke' | 'expired') => void) | undefined;
-    const signalWake = (why: 'woke' | 'expired') => {
-      if (pending !== 'expired') pending = why;
-      wake?.(why);
-    };
-    const inRooms = (roomId: string) => users.peek(device.userId)?.rooms.has(roomId) ?? false;
-    const mine = (m: { userId: string; deviceId: string }) => m.userId === device.userId && m.deviceId === device.deviceId;
-    const wantsDeviceData = req.extensions.toDevice !== undefined || req.extensions.e2ee !== undefined;
-    const unsubscribe = [
-      bus.subscribe('room.changed', (m) => inRooms(m.roomId) && signalWake('woke')),
-      bus.subscribe('user.rooms_changed', (m) => m.userId === device.userId && signalWake('woke')),
-      bus.subscribe(
-        'user.account_data',
-        (m) => m.userId === device.userId && req.extensions.accountData !== undefined && signalWake('woke'),
-      ),
-      bus.subscribe('room.receipts', (m) => req.extensions.receipts !== undefined && inRooms(m.roomId) && signalWake('woke')),
-      bus.subscribe('room.typing', (m) => req.extensions.typing !== undefined && inRooms(m.roomId) && signalWake('woke')),
-      bus.subscribe('device.data', (m) => mine(m) && wantsDeviceData && signalWake('woke')),
-      bus.subscribe('device.token_expired', (m) => mine(m) && signalWake('expired')),
-    ];
+    let pending: WakeReason | undefined;
+    let wake: ((why: WakeReason) => void) | undefined;
+    const unregister = this.#dispatcher.register({
+      userId: device.userId,
+      deviceId: device.deviceId,
+      wants: {
+        accountData: req.extensions.accountData !== undefined,
+        receipts: req.extensions.receipts !== undefined,
+        typing: req.extensions.typing !== undefined,
+        deviceData: req.extensions.toDevice !== undefined || req.extensions.e2ee !== undefined,
+      },
+      wake: (why) => {
+        if (pending !== 'expired') pending = why;
+        wake?.(why);
+      },
+    });
     return {
-      next: (ms: number, signal: AbortSignal): Promise<'woke' | 'timeout' | 'expired'> => {
+      next: (ms: number, signal: AbortSignal): Promise<WakeReason | 'timeout'> => {
         if (pending) {
           const why = pending;
           pending = undefined;
           return Promise.resolve(why);
         }
         return new Promise((resolve) => {
-          const finish = (why: 'woke' | 'timeout' | 'expired') => {
+          const finish = (why: WakeReason | 'timeout') => {
             clearTimeout(timer);
             signal.removeEventListener('abort', onAbort);
             wake = undefined;
@@ -538,9 +555,7 @@ export class SyncEngine {
           wake = finish;
         });
       },
-      dispose: () => {
-        for (const u of unsubscribe) u();
-      },
+      dispose: unregister,
     };
   }
 }
