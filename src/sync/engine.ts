@@ -215,7 +215,7 @@ export class SyncEngine {
 
     // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
     const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
-      const state = compileRequiredState(cfg.requiredState, device.userId);
+      const state = compileRequiredState(cfg.requiredState, device.userId, cfg.requiredStateExclude);
       return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state), includeHeroes: cfg.includeHeroes, bumpEventTypes };
     };
     const configs = new Map<string, EffectiveConfig>();

@@ -22,7 +22,7 @@ import {
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
-import { type StateConfig, toSelector, wants } from './required-state.js';
+import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
 import type { Protocol, RoomResult } from './types.js';
 import { type RoomView, roomView, viewEnd } from './visibility.js';
 
@@ -335,8 +335,11 @@ async function buildJoinedOrLeft(
     if (plan.expandTimeline && !fromScratch) result.unstable_expanded_timeline = true;
   }
 
-  // required_state (lazily loaded members were added by the caller and are always wanted).
-  const required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey) || (plan.state.lazyMembers && s.type === MEMBER));
+  // required_state (lazily loaded members were added by the caller and are always wanted,
+  // whatever the object form's `exclude` says).
+  const lazyMember = (s: StateRow) =>
+    plan.state.lazyMembers && s.type === MEMBER && (!excludes(plan.state, MEMBER, s.stateKey) || (lazySent?.has(s.stateKey) ?? false));
+  const required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey) || lazyMember(s));
   if (required.length) result.required_state = required.map((s) => new RawJson(s.json));
 
   const sent: RoomSent = {
