@@ -23,6 +23,7 @@ import {
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
 import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
+import { strippedNameAndAvatar } from './stripped-state.js';
 import type { Protocol, RoomResult } from './types.js';
 import { type RoomView, roomView, viewEnd } from './visibility.js';
 
@@ -296,6 +297,13 @@ function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRo
     highlight_count: 0,
   };
   if (dm) result.is_dm = true;
+  if (ctx.protocol === 'msc4186') {
+    // As Synapse: the invite shows with its room's name and avatar (no heroes: Synapse has no
+    // member summary for a room the user is not in).
+    const { name, avatar } = strippedNameAndAvatar(room.inviteState);
+    if (name !== undefined) result.name = name;
+    if (avatar !== undefined) result.avatar = avatar;
+  }
   if (ctx.protocol === 'msc3575') {
     // The Go proxy counts an invite as a highlight, so by_notification_level puts it on top.
     Object.assign(result, { bump_stamp: undefined, highlight_count: 1, timestamp: ctx.timestamps.get(plan.roomId) });
