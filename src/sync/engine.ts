@@ -195,9 +195,13 @@ export class SyncEngine {
     return { req: { ...req, lists: merged.lists, extensions: merged.extensions }, sticky: merged.state };
   }
 
-  /** Room subscriptions are sticky until unsubscribed (js-sdk sends them once; rust-sdk every time). */
+  /**
+   * MSC4186 room subscriptions are those of the request carrying them, as in Synapse: rust-sdk
+   * sends its whole set every time and ends one by leaving it out (a room left out keeps its
+   * connection memory, so a re-subscription gets a delta). MSC3575's stay until unsubscribed.
+   */
   #applySubscriptions(conn: Connection, req: SyncRequest) {
-    const subs = new Map(conn.ext.subs ?? []);
+    const subs = new Map(req.protocol === 'msc3575' ? (conn.ext.subs ?? []) : []);
     for (const [roomId, cfg] of req.roomSubscriptions) subs.set(roomId, cfg);
     for (const roomId of req.unsubscribeRooms) subs.delete(roomId);
     conn.ext.subs = [...subs];
