@@ -24,6 +24,7 @@ import { accessToken } from './access-token.js';
 import type { RouteConfig } from './app.js';
 import { disconnectSignal } from './disconnect.js';
 import { type LogoutRequest, listedDevices, logoutRequest } from './logout-requests.js';
+import { servedFeatures } from './unserved-features.js';
 
 export const VERSIONS_PATH = '/_matrix/client/versions';
 export const SERVER_JSON_PATH = '/client/server.json';
@@ -118,7 +119,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void {
   const version = deps.version ?? packageVersion();
 
-  // GET /_matrix/client/versions: the homeserver's answer, with sliding sync advertised.
+  // GET /_matrix/client/versions: the homeserver's answer, with sliding sync advertised and
+  // nothing advertised that the proxy does not serve.
   // The client's headers go along (Synapse adds per-user features for an access token).
   app.get(VERSIONS_PATH, async (request, reply) => {
     const signal = disconnectSignal(reply);
@@ -147,7 +149,8 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
     if (!isObject(versions)) {
       throw upstreamFailure(new UpstreamError('bad_response', '/versions answered with something other than a JSON object'), request);
     }
-    const features = isObject(versions.unstable_features) ? versions.unstable_features : {};
+    // Less the flags of features the proxy's sliding sync does not carry (unserved-features.ts).
+    const features = isObject(versions.unstable_features) ? servedFeatures(versions.unstable_features) : {};
     return reply
       .header('content-type', 'application/json; charset=utf-8')
       .send(JSON.stringify({ ...versions, unstable_features: { ...features, [SLIDING_SYNC_FEATURE]: true } }));

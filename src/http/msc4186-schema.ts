@@ -14,10 +14,21 @@ const index = z.number().int().min(0);
 export const range = z.tuple([index, index]).refine(([a, b]) => a <= b, 'range start must not be after its end');
 const nullableTypes = z.array(z.string().nullable());
 
+// The newest MSC4186 text's form: an omitted `type` or `state_key` matches any, so `{}` is all state.
+const stateElement = z.looseObject({ type: z.string().optional(), state_key: z.string().optional() });
+const requiredStateObject = z.looseObject({
+  include: z.array(stateElement).optional(),
+  exclude: z.array(stateElement).optional(),
+  lazy_members: z.boolean().optional(),
+});
+type StateElement = z.infer<typeof stateElement>;
+
 const roomConfig = z.looseObject({
   // A list entry with no event can neither preview nor be ordered by a client; one is what room lists ask for.
   timeline_limit: z.number().int().min(0).max(LIMITS.timelineLimit).default(1),
-  required_state: requiredState.default([]),
+  required_state: z
+    .union([requiredState, requiredStateObject], { error: 'must be [type, state_key] pairs or {include, exclude, lazy_members}' })
+    .default([]),
 });
 
 export const filters = z.looseObject({
@@ -88,7 +99,10 @@ function toMatrixError(error: z.ZodError, root: string): MatrixError {
   const issue = error.issues[0];
   const field = [root, ...(issue?.path ?? [])].filter((p) => p !== '').join('.');
   const message = issue?.message ?? 'invalid';
-  return issue?.code === 'invalid_type' ? badJson(field || 'body', message) : invalidParam(field || 'body', message);
+  // A value of neither accepted shape (required_state's two forms) is a wrong type too.
+  return issue?.code === 'invalid_type' || issue?.code === 'invalid_union'
+    ? badJson(field || 'body', message)
+    : invalidParam(field || 'body', message);
 }
 
 export function toFilters(f: z.infer<typeof filters> | undefined): ListFilters | undefined {
@@ -107,10 +121,18 @@ export function toFilters(f: z.infer<typeof filters> | undefined): ListFilters |
   };
 }
 
-const toConfig = (c: z.infer<typeof roomConfig>): RoomConfig => ({
-  timelineLimit: c.timeline_limit,
-  requiredState: c.required_state,
-});
+const asPair = (e: StateElement): [string, string] => [e.type ?? '*', e.state_key ?? '*'];
+
+/** Both required_state forms as the one internal model: (type, key) pairs, "*" for any, plus exclusions. */
+function toConfig(c: z.infer<typeof roomConfig>): RoomConfig {
+  const rs = c.required_state;
+  if (Array.isArray(rs)) return { timelineLimit: c.timeline_limit, requiredState: rs };
+  const included = (rs.include ?? []).map(asPair);
+  if (rs.lazy_members) included.push(['m.room.member', '$LAZY']);
+  const config: RoomConfig = { timelineLimit: c.timeline_limit, requiredState: included };
+  if (rs.exclude?.length) config.requiredStateExclude = rs.exclude.map(asPair);
+  return config;
+}
 
 function toExtensions(e: Body['extensions']): ExtensionsRequest {
   const on = (x: { enabled?: boolean } | undefined) => x?.enabled === true;

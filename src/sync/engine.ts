@@ -226,9 +226,13 @@ export class SyncEngine {
     return { req: { ...req, lists: merged.lists, extensions: merged.extensions }, sticky: merged.state };
   }
 
-  /** Room subscriptions are sticky until unsubscribed (js-sdk sends them once; rust-sdk every time). */
+  /**
+   * MSC4186 room subscriptions are those of the request carrying them, as in Synapse: rust-sdk
+   * sends its whole set every time and ends one by leaving it out (a room left out keeps its
+   * connection memory, so a re-subscription gets a delta). MSC3575's stay until unsubscribed.
+   */
   #applySubscriptions(conn: Connection, req: SyncRequest) {
-    const subs = new Map(conn.ext.subs ?? []);
+    const subs = new Map(req.protocol === 'msc3575' ? (conn.ext.subs ?? []) : []);
     for (const [roomId, cfg] of req.roomSubscriptions) subs.set(roomId, cfg);
     for (const roomId of req.unsubscribeRooms) subs.delete(roomId);
     conn.ext.subs = [...subs];
@@ -246,7 +250,7 @@ export class SyncEngine {
 
     // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
     const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
-      const state = compileRequiredState(cfg.requiredState, device.userId);
+      const state = compileRequiredState(cfg.requiredState, device.userId, cfg.requiredStateExclude);
       return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state), includeHeroes: cfg.includeHeroes, bumpEventTypes };
     };
     const configs = new Map<string, EffectiveConfig>();

@@ -1,11 +1,13 @@
 // required_state: [type, state_key] pairs with "*" wildcards, "$ME" (the requester) and
 // "$LAZY" (members of the timeline's senders), compiled into a set-like form that unions
 // across lists and subscriptions, tells whether a new config asks for more than an old one,
-// and turns into a store selector.
+// and turns into a store selector. The newest MSC4186 text's object form
+// (`{include, exclude, lazy_members}`) arrives here as the same pairs plus excluded pairs.
 import { createHash } from 'node:crypto';
 import type { StateSelector } from '../store/room-reads.js';
 
-export interface StateConfig {
+/** A set of (type, state_key) with wildcards. */
+export interface StatePattern {
   all: boolean;
   /** Types wanted with every key. */
   types: Set<string>;
@@ -13,34 +15,77 @@ export interface StateConfig {
   keys: Set<string>;
   /** type -> keys */
   pairs: Map<string, Set<string>>;
-  lazyMembers: boolean;
 }
 
-export const emptyStateConfig = (): StateConfig => ({
-  all: false,
-  types: new Set(),
-  keys: new Set(),
-  pairs: new Map(),
-  lazyMembers: false,
-});
+export interface StateConfig extends StatePattern {
+  lazyMembers: boolean;
+  /** Taken out of what the pattern includes; lazily loaded members are not subject to it. */
+  exclude: StatePattern;
+}
 
-export function compileRequiredState(entries: [string, string][], userId: string): StateConfig {
-  const cfg = emptyStateConfig();
-  for (const [type, rawKey] of entries) {
-    const key = rawKey === '$ME' ? userId : rawKey;
-    if (type === '*' && key === '*') cfg.all = true;
-    else if (type === '*') cfg.keys.add(key);
-    else if (key === '*') cfg.types.add(type);
-    else if (type === 'm.room.member' && key === '$LAZY') cfg.lazyMembers = true;
-    else {
-      const keys = cfg.pairs.get(type) ?? new Set<string>();
-      keys.add(key);
-      cfg.pairs.set(type, keys);
-    }
+const emptyPattern = (): StatePattern => ({ all: false, types: new Set(), keys: new Set(), pairs: new Map() });
+
+export const emptyStateConfig = (): StateConfig => ({ ...emptyPattern(), lazyMembers: false, exclude: emptyPattern() });
+
+function addToPattern(p: StatePattern, type: string, key: string): void {
+  if (type === '*' && key === '*') p.all = true;
+  else if (type === '*') p.keys.add(key);
+  else if (key === '*') p.types.add(type);
+  else {
+    const keys = p.pairs.get(type) ?? new Set<string>();
+    keys.add(key);
+    p.pairs.set(type, keys);
   }
+}
+
+export function compileRequiredState(entries: [string, string][], userId: string, excluded: [string, string][] = []): StateConfig {
+  const cfg = emptyStateConfig();
+  const resolve = (rawKey: string) => (rawKey === '$ME' ? userId : rawKey);
+  for (const [type, rawKey] of entries) {
+    if (type === 'm.room.member' && rawKey === '$LAZY') cfg.lazyMembers = true;
+    else addToPattern(cfg, type, resolve(rawKey));
+  }
+  for (const [type, rawKey] of excluded) addToPattern(cfg.exclude, type, resolve(rawKey));
   return cfg;
 }
 
+function matches(p: StatePattern, type: string, key: string): boolean {
+  return p.all || p.types.has(type) || p.keys.has(key) || (p.pairs.get(type)?.has(key) ?? false);
+}
+
+/** A pattern as (type, key) entries, "*" for a wildcard. */
+function entriesOf(p: StatePattern): [string, string][] {
+  const out: [string, string][] = [];
+  if (p.all) out.push(['*', '*']);
+  for (const t of p.types) out.push([t, '*']);
+  for (const k of p.keys) out.push(['*', k]);
+  for (const [t, ks] of p.pairs) for (const k of ks) out.push([t, k]);
+  return out;
+}
+
+/** Whether `p` could match some state that the entry (wildcards "*") matches. */
+function overlaps(p: StatePattern, [type, key]: [string, string]): boolean {
+  if (p.all) return true;
+  if (type === '*' && key === '*') return p.types.size > 0 || p.keys.size > 0 || p.pairs.size > 0;
+  if (type === '*') return p.keys.has(key) || p.types.size > 0 || [...p.pairs.values()].some((ks) => ks.has(key));
+  if (key === '*') return p.types.has(type) || p.keys.size > 0 || p.pairs.has(type);
+  return matches(p, type, key);
+}
+
+const hasEntry = (p: StatePattern, [type, key]: [string, string]) =>
+  type === '*' && key === '*'
+    ? p.all
+    : type === '*'
+      ? p.keys.has(key)
+      : key === '*'
+        ? p.types.has(type)
+        : (p.pairs.get(type)?.has(key) ?? false);
+
+/**
+ * Union of two configs. An exclusion of one side survives only where the other side wants
+ * nothing it covers (excludes it too, or includes none of it): a union may send more than
+ * either asked, never less.
+ */
 export function unionStateConfigs(a: StateConfig, b: StateConfig): StateConfig {
   const out: StateConfig = {
     all: a.all || b.all,
@@ -48,19 +93,35 @@ export function unionStateConfigs(a: StateConfig, b: StateConfig): StateConfig {
     keys: new Set([...a.keys, ...b.keys]),
     pairs: new Map(),
     lazyMembers: a.lazyMembers || b.lazyMembers,
+    exclude: emptyPattern(),
   };
   for (const src of [a.pairs, b.pairs]) {
     for (const [t, ks] of src) out.pairs.set(t, new Set([...(out.pairs.get(t) ?? []), ...ks]));
+  }
+  for (const [self, other] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    for (const entry of entriesOf(self.exclude)) {
+      if (hasEntry(other.exclude, entry) || !overlaps(other, entry)) addToPattern(out.exclude, ...entry);
+    }
   }
   return out;
 }
 
 export function wants(cfg: StateConfig, type: string, key: string): boolean {
-  return cfg.all || cfg.types.has(type) || cfg.keys.has(key) || (cfg.pairs.get(type)?.has(key) ?? false);
+  return matches(cfg, type, key) && !matches(cfg.exclude, type, key);
+}
+
+/** Whether the config's exclusions name this state (lazily loaded members pass anyway). */
+export function excludes(cfg: StateConfig, type: string, key: string): boolean {
+  return matches(cfg.exclude, type, key);
 }
 
 /** True when `next` asks for state that `prev` did not (so it must be sent now). */
 export function stateConfigGrew(prev: StateConfig, next: StateConfig): boolean {
+  // What prev left out and next no longer does.
+  for (const entry of entriesOf(prev.exclude)) if (!hasEntry(next.exclude, entry) && overlaps(next, entry)) return true;
   if (prev.all) return false;
   if (next.all) return true;
   for (const t of next.types) if (!prev.types.has(t)) return true;
@@ -85,20 +146,22 @@ export function isEmptyStateConfig(cfg: StateConfig): boolean {
   return !cfg.all && cfg.types.size === 0 && cfg.keys.size === 0 && cfg.pairs.size === 0;
 }
 
+/** Marks an excluded (type, key) in connection memory: three entries where an included one has two. */
+const EXCLUDED = '!';
+
 /** Compact, order-independent serialisation for connection memory. */
 export function serializeStateConfig(cfg: StateConfig): string[][] {
-  const out: string[][] = [];
-  if (cfg.all) out.push(['*', '*']);
-  for (const t of cfg.types) out.push([t, '*']);
-  for (const k of cfg.keys) out.push(['*', k]);
-  for (const [t, ks] of cfg.pairs) for (const k of ks) out.push([t, k]);
+  const out: string[][] = entriesOf(cfg);
   if (cfg.lazyMembers) out.push(['m.room.member', '$LAZY']);
+  for (const [t, k] of entriesOf(cfg.exclude)) out.push([EXCLUDED, t, k]);
   return out;
 }
 
 export function deserializeStateConfig(entries: string[][]): StateConfig {
   // Entries were stored with $ME already resolved, so no user id is needed here.
-  return compileRequiredState(entries as [string, string][], '');
+  const included = entries.filter((e) => e.length === 2) as [string, string][];
+  const excluded = entries.filter((e) => e.length === 3 && e[0] === EXCLUDED).map((e) => [e[1], e[2]] as [string, string]);
+  return compileRequiredState(included, '', excluded);
 }
 
 /** A short, order-independent key naming a config, so rooms can remember it by reference. */

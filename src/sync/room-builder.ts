@@ -22,7 +22,8 @@ import {
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
-import { type StateConfig, toSelector, wants } from './required-state.js';
+import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
+import { strippedNameAndAvatar } from './stripped-state.js';
 import { timelineWindow } from './timeline-window.js';
 import type { Protocol, RoomResult } from './types.js';
 import { type RoomView, roomView, viewEnd } from './visibility.js';
@@ -297,6 +298,13 @@ function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRo
     highlight_count: 0,
   };
   if (dm) result.is_dm = true;
+  if (ctx.protocol === 'msc4186') {
+    // As Synapse: the invite shows with its room's name and avatar (no heroes: Synapse has no
+    // member summary for a room the user is not in).
+    const { name, avatar } = strippedNameAndAvatar(room.inviteState);
+    if (name !== undefined) result.name = name;
+    if (avatar !== undefined) result.avatar = avatar;
+  }
   if (ctx.protocol === 'msc3575') {
     // The Go proxy counts an invite as a highlight, so by_notification_level puts it on top.
     Object.assign(result, { bump_stamp: undefined, highlight_count: 1, timestamp: ctx.timestamps.get(plan.roomId) });
@@ -339,8 +347,11 @@ async function buildJoinedOrLeft(
     if (plan.expandTimeline && !fromScratch) result.unstable_expanded_timeline = true;
   }
 
-  // required_state (lazily loaded members were added by the caller and are always wanted).
-  const required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey) || (plan.state.lazyMembers && s.type === MEMBER));
+  // required_state (lazily loaded members were added by the caller and are always wanted,
+  // whatever the object form's `exclude` says).
+  const lazyMember = (s: StateRow) =>
+    plan.state.lazyMembers && s.type === MEMBER && (!excludes(plan.state, MEMBER, s.stateKey) || (lazySent?.has(s.stateKey) ?? false));
+  const required = stateRows.filter((s) => wants(plan.state, s.type, s.stateKey) || lazyMember(s));
   if (required.length) result.required_state = required.map((s) => new RawJson(s.json));
 
   const sent: RoomSent = {

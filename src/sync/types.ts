@@ -19,6 +19,8 @@ export type Protocol = 'msc4186' | 'msc3575';
 export interface RoomConfig {
   timelineLimit: number;
   requiredState: [string, string][];
+  /** Taken out of `requiredState` (the object form's `exclude`), same (type, key) shape. */
+  requiredStateExclude?: [string, string][];
   /** MSC3575: send heroes (when the name is calculated). MSC4186 sends them for every unnamed room. */
   includeHeroes?: boolean;
   /** MSC3575: also send the predecessors (by tombstone) the user is joined to, with this config. */

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as sdk from 'matrix-js-sdk';
 import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
-import { SlidingSync } from 'matrix-js-sdk/lib/sliding-sync.js';
+import { type MSC3575SlidingSyncResponse, SlidingSync, SlidingSyncEvent, SlidingSyncState } from 'matrix-js-sdk/lib/sliding-sync.js';
 import { failed, startE2eProxy } from '../support/e2e-proxy.js';
 import { eventually, registerUser } from '../support/matrix-users.js';
 import { quietSdkLog, silenceGlobal } from '../support/quiet-sdk-log.js';
@@ -106,6 +106,26 @@ test('matrix-js-sdk 43 syncs through the proxy', { skip: hs.skip, timeout: 120_0
           .find((e) => e.getId() === eventId && e.status === null),
       );
       assert.deepEqual(texts(named), ['welcome to the club', 'a live one', 'sent by the SDK']);
+    });
+
+    await t.test('a room subscription, sent once by the SDK, is answered and the room stays live through its list', async () => {
+      // js-sdk 43 sends a subscription in one request only (its "confirmed" set is not resent);
+      // the proxy, as Synapse, applies it to that request, and the list keeps the room live.
+      const answered = new Promise<void>((resolve) => {
+        const onLifecycle = (state: SlidingSyncState, resp: MSC3575SlidingSyncResponse | null) => {
+          if (state === SlidingSyncState.RequestFinished && resp?.rooms?.[named]) {
+            slidingSync.off(SlidingSyncEvent.Lifecycle, onLifecycle);
+            resolve();
+          }
+        };
+        slidingSync.on(SlidingSyncEvent.Lifecycle, onLifecycle);
+      });
+      slidingSync.modifyRoomSubscriptions(new Set([named]));
+      await bob.sendMessage(named, 'after subscribing');
+      await answered;
+      await eventually('the message after subscribing', async () => (texts(named).includes('after subscribing') ? true : undefined));
+      await bob.sendMessage(named, 'a request later');
+      await eventually('a message a request later', async () => (texts(named).at(-1) === 'a request later' ? true : undefined));
     });
 
     await t.test('a rename reaches the room name', async () => {

@@ -42,7 +42,10 @@ test('lists: the proxy answers as Synapse does', { skip: hs.skip, timeout: 180_0
   const encrypted = await alice.createRoom({ name: 'Secrets', topic: 'hush', initial_state: [ENCRYPTION_STATE] });
   const space = await alice.createRoom({ name: 'Our space', creation_content: { type: 'm.space' } });
   await alice.setState(space, 'm.space.child', group, { via: ['localhost'] });
-  const invite = await bob.createRoom({ name: 'Invitation' });
+  const invite = await bob.createRoom({
+    name: 'Invitation',
+    initial_state: [{ type: 'm.room.avatar', state_key: '', content: { url: 'mxc://localhost/invitation' } }],
+  });
   await bob.invite(invite, alice.userId);
   const knock = await bob.createRoom({ name: 'Knock knock', initial_state: [KNOCK_RULE] });
   await alice.knock(knock, 'let me in');
@@ -87,6 +90,8 @@ test('lists: the proxy answers as Synapse does', { skip: hs.skip, timeout: 180_0
     assert.equal(ours.rooms[group].name, 'Group chat');
     assert.equal(ours.rooms[dm].is_dm, true);
     assert.ok(ours.rooms[invite].invite_state.some((e: Json) => e.type === 'm.room.name' && e.content.name === 'Invitation'));
+    assert.deepEqual([ours.rooms[invite].name, ours.rooms[invite].avatar], ['Invitation', 'mxc://localhost/invitation']);
+    assert.equal(ours.rooms[knock].name, 'Knock knock');
     const knockState = ours.rooms[knock].invite_state as Json[];
     assert.ok(knockState.some((e) => e.type === 'm.room.join_rules' && e.content.join_rule === 'knock'));
     assert.ok(knockState.some((e) => e.type === 'm.room.member' && e.state_key === alice.userId && e.content.membership === 'knock'));

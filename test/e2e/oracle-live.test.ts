@@ -85,6 +85,35 @@ test('connections: the proxy answers as Synapse does over time', { skip: hs.skip
     }
   });
 
+  await t.test('room subscriptions as rust-sdk sends them: the whole set every request, one dropped, then back', async () => {
+    const { alice, bob, room } = await twoUsersOneRoom('Kept', 2);
+    const other = await bob.createRoom({ name: 'Dropped', invite: [alice.userId] });
+    await alice.join(other);
+    await bob.sendMessage(other, 'before');
+    await settle(proxy.url, alice);
+    const sub = { timeline_limit: 3, required_state: [['m.room.name', '']] };
+    // With a list beside them, as on rust-sdk's room-list connection. (Without one Synapse does
+    // not track rooms outside the request, so it would lose what the dropped room missed,
+    // where the proxy sends it on re-subscription: the list makes both sides remember it.)
+    const lists = { top: { ranges: [[0, 0]], timeline_limit: 1, required_state: [] } };
+    const twoRooms = { lists, room_subscriptions: { [room]: sub, [other]: sub } };
+    const oneRoom = { lists, room_subscriptions: { [room]: sub } };
+    const [ours1, synapse1] = await both(alice, twoRooms);
+    assertSameAsSynapse(ours1, synapse1, 'both subscribed');
+    const [ours2, synapse2] = await both(alice, oneRoom, [ours1.pos, synapse1.pos], 0);
+    assertSameAsSynapse(ours2, synapse2, 'one dropped');
+    await bob.sendMessage(other, 'while dropped');
+    await bob.sendMessage(room, 'while kept');
+    await settle(proxy.url, alice);
+    const [ours3, synapse3] = await both(alice, oneRoom, [ours2.pos, synapse2.pos], 0);
+    assertSameAsSynapse(ours3, synapse3, 'after messages in both rooms');
+    assert.deepEqual(Object.keys(ours3.rooms), [room], 'the dropped room is not subscribed any more');
+    const [ours4, synapse4] = await both(alice, twoRooms, [ours3.pos, synapse3.pos], 0);
+    assertSameAsSynapse(ours4, synapse4, 'subscribed again');
+    assert.equal(ours4.rooms[other].initial, undefined, 'a delta: the connection remembers the room');
+    assert.equal(ours4.rooms[other].timeline.at(-1).content.body, 'while dropped');
+  });
+
   await t.test('timeline_limit 1 then 5: the room comes again with an expanded timeline', async () => {
     const { alice, room } = await twoUsersOneRoom('Expand timeline', 6);
     const [ours1, synapse1] = await both(alice, listBody(1, []));

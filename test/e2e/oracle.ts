@@ -44,11 +44,9 @@ function normaliseRoom(room: Room): Room {
     // origin_server_ts, unsigned; a knock's unsigned.knock_room_state repeats the stripped
     // state), where Synapse appends a stripped copy; clients read only the stripped fields.
     r.invite_state = r.invite_state.map((e: Json) => ({ type: e.type, state_key: e.state_key, sender: e.sender, content: e.content }));
-    // Synapse also reads `name`/`avatar` of an invited or knocked room from the room's current
-    // state (its server is in the room; the final MSC calls this an accidental leak). A proxy
-    // only has the stripped state, which carries the name anyway.
-    delete r.name;
-    delete r.avatar;
+    // `name` and `avatar` are compared: Synapse reads them from the room's current state (its
+    // server is in the room), the proxy from the stripped state, which carries both; they
+    // agree unless the room changes them after the invite.
   }
   return r;
 }

@@ -582,6 +582,35 @@ describe('front door: /versions and /client/server.json', () => {
     assert.deepEqual([garbage.status, json(garbage).errcode], [502, 'M_UNKNOWN']);
   });
 
+  it('leaves out the flags of features the proxy does not serve (thread subscriptions, sticky events, profiles)', async (t) => {
+    const upstream = await startUpstream(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          versions: ['v1.12'],
+          unstable_features: {
+            'org.matrix.msc4306': true,
+            'org.matrix.msc4354': true,
+            'org.matrix.msc4354.sticky_events': true,
+            'org.matrix.msc4262': true,
+            'org.matrix.msc43060': true,
+            'org.matrix.msc3881': true,
+            'org.matrix.msc2666.query_mutual_rooms': false,
+          },
+        }),
+      );
+    });
+    const proxy = await proxyFor(t, upstream.url);
+
+    const res = await call(proxy.url, { path: '/_matrix/client/versions' });
+    assert.deepEqual(json(res).unstable_features, {
+      'org.matrix.msc43060': true,
+      'org.matrix.msc3881': true,
+      'org.matrix.msc2666.query_mutual_rooms': false,
+      [FLAG]: true,
+    });
+  });
+
   it('serves /client/server.json like the Go proxy: {server: SYNCV3_SERVER, version}, never what the request says', async (t) => {
     const upstream = await startUpstream(t, echo);
     const proxy = await proxyFor(t, upstream.url);

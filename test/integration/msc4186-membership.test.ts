@@ -70,6 +70,40 @@ describe('MSC4186 memberships', () => {
     assert.ok((room?.required_state ?? []).some((e) => e.type === 'm.room.member' && e.content.membership === 'join'));
   });
 
+  it('gives invites and knocks the name and avatar of their stripped state, as Synapse, and no heroes', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const invited = (roomId: string, extra: ReturnType<typeof stateEvent>[]) => [
+      ...createRoomState(roomId, BOB).map(stripped),
+      ...extra.map(stripped),
+      stripped(member(ME, 'invite', { sender: BOB })),
+    ];
+    const alice = addUser(
+      fake,
+      ME,
+      'A',
+      syncResponse({
+        invite: {
+          '!named:fake': invited('!named:fake', [
+            stateEvent('m.room.name', '', { name: 'Come in' }, BOB),
+            stateEvent('m.room.avatar', '', { url: 'mxc://fake/pic' }, BOB),
+          ]),
+          '!blank:fake': invited('!blank:fake', [stateEvent('m.room.name', '', { name: '  ' }, BOB)]),
+          '!plain:fake': invited('!plain:fake', []),
+        },
+        knock: { '!kn:fake': [stateEvent('m.room.name', '', { name: 'Knock knock' }, BOB), member(ME, 'knock')].map(stripped) },
+      }),
+    );
+    const res = await slidingSync(proxy, alice.token, { lists: { all: list() } });
+    const fields = (roomId: string) => {
+      const { name, avatar, heroes } = res.body.rooms[roomId] ?? {};
+      return { name, avatar, heroes };
+    };
+    assert.deepEqual(fields('!named:fake'), { name: 'Come in', avatar: 'mxc://fake/pic', heroes: undefined });
+    assert.deepEqual(fields('!blank:fake'), { name: undefined, avatar: undefined, heroes: undefined }, 'a blank name is no name');
+    assert.deepEqual(fields('!plain:fake'), { name: undefined, avatar: undefined, heroes: undefined });
+    assert.deepEqual(fields('!kn:fake'), { name: 'Knock knock', avatar: undefined, heroes: undefined });
+  });
+
   it('shows kicked and banned rooms as of the kick or ban, and nothing after', async (t) => {
     const { fake, proxy, alice, bob, first, req, kick, ban } = await kickAndBan(t);
     const next = await slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 0 });

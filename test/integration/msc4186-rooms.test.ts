@@ -101,6 +101,37 @@ describe('MSC4186 room fields', () => {
     assert.deepEqual(stateIds(third.body.rooms['!rs:fake']?.required_state), [`m.room.member|${CAROL}`]);
   });
 
+  it('accepts the object form of required_state ({include, exclude, lazy_members}) with the same answers', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const state = [...createRoomState('!obj:fake', ME, { joined: [BOB, CAROL] }), stateEvent('m.room.topic', '', { topic: 'Topic' })];
+    const alice = addUser(fake, ME, 'A', syncResponse({ join: { '!obj:fake': { state, timeline: [message('from bob', BOB)] } } }));
+    const fetchState = async (connId: string, requiredState: unknown) => {
+      const res = await slidingSync(proxy, alice.token, { conn_id: connId, lists: { all: list({ required_state: requiredState }) } });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return stateIds(res.body.rooms['!obj:fake']?.required_state);
+    };
+    assert.deepEqual(await fetchState('all', { include: [{}] }), await fetchState('all-tuple', [['*', '*']]));
+    assert.deepEqual(await fetchState('pairs', { include: [{ type: 'm.room.member', state_key: ME }, { type: 'm.room.topic' }] }), [
+      `m.room.member|${ME}`,
+      'm.room.topic|',
+    ]);
+    assert.deepEqual(await fetchState('keyed', { include: [{ state_key: '' }] }), await fetchState('keyed-tuple', [['*', '']]));
+    assert.deepEqual(await fetchState('nothing', {}), []);
+
+    // All state but members, with only the timeline's sender lazily: exclude does not apply to lazy members.
+    const allButMembers = stateIds(state as SsEvent[]).filter((id) => !id.startsWith('m.room.member|'));
+    assert.deepEqual(await fetchState('excl', { include: [{}], exclude: [{ type: 'm.room.member' }] }), allButMembers);
+    assert.deepEqual(
+      await fetchState('excl-lazy', { include: [{}], exclude: [{ type: 'm.room.member' }], lazy_members: true }),
+      [...allButMembers, `m.room.member|${BOB}`].sort(),
+    );
+
+    for (const bad of [{ include: 'x' }, { include: [{ type: 1 }] }, { lazy_members: 'yes' }, 'all']) {
+      const res = await slidingSync(proxy, alice.token, { conn_id: 'bad', lists: { all: list({ required_state: bad }) } });
+      assert.deepEqual([res.status, res.body.errcode], [400, 'M_BAD_JSON'], JSON.stringify(bad));
+    }
+  });
+
   it('always returns a requested m.room.encryption that exists, also through a union of configs', async (t) => {
     const { fake, proxy } = await startStack(t);
     const alice = addUser(

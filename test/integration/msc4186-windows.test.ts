@@ -1,6 +1,6 @@
 // MSC4186 per-connection memory through the whole proxy: a room that leaves the window and comes
 // back gets exactly what it missed, config growth (timeline_limit, required_state) is answered
-// at once, and room subscriptions both js-sdk style (sent once) and rust-sdk style (every time).
+// at once, and room subscriptions per request (rust-sdk sends its whole set every time, as Synapse expects).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRoomState, message, stateEvent, syncResponse } from '../support/builders.js';
@@ -101,26 +101,55 @@ describe('MSC4186 connection memory', () => {
     assert.equal(room?.timeline?.length ?? 0, 0, 'the timeline was already sent');
   });
 
-  it('keeps room subscriptions until unsubscribe_rooms when they are sent once (js-sdk)', async (t) => {
+  it('applies room subscriptions to the request carrying them, as Synapse: one left out is no longer subscribed', async (t) => {
     const { fake, proxy } = await startStack(t);
     const alice = addUser(fake, ME, 'A', threeRooms());
-    const sub = { '!r1:fake': { timeline_limit: 2, required_state: [['m.room.name', '']] } };
-    const first = await slidingSync(proxy, alice.token, { room_subscriptions: sub });
-    assert.deepEqual(Object.keys(first.body.rooms), ['!r1:fake']);
-    assert.equal(first.body.rooms['!r1:fake']?.initial, true);
-    assert.equal(first.body.rooms['!r1:fake']?.name, 'Room 1');
+    const sub = { timeline_limit: 5, required_state: [['m.room.name', '']] };
+    const talk = (roomId: string, text: string) =>
+      pushSync(fake, alice, syncResponse({ join: { [roomId]: { timeline: [message(text)] } } }));
+    // rust-sdk: the whole set on every request.
+    const both = { room_subscriptions: { '!r1:fake': sub, '!r2:fake': sub } };
+    const first = await slidingSync(proxy, alice.token, both);
+    assert.deepEqual(Object.keys(first.body.rooms).sort(), ['!r1:fake', '!r2:fake']);
 
-    await pushSync(fake, alice, syncResponse({ join: { '!r1:fake': { timeline: [message('sticky')] } } }));
-    const second = await slidingSync(proxy, alice.token, {}, { pos: first.body.pos, timeout: 0 });
-    assert.deepEqual(bodies(second.body.rooms['!r1:fake']?.timeline), ['sticky']);
-    assert.equal(second.body.rooms['!r1:fake']?.initial, undefined);
+    // !r1 dropped: it is not subscribed any more, so what happens in it is not sent.
+    const onlyR2 = { room_subscriptions: { '!r2:fake': sub } };
+    const dropped = await slidingSync(proxy, alice.token, onlyR2, { pos: first.body.pos, timeout: 0 });
+    assert.equal(dropped.status, 200);
+    await talk('!r1:fake', 'while unsubscribed 1');
+    await talk('!r2:fake', 'still subscribed');
+    const after = await slidingSync(proxy, alice.token, onlyR2, { pos: dropped.body.pos, timeout: 0 });
+    assert.deepEqual(Object.keys(after.body.rooms), ['!r2:fake']);
+    assert.deepEqual(bodies(after.body.rooms['!r2:fake']?.timeline), ['still subscribed']);
+    const empty = await slidingSync(proxy, alice.token, {}, { pos: after.body.pos, timeout: 0 });
+    assert.deepEqual(Object.keys(empty.body.rooms), [], 'a request without subscriptions has none');
+    await talk('!r1:fake', 'while unsubscribed 2');
 
-    const third = await slidingSync(proxy, alice.token, { unsubscribe_rooms: ['!r1:fake'] }, { pos: second.body.pos, timeout: 0 });
-    assert.equal(third.status, 200);
-    await pushSync(fake, alice, syncResponse({ join: { '!r1:fake': { timeline: [message('unheard')] } } }));
-    const fourth = await slidingSync(proxy, alice.token, {}, { pos: third.body.pos, timeout: 300 });
-    assert.equal(fourth.status, 200);
-    assert.deepEqual(Object.keys(fourth.body.rooms), [], 'no updates after unsubscribing');
+    // Subscribed again: the connection remembers what it sent, so only what was missed comes.
+    const again = await slidingSync(proxy, alice.token, both, { pos: empty.body.pos, timeout: 0 });
+    const r1 = again.body.rooms['!r1:fake'];
+    assert.equal(r1?.initial, undefined, 'a delta, not the room from scratch');
+    assert.deepEqual(bodies(r1?.timeline), ['while unsubscribed 1', 'while unsubscribed 2']);
+    assert.equal(r1?.required_state, undefined);
+
+    // A room left out but in a list stays, through the list.
+    const listed = { ...window([[0, 2]], { timeline_limit: 1 }), room_subscriptions: { '!r2:fake': sub } };
+    const viaList = await slidingSync(proxy, alice.token, listed, { pos: again.body.pos, timeout: 0 });
+    await talk('!r1:fake', 'through the list');
+    const live = await slidingSync(proxy, alice.token, listed, { pos: viaList.body.pos, timeout: 0 });
+    assert.deepEqual(bodies(live.body.rooms['!r1:fake']?.timeline), ['through the list']);
+
+    // unsubscribe_rooms is still accepted, and wins over a subscription in the same request.
+    const unsub = await slidingSync(proxy, alice.token, { ...both, unsubscribe_rooms: ['!r1:fake'] }, { pos: live.body.pos, timeout: 0 });
+    assert.equal(unsub.status, 200);
+    await talk('!r1:fake', 'unheard');
+    const quiet = await slidingSync(
+      proxy,
+      alice.token,
+      { ...both, unsubscribe_rooms: ['!r1:fake'] },
+      { pos: unsub.body.pos, timeout: 300 },
+    );
+    assert.deepEqual(Object.keys(quiet.body.rooms), []);
   });
 
   it('serves room subscriptions sent on every request (rust-sdk) as deltas', async (t) => {

@@ -34,6 +34,43 @@ describe('required_state', () => {
     assert.equal(wants(compileRequiredState([['*', '*']], me), 'x', 'y'), true);
   });
 
+  it('takes exclusions out of what is included', () => {
+    const cfg = compileRequiredState([['*', '*']], me, [
+      ['m.room.member', '*'],
+      ['*', 'k'],
+      ['m.room.topic', ''],
+    ]);
+    assert.equal(wants(cfg, 'm.room.name', ''), true);
+    assert.equal(wants(cfg, 'm.room.member', me), false);
+    assert.equal(wants(cfg, 'x', 'k'), false);
+    assert.equal(wants(cfg, 'm.room.topic', ''), false);
+    assert.equal(wants(cfg, 'm.room.topic', 'other'), true);
+  });
+
+  it('keeps an exclusion in a union only where the other side wants none of it', () => {
+    const allButMembers = compileRequiredState([['*', '*']], me, [['m.room.member', '*']]);
+    const bob = compileRequiredState([['m.room.member', '@bob:x']], me);
+    const union = unionStateConfigs(allButMembers, bob);
+    assert.equal(wants(union, 'm.room.name', ''), true);
+    assert.equal(wants(union, 'm.room.member', '@bob:x'), true, 'the other side asked for bob');
+    const names = unionStateConfigs(allButMembers, compileRequiredState([['m.room.name', '']], me));
+    assert.equal(wants(names, 'm.room.member', '@bob:x'), false, 'nobody asked for members');
+    const both = unionStateConfigs(allButMembers, compileRequiredState([['m.room.topic', '*']], me, [['m.room.member', '*']]));
+    assert.equal(wants(both, 'm.room.member', '@bob:x'), false);
+  });
+
+  it('counts a lifted exclusion as growth, and remembers exclusions across a round trip', () => {
+    const allButMembers = compileRequiredState([['*', '*']], me, [['m.room.member', '*']]);
+    const all = compileRequiredState([['*', '*']], me);
+    assert.equal(stateConfigGrew(allButMembers, all), true);
+    assert.equal(stateConfigGrew(all, allButMembers), false);
+    assert.equal(stateConfigGrew(allButMembers, allButMembers), false);
+    const back = deserializeStateConfig(serializeStateConfig(allButMembers));
+    assert.equal(wants(back, 'm.room.member', me), false);
+    assert.equal(wants(back, 'm.room.name', ''), true);
+    assert.equal(stateConfigGrew(back, allButMembers), false);
+  });
+
   it('treats * as a whole value, not a glob', () => {
     const cfg = compileRequiredState([['m.room.*', '']], me);
     assert.equal(wants(cfg, 'm.room.name', ''), false);
