@@ -5,8 +5,8 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { notJson } from '../matrix-error.js';
 import type { ErrorReporter } from '../telemetry/error-reporting.js';
 import type { Logger } from '../telemetry/logger.js';
-import { type ClientPageDeps, clientPageRoutes } from './client-page-routes.js';
 import { bodyTimedOut, clientErrorHandler, frameworkErrors } from './client-errors.js';
+import { type ClientPageDeps, clientPageRoutes } from './client-page-routes.js';
 import { cors } from './cors.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { type FrontDoorDeps, frontDoorRoutes } from './front-door-routes.js';
