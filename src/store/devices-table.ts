@@ -81,10 +81,17 @@ export async function deleteTokensOfDevices(
  */
 export async function pruneTokensOfDevice(db: Queryable, userId: string, deviceId: string, keep: number): Promise<Buffer[]> {
   const { rows } = await db.query<{ token_hash: Buffer }>(
-    `DELETE FROM tokens WHERE user_id = $1 AND device_id = $2 AND token_hash NOT IN (
-       SELECT token_hash FROM tokens WHERE user_id = $1 AND device_id = $2
-        ORDER BY created_at DESC, last_seen_at DESC LIMIT $3)
-     RETURNING token_hash`,
+    // Rows another prune (a concurrent refresh) or a touch holds are skipped, not waited for:
+    // two prunes of one device locking its rows in different orders would deadlock. What is
+    // skipped goes with that other prune, or the next one.
+    `WITH doomed AS (
+       SELECT token_hash FROM tokens WHERE user_id = $1 AND device_id = $2 AND token_hash NOT IN (
+         SELECT token_hash FROM tokens WHERE user_id = $1 AND device_id = $2
+          ORDER BY created_at DESC, last_seen_at DESC LIMIT $3)
+       FOR UPDATE SKIP LOCKED
+     )
+     DELETE FROM tokens t USING doomed WHERE t.token_hash = doomed.token_hash
+     RETURNING t.token_hash`,
     [userId, deviceId, keep],
   );
   return rows.map((r) => r.token_hash);

@@ -2,26 +2,14 @@
 // cutting their connections, so clients resume with that pos on the next instance.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { BusTopic } from '../../src/bus/messages.js';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { createTestDatabase } from '../support/db.js';
 import { startFakeHomeserver } from '../support/fake-homeserver.js';
-import { startTestProxy, type TestProxy } from '../support/proxy.js';
+import { startTestProxy } from '../support/proxy.js';
 import { addUser, FAST_POLLER, slidingSync } from '../support/sliding-sync-client.js';
 
 const ME = '@alice:fake';
 const REQ = { lists: { all: { ranges: [[0, 9]], timeline_limit: 3, required_state: [] } } };
-
-/** Resolves when the engine starts watching the bus for a request: the request is inside the engine. */
-function nextWatch(proxy: TestProxy, topic: BusTopic): Promise<void> {
-  const subscribe = proxy.bus.subscribe.bind(proxy.bus);
-  return new Promise((resolve) => {
-    proxy.bus.subscribe = ((t, handler) => {
-      if (t === topic) resolve();
-      return subscribe(t, handler);
-    }) as typeof subscribe;
-  });
-}
 
 describe('shutdown', () => {
   it('answers a waiting long-poll with its current response, which the next instance resumes from', async (t) => {
@@ -29,7 +17,9 @@ describe('shutdown', () => {
     t.after(() => fake.close());
     const db = await createTestDatabase(t);
     const env = { SYNCV3_SERVER: fake.url, SYNCV3_SHUTDOWN_GRACE_SECS: '20' };
-    const first = await startTestProxy(t, env, { db, poller: FAST_POLLER });
+    // The engine says when a request starts waiting: then the long-poll is held.
+    const waiting = Promise.withResolvers<void>();
+    const first = await startTestProxy(t, env, { db, poller: FAST_POLLER, onWait: () => waiting.resolve() });
     const alice = addUser(
       fake,
       ME,
@@ -39,9 +29,8 @@ describe('shutdown', () => {
     const initial = await slidingSync(first, alice.token, REQ);
     assert.equal(initial.status, 200);
 
-    const watching = nextWatch(first, 'device.data');
     const poll = slidingSync(first, alice.token, REQ, { pos: initial.body.pos, timeout: 60_000 });
-    await watching;
+    await waiting.promise;
     const stopStarted = Date.now();
     await first.stop();
     const stopMs = Date.now() - stopStarted;
