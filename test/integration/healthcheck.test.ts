@@ -1,12 +1,13 @@
 // The image's HEALTHCHECK (src/healthcheck.ts) follows SYNCV3_BINDADDR and TLS, and probes
 // /ready, which fails once the database is gone while /health still answers.
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { selfSignedCertificate } from '../support/certificates.js';
 import { createTestDatabase } from '../support/db.js';
 import { freePort } from '../support/ports.js';
 import { startTestProxy } from '../support/proxy.js';
@@ -54,14 +55,9 @@ describe('the container healthcheck', () => {
   it('probes where SYNCV3_BINDADDR says, over HTTPS when SYNCV3_TLS_CERT is set', async (t) => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-hc-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
-    const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
-    execFileSync(
-      'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=x', '-keyout', key, '-out', cert],
-      {
-        stdio: 'ignore',
-      },
-    );
+    const files = await selfSignedCertificate(dir);
+    if (!files) return t.skip('openssl is not installed');
+    const { cert, key } = files;
     const port = await freePort();
     const tls = { SYNCV3_TLS_CERT: cert, SYNCV3_TLS_KEY: key };
     await startTestProxy(t, { SYNCV3_BINDADDR: `:${port}`, ...tls });

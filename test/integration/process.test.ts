@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { unsupportedNode } from '../../src/node-version.js';
 import { freePort } from '../support/ports.js';
+import { postgresUsing, waitFor } from '../support/processes.js';
 
 const MAIN = path.resolve('src/main.ts');
 const BUILT = path.resolve('dist/main.js');
@@ -30,29 +31,6 @@ function collect(child: ChildProcess): { out: () => string; exit: Promise<number
     out += d;
   });
   return { out: () => out, exit: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
-}
-
-async function waitFor(url: string, timeoutMs: number): Promise<Response> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fetch(url);
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-/** PIDs of postgres servers whose data directory is `dir`. */
-async function postgresUsing(dir: string): Promise<string[]> {
-  const pids: string[] = [];
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('postgres') && cmd.includes(dir)) pids.push(pid);
-  }
-  return pids;
 }
 
 /** PIDs of processes started with `SYNCV3_DATA_DIR=dir` in their environment. */
@@ -139,7 +117,7 @@ describe('the proxy process', () => {
     t.after(async () => {
       // Whatever a failed run left behind: an orphaned proxy, and its postgres.
       for (const pid of await proxiesUsing(dataDir)) process.kill(pid, 'SIGKILL');
-      for (const pid of await postgresUsing(dataDir)) process.kill(Number(pid), 'SIGQUIT');
+      for (const pid of await postgresUsing(dataDir)) process.kill(pid, 'SIGQUIT');
     });
     const port = await freePort();
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
@@ -205,7 +183,7 @@ describe('the proxy process', () => {
     t.after(() => child.kill('SIGKILL'));
     assert.equal((await waitFor(`http://127.0.0.1:${port}/ready`, 60_000)).status, 200);
     // A fast shutdown, as when a terminal's Ctrl-C reaches the whole process group.
-    for (const pid of await postgresUsing(dataDir)) process.kill(Number(pid), 'SIGINT');
+    for (const pid of await postgresUsing(dataDir)) process.kill(pid, 'SIGINT');
     const deadline = Date.now() + 10_000;
     while ((await postgresUsing(dataDir)).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     assert.equal((await fetch(`http://127.0.0.1:${port}/ready`)).status, 503);

@@ -3,11 +3,12 @@
 // repeated: the copy gets this checkout's node_modules, which `npm ci` made from the same lockfile.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { freePort } from '../support/ports.js';
+import { postgresUsing, waitFor } from '../support/processes.js';
 
 const ROOT = path.resolve('.');
 
@@ -36,28 +37,6 @@ async function freshCopy(): Promise<string> {
   // As root the embedded PostgreSQL runs as `postgres`, which must reach ./data inside the copy.
   await chmod(dir, 0o755);
   return dir;
-}
-
-async function waitFor(url: string, timeoutMs: number): Promise<Response> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fetch(url);
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
-
-async function postgresUsing(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('postgres') && cmd.includes(dir)) pids.push(Number(pid));
-  }
-  return pids;
 }
 
 describe("the README's quick start", () => {

@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { startProxy } from '../../src/proxy.js';
 import { SchemaError } from '../../src/store/migrate.js';
+import { selfSignedCertificate } from '../support/certificates.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
 import { startFakeHomeserver } from '../support/fake-homeserver.js';
 import { startTestProxy } from '../support/proxy.js';
@@ -25,36 +24,6 @@ function capturingLogger() {
     },
   });
   return { logger: pino({ level: 'debug' }, stream), lines };
-}
-
-/** A self-signed certificate for 127.0.0.1, or undefined without openssl. */
-async function selfSignedCertificate(dir: string): Promise<{ cert: string; key: string } | undefined> {
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  try {
-    await promisify(execFile)('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ]);
-  } catch {
-    return undefined;
-  }
-  return { cert, key };
 }
 
 describe('service', () => {

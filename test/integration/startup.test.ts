@@ -1,13 +1,14 @@
 // Startup as an operator meets it: every failure names the variable to fix, and a database
 // that is not up yet (compose starts services together) is waited for, a bounded time.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { inContainer } from '../../src/persistent-data.js';
+import { selfSignedCertificate } from '../support/certificates.js';
 import { createTestDatabase } from '../support/db.js';
 import { freePort } from '../support/ports.js';
 import { startTestProxy } from '../support/proxy.js';
@@ -110,14 +111,9 @@ describe('startup', () => {
   it('names SYNCV3_TLS_CERT and SYNCV3_TLS_KEY when they are swapped', async (t) => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'syncv3-tls-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
-    const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
-    execFileSync(
-      'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=x', '-keyout', key, '-out', cert],
-      {
-        stdio: 'ignore',
-      },
-    );
+    const files = await selfSignedCertificate(dir);
+    if (!files) return t.skip('openssl is not installed');
+    const { cert, key } = files;
     await assert.rejects(
       startTestProxy(t, { SYNCV3_TLS_CERT: key, SYNCV3_TLS_KEY: cert }),
       /SYNCV3_TLS_CERT: ".*key\.pem" and SYNCV3_TLS_KEY ".*cert\.pem" are not a PEM certificate .* are the two swapped\?/,
