@@ -1,22 +1,13 @@
 // Per-user read model: the user's rooms (membership, invite state, counts, heroes), their
-// tags and DM set, and the rooms ordered by recency (and by any MSC3575 sort in use). Orders
-// are kept sorted incrementally: a room whose key changes moves by binary search, never a
-// full sort per request or event.
+// tags and DM set, and the rooms ordered by recency. The order is kept sorted incrementally: a
+// room whose key changes moves by binary search, never a full sort per request or event.
+// (MSC3575's own per-user memory, its names and sorts, lives with its rules in sync/msc3575/.)
 import type { Bus } from '../bus/bus.js';
 import type { Pool } from '../store/db.js';
 import { classifyingAccountData, type UserRoomWithData, userRoomsByIds } from '../store/user-reads.js';
 import type { Membership } from '../store/user-rooms-table.js';
 import type { RoomMetaCache } from './room-meta-cache.js';
 import { SortedRooms } from './sorted-rooms.js';
-
-/** A member a calculated room name is made of. */
-export interface Hero {
-  userId: string;
-  displayname?: string;
-  avatarUrl?: string;
-  /** join, invite, leave or ban: a room whose heroes all left is "Empty Room (was …)". */
-  membership?: string;
-}
 
 export interface UserRoom {
   roomId: string;
@@ -62,10 +53,6 @@ export class UserCache {
   dmRooms = new Set<string>();
   /** Rooms by recency, most recent first (the MSC4186 order). */
   readonly #recency = new SortedRooms((id) => (this.rooms.has(id) ? [-this.sortKey(id)] : undefined));
-  /** Other orders (MSC3575 `sort`), by a key naming the sort; refreshed by their users. */
-  readonly orders = new Map<string, SortedRooms>();
-  /** MSC3575 calculated names, each with the inputs it was computed from (see sync/names.ts). */
-  readonly names = new Map<string, { stamp: string; name: string; heroes: Hero[] }>();
   staleRooms = new Set<string>();
   staleClassification = false;
   /** Rooms whose state changed since their metadata was last ensured (reloaded on the next get). */

@@ -1,6 +1,8 @@
 // The sliding sync endpoints, one engine underneath: POST …/org.matrix.simplified_msc3575/sync
 // (MSC4186) and POST …/org.matrix.msc3575/sync (MSC3575, also on POST /v3/sync when the body
-// is a sliding sync one, as the Go proxy served it). A client's first request for a new device
+// is a sliding sync one, as the Go proxy served it). Each protocol has a request adapter (its
+// wire body to the engine's request) and a response adapter (the engine's neutral response to
+// its wire shape). A client's first request for a new device
 // waits until that device's initial v2 sync is stored; a client that hangs up stops the work
 // (and commits nothing).
 //
@@ -20,15 +22,24 @@ import type { Telemetry } from '../telemetry/telemetry.js';
 import { noopTracer } from '../telemetry/tracing.js';
 import { accessToken } from './access-token.js';
 import { disconnectSignal } from './disconnect.js';
-import { isSlidingSyncBody, parseMsc3575 } from './msc3575-schema.js';
-import { type ParsedSync, parseMsc4186 } from './msc4186-schema.js';
+import { isSlidingSyncBody, parseMsc3575 } from './msc3575-request.js';
+import { msc3575Response } from './msc3575-response.js';
+import { type ParsedSync, parseMsc4186 } from './msc4186-request.js';
+import { msc4186Response } from './msc4186-response.js';
 import { rememberDevice } from './request-device.js';
 
 export const MSC4186_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
 export const MSC3575_PATH = '/_matrix/client/unstable/org.matrix.msc3575/sync';
 const V3_SYNC_PATH = '/_matrix/client/v3/sync';
 
-type Parser = (query: unknown, body: unknown) => ParsedSync;
+/** One protocol's two adapters. */
+interface Adapter {
+  parse: (query: unknown, body: unknown) => ParsedSync;
+  respond: (response: SyncResponse) => Record<string, unknown>;
+}
+
+const MSC4186: Adapter = { parse: parseMsc4186, respond: msc4186Response };
+const MSC3575: Adapter = { parse: parseMsc3575, respond: msc3575Response };
 
 export interface SlidingSyncDeps {
   registry: DeviceRegistry;
@@ -75,11 +86,11 @@ function toDeviceCount(response: SyncResponse): number {
 export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
   const tracer = deps.telemetry?.tracer ?? noopTracer;
   const metrics = deps.telemetry?.metrics;
-  const serve = (route: string, parse: Parser) => async (request: FastifyRequest, reply: FastifyReply) => {
+  const serve = (route: string, adapter: Adapter) => async (request: FastifyRequest, reply: FastifyReply) => {
     const access: Access = {};
     accessOf.set(request, access);
     const token = accessToken(request);
-    const { request: syncRequest, txnId } = parse(request.query, request.body);
+    const { request: syncRequest, txnId } = adapter.parse(request.query, request.body);
     access.p = syncRequest.pos;
     access.c = syncRequest.connId || undefined;
     access.t = txnId;
@@ -109,9 +120,10 @@ export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
           access.l = Object.fromEntries(Object.entries(response.lists).map(([name, list]) => [name, list.count]));
           access.r = Object.keys(response.rooms).length;
           access.d = toDeviceCount(response);
+          const wire = adapter.respond(response);
           return reply
             .header('content-type', 'application/json; charset=utf-8')
-            .send(toJson(txnId === undefined ? response : { ...response, txn_id: txnId }));
+            .send(toJson(txnId === undefined ? wire : { ...wire, txn_id: txnId }));
         } catch (err) {
           // Nobody is listening any more: nothing to answer, nothing worth logging.
           if (signal.aborted) return reply.code(499).send();
@@ -122,9 +134,9 @@ export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
     );
   };
   const logged = { onResponse: async (request: FastifyRequest, reply: FastifyReply) => logAccess(request, reply, metrics) };
-  app.post(MSC4186_PATH, logged, serve(MSC4186_PATH, parseMsc4186));
-  app.post(MSC3575_PATH, logged, serve(MSC3575_PATH, parseMsc3575));
-  const msc3575 = serve(V3_SYNC_PATH, parseMsc3575);
+  app.post(MSC4186_PATH, logged, serve(MSC4186_PATH, MSC4186));
+  app.post(MSC3575_PATH, logged, serve(MSC3575_PATH, MSC3575));
+  const msc3575 = serve(V3_SYNC_PATH, MSC3575);
   // Classic /sync is GET only (and forwarded); a POST is sliding sync or nothing.
   app.post(V3_SYNC_PATH, logged, async (request, reply) => {
     if (!isSlidingSyncBody(request.body)) throw new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');

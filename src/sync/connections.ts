@@ -21,8 +21,6 @@ import {
 import type { Pool } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
 import type { ResponseMemo } from './incremental.js';
-import type { ListMemory } from './lists.js';
-import type { StickyState } from './sticky.js';
 import type { RoomConfig } from './types.js';
 
 /** What a connection has sent of one room. */
@@ -61,9 +59,12 @@ export interface ExtensionPositions {
   subs?: [string, RoomConfig][];
   /** required_state configs by key (see RoomSent.rs), stored once per connection. */
   configs?: Record<string, string[][]>;
-  /** MSC3575: the sticky request parameters, and per list what the client holds of it. */
-  sticky?: StickyState;
-  lists?: Record<string, ListMemory>;
+  /**
+   * The protocol's own memory, opaque here (MSC3575: the sticky request parameters, and per
+   * list what the client holds of it; see sync/msc3575/).
+   */
+  sticky?: unknown;
+  lists?: unknown;
 }
 
 export interface Connection {

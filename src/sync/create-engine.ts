@@ -2,7 +2,6 @@
 // top of them. Call it before any poller runs, so the sequence's current value is a committed
 // position.
 import type { Bus } from '../bus/bus.js';
-import { BumpCache } from '../cache/bump-cache.js';
 import { RoomMetaCache } from '../cache/room-meta-cache.js';
 import { StreamTracker } from '../cache/stream-tracker.js';
 import { TypingCache } from '../cache/typing-cache.js';
@@ -14,6 +13,8 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { ConnectionManager } from './connections.js';
 import { type EngineDeps, SyncEngine } from './engine.js';
 import { Extensions } from './extensions/index.js';
+import { createMsc3575 } from './msc3575/index.js';
+import { createMsc4186 } from './msc4186/index.js';
 
 export interface SyncService {
   engine: SyncEngine;
@@ -46,7 +47,7 @@ export async function createSyncService(
   const typing = new TypingCache(bus);
   typing.onChange((roomId) => users.roomChanged(roomId));
   const extensions = new Extensions(typing);
-  const bumps = new BumpCache(pool, metas);
+  const msc3575 = createMsc3575(pool, metas);
   const engine = new SyncEngine({
     pool,
     bus,
@@ -56,7 +57,7 @@ export async function createSyncService(
     stream,
     connections,
     extensions,
-    bumps,
+    protocols: { msc4186: createMsc4186(metas), msc3575 },
     exactPrevBatch: deps.exactPrevBatch,
     onWait: deps.onWait,
   });
@@ -65,7 +66,7 @@ export async function createSyncService(
   users.keepWhile((userId) => engine.dispatcher.hasWaiters(userId));
   users.onRoomsDropped((roomIds) => {
     metas.forget(roomIds);
-    bumps.forget(roomIds);
+    msc3575.forget(roomIds);
   });
   return { engine, connections, users, metas };
 }

@@ -3,7 +3,6 @@
 // bus activity relevant to this user and recompute, until data or the timeout.
 
 import type { Bus } from '../bus/bus.js';
-import type { BumpCache } from '../cache/bump-cache.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
@@ -14,8 +13,7 @@ import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from
 import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
-import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
-import { ensureNames } from './names.js';
+import type { EffectiveConfig, Scope, SyncProtocol } from './protocol.js';
 import {
   compileRequiredState,
   deserializeStateConfig,
@@ -26,14 +24,7 @@ import {
   unionStateConfigs,
 } from './required-state.js';
 import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js';
-import { sortedRooms } from './sort.js';
-import { applySticky, type StickyState } from './sticky.js';
-import type { RoomConfig, SyncRequest, SyncResponse } from './types.js';
-
-/** MSC3575 connections are kept apart from MSC4186 ones with the same conn_id. */
-const MSC3575_CONN_PREFIX = '\u0001msc3575:';
-/** Most to-device messages per response, as both protocols' clients ask for (and the Go proxy's default). */
-const TO_DEVICE_MAX = 100;
+import type { Protocol, RoomConfig, SyncRequest, SyncResponse } from './types.js';
 
 export interface Device {
   userId: string;
@@ -54,7 +45,8 @@ export interface EngineDeps {
   stream: StreamTracker;
   connections: ConnectionManager;
   extensions: Extensions;
-  bumps: BumpCache;
+  /** Each protocol's rules (sync/msc4186/, sync/msc3575/), one chosen per request. */
+  protocols: Record<Protocol, SyncProtocol>;
   /**
    * Called each time a request starts waiting for news (its latest computation had nothing to
    * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
@@ -72,18 +64,8 @@ interface Computed {
   hasData: boolean;
   /** Rooms with something to send (the far-behind rule counts them). */
   roomsToSend: number;
-  /** MSC4186: what the next response needs to be computed incrementally. */
+  /** What the next response needs to be computed incrementally (protocols that allow it). */
   memo?: ResponseMemo;
-}
-
-interface EffectiveConfig {
-  timelineLimit: number;
-  state: StateConfig;
-  /** stateConfigKey(state): rooms remember their config by it. */
-  key: string;
-  includeHeroes?: boolean;
-  /** MSC3575: the bump_event_types of the (first) list the room is in, for `timestamp`. */
-  bumpEventTypes?: string[];
 }
 
 /** A room in several lists and subscriptions gets the union of their configs. */
@@ -92,15 +74,6 @@ function mergeConfigs(a: EffectiveConfig, b: EffectiveConfig): EffectiveConfig {
   if (a.key === b.key) return { ...merged, timelineLimit: Math.max(a.timelineLimit, b.timelineLimit) };
   const state = unionStateConfigs(a.state, b.state);
   return { ...merged, timelineLimit: Math.max(a.timelineLimit, b.timelineLimit), state, key: stateConfigKey(state) };
-}
-
-/** The lists of a response, the rooms in their windows, and what the connection remembers of them. */
-interface Windows {
-  lists: SyncResponse['lists'];
-  listRooms: Map<string, string[]>;
-  memory: Pick<ExtensionPositions, 'lists'>;
-  /** MSC3575: some list has ops or a new count (that alone answers a long-poll). */
-  changed: boolean;
 }
 
 /** Why work stopped: a newer request on the connection (a Matrix error), or the client's own abort. */
@@ -142,9 +115,9 @@ export class SyncEngine {
   }
 
   async sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
+    const protocol = this.deps.protocols[request.protocol];
     // The protocols' connections never mix: one's pos is unknown to the other.
-    const connId = request.protocol === 'msc3575' ? `${MSC3575_CONN_PREFIX}${request.connId}` : request.connId;
-    const key = { ...device, connId };
+    const key = { ...device, connId: protocol.connectionId(request.connId) };
     // One request per connection at a time: a newer one (the client gave up on the old
     // long-poll, or retried) aborts the older, which then commits nothing. Resolving the pos
     // and taking over the connection are one step per connection key (see exclusive()), so
@@ -160,9 +133,9 @@ export class SyncEngine {
     });
     try {
       await previous?.done;
-      const { req, sticky } = this.#withSticky(conn, request);
+      const { req, memory } = protocol.effectiveRequest(conn, request);
       const linked = AbortSignal.any([signal, abort.signal]);
-      return await this.#run(conn, device, req, sticky, linked, abort.signal, timing);
+      return await this.#run(protocol, conn, device, req, memory, linked, abort.signal, timing);
     } finally {
       done.resolve();
       if (conn.inFlight?.abort === abort) conn.inFlight = undefined;
@@ -170,26 +143,26 @@ export class SyncEngine {
   }
 
   async #run(
+    protocol: SyncProtocol,
     conn: Connection,
     device: Device,
     req: SyncRequest,
-    sticky: StickyState | undefined,
+    memory: Partial<ExtensionPositions>,
     signal: AbortSignal,
     abortedByNewer: AbortSignal,
     timing?: SyncTiming,
   ): Promise<SyncResponse> {
-    this.#applySubscriptions(conn, req);
+    conn.ext.subs = protocol.subscriptions(conn.ext.subs, req);
     // Watch before computing: a message ingested while we compute must still wake the wait.
     const activity = this.#watch(device, req);
     try {
-      let computed = await this.#compute(conn, device, req);
+      let computed = await this.#compute(protocol, conn, device, req);
       // A client back after a long absence with a huge catch-up is better served starting
       // over with a small window (Synapse's rule).
       if (req.pos !== undefined && this.deps.connections.tooFarBehind(conn, computed.roomsToSend)) {
         await this.deps.connections.expire(conn);
         throw unknownPos();
       }
-      if (sticky) computed.ext.sticky = sticky;
       const deadline = Date.now() + req.timeoutMs;
       const stopping = this.#stopping.signal;
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline && !stopping.aborted) {
@@ -199,46 +172,28 @@ export class SyncEngine {
         if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);
-        computed = await this.#compute(conn, device, req);
+        computed = await this.#compute(protocol, conn, device, req);
       }
       if (signal.aborted) throw stopReason(signal, abortedByNewer);
-      return await this.#respond(conn, computed);
+      return await this.#respond(conn, computed, memory);
     } finally {
       activity.dispose();
     }
   }
 
-  async #respond(conn: Connection, computed: Computed): Promise<SyncResponse> {
+  /** `memory`: what the request itself leaves in the connection (MSC3575: its sticky parameters). */
+  async #respond(conn: Connection, computed: Computed, memory: Partial<ExtensionPositions>): Promise<SyncResponse> {
     const pos = await this.deps.connections.commit(
       conn,
       computed.stream,
       computed.sent,
-      { ...computed.ext, subs: conn.ext.subs },
+      { ...computed.ext, ...memory, subs: conn.ext.subs },
       computed.memo,
     );
     return { pos, ...computed.response };
   }
 
-  /** MSC3575: the request's changes applied to the confirmed sticky parameters. */
-  #withSticky(conn: Connection, req: SyncRequest): { req: SyncRequest; sticky: StickyState | undefined } {
-    if (!req.sticky) return { req, sticky: undefined };
-    const merged = applySticky(conn.ext.sticky, req.sticky, TO_DEVICE_MAX);
-    return { req: { ...req, lists: merged.lists, extensions: merged.extensions }, sticky: merged.state };
-  }
-
-  /**
-   * MSC4186 room subscriptions are those of the request carrying them, as in Synapse: rust-sdk
-   * sends its whole set every time and ends one by leaving it out (a room left out keeps its
-   * connection memory, so a re-subscription gets a delta). MSC3575's stay until unsubscribed.
-   */
-  #applySubscriptions(conn: Connection, req: SyncRequest) {
-    const subs = new Map(req.protocol === 'msc3575' ? (conn.ext.subs ?? []) : []);
-    for (const [roomId, cfg] of req.roomSubscriptions) subs.set(roomId, cfg);
-    for (const roomId of req.unsubscribeRooms) subs.delete(roomId);
-    conn.ext.subs = [...subs];
-  }
-
-  async #compute(conn: Connection, device: Device, req: SyncRequest): Promise<Computed> {
+  async #compute(protocol: SyncProtocol, conn: Connection, device: Device, req: SyncRequest): Promise<Computed> {
     // The change log position before any cache is read: whatever is logged later is checked
     // again by the next response.
     const cached = this.deps.users.peek(device.userId);
@@ -246,7 +201,6 @@ export class SyncEngine {
     const upTo = this.deps.stream.current;
     const user = await this.deps.users.get(device.userId);
     const from = conn.stream;
-    const msc3575 = req.protocol === 'msc3575';
 
     // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
     const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
@@ -264,12 +218,12 @@ export class SyncEngine {
       for (const pred of this.#predecessors(user, roomId)) addConfig(pred, old);
     };
 
-    const windows = msc3575 ? await this.#lists3575(conn, user, req, upTo) : this.#lists4186(conn, user, req);
-    // MSC4186: only rooms that may differ from what the connection holds are looked at
-    // (`check`; undefined: every room), see incremental.ts.
+    const windows = await protocol.windows(conn, user, req, upTo);
+    // Where the protocol allows it, only rooms that may differ from what the connection holds
+    // are looked at (`check`; undefined: every room), see incremental.ts.
     let check: Set<string> | undefined;
     let memo: ResponseMemo | undefined;
-    if (!msc3575) {
+    if (protocol.incremental) {
       const shape = responseShape(req, conn.ext.subs);
       const base = usableMemo(conn.memo, user, shape, req);
       const diff = roomsToCheck(base, user, windows.listRooms);
@@ -291,16 +245,12 @@ export class SyncEngine {
       addOldRooms(roomId, sub);
     }
     const previousConfig = memoConfigs(conn.ext.configs ?? {});
-    // MSC3575: a room that left every window because the user left it still gets its last
-    // events (the leave), as it was configured then.
-    const inScopeBefore = msc3575 ? this.#inScopeBefore(conn) : undefined;
-    if (inScopeBefore)
-      for (const roomId of this.#newlyLeft(inScopeBefore, conn, user, configs, from))
-        addConfig(roomId, this.#lastConfig(conn, roomId, previousConfig));
+    const scope = protocol.scope(conn, user, previousConfig);
+    for (const [roomId, cfg] of scope.extraRooms(configs)) addConfig(roomId, cfg);
 
     const plans: RoomPlan[] = [];
     for (const [roomId, cfg] of configs) {
-      const plan = this.#plan(conn, user, roomId, cfg, previousConfig, inScopeBefore);
+      const plan = this.#plan(conn, user, roomId, cfg, previousConfig, scope);
       if (plan) plans.push(plan);
     }
     const ctx: BuildContext = {
@@ -311,16 +261,10 @@ export class SyncEngine {
       metas: this.deps.metas,
       upTo,
       from,
-      protocol: req.protocol,
-      timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
+      rules: await protocol.roomRules(user, plans, configs, upTo),
       exactPrevBatch:
         this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
     };
-    if (msc3575)
-      await ensureNames(
-        { pool: this.deps.pool, user, metas: this.deps.metas },
-        plans.map((p) => p.roomId),
-      );
     // The extensions run alongside the room building: only receipts wait for the built rooms.
     const builtRooms = buildRooms(ctx, plans).then((built) => {
       const rooms: SyncResponse['rooms'] = {};
@@ -371,49 +315,6 @@ export class SyncEngine {
     };
   }
 
-  /** MSC4186: recency order, one SYNC op per range, nothing remembered. */
-  #lists4186(conn: Connection, user: UserCache, req: SyncRequest): Windows {
-    // Only rooms the user left themself can drop out; without any, the order is used as it is
-    // (computeList copies what it keeps).
-    const candidates = user.selfLeft.size ? user.order.filter((id) => isListable(id, user, conn.stream)) : user.order;
-    const lists: SyncResponse['lists'] = Object.create(null);
-    const listRooms = new Map<string, string[]>();
-    for (const [name, list] of req.lists) {
-      const window = computeList(list, candidates, user, this.deps.metas);
-      lists[name] = window.result;
-      listRooms.set(name, window.roomIds);
-    }
-    return { lists, listRooms, memory: {}, changed: false };
-  }
-
-  /** MSC3575: each list in its own sort, ops against what the client holds, remembered per list. */
-  async #lists3575(conn: Connection, user: UserCache, req: SyncRequest, upTo: number): Promise<Windows> {
-    const { metas, pool } = this.deps;
-    const candidates = user.order.filter((id) => isListable3575(id, user, metas));
-    const needsNames = [...req.lists.values()].some((l) => l.sort?.includes('by_name') || l.filters?.roomNameLike !== undefined);
-    if (needsNames) await ensureNames({ pool, user, metas }, candidates);
-    const nameOf = (id: string) => user.names.get(id)?.name;
-    // Keyed by client-chosen list names: no prototype, so `toString` or `__proto__` are names like any other.
-    const lists: SyncResponse['lists'] = Object.create(null);
-    const listRooms = new Map<string, string[]>();
-    const memory: Record<string, ListMemory> = Object.create(null);
-    const remembered = conn.ext.lists;
-    let changed = false;
-    for (const [name, list] of req.lists) {
-      const sort = list.sort ?? ['by_recency'];
-      const bumpTypes = list.bumpEventTypes ?? [];
-      const bump = bumpTypes.length ? await this.deps.bumps.ensure(bumpTypes, candidates, upTo) : undefined;
-      const ordered = sortedRooms(sort, bumpTypes, candidates, { user, metas, bump });
-      const filtered = list.filters ? ordered.filter((id) => matchesFilters(id, list.filters, user, metas, nameOf)) : ordered;
-      const window = computeListOps(list, filtered, remembered && Object.hasOwn(remembered, name) ? remembered[name] : undefined);
-      lists[name] = window.result;
-      listRooms.set(name, window.roomIds);
-      memory[name] = window.memory;
-      changed ||= window.changed;
-    }
-    return { lists, listRooms, memory: { lists: memory }, changed };
-  }
-
   /** Predecessor rooms (by m.room.create) the user is joined to, nearest first. */
   #predecessors(user: UserCache, roomId: string): string[] {
     const out: string[] = [];
@@ -425,49 +326,6 @@ export class SyncEngine {
     return out;
   }
 
-  /** MSC3575: every room the client held in a window or a subscription after the confirmed response. */
-  #inScopeBefore(conn: Connection): Set<string> {
-    const ids = new Set<string>();
-    for (const m of Object.values(conn.ext.lists ?? {})) for (const part of m.view.ids) for (const id of part) ids.add(id);
-    for (const [id] of conn.ext.subs ?? []) ids.add(id);
-    return ids;
-  }
-
-  /** Rooms the client held that the user has left since, and that are in no window now. */
-  #newlyLeft(held: Set<string>, conn: Connection, user: UserCache, configs: Map<string, EffectiveConfig>, from: number): string[] {
-    return [...held].filter((id) => {
-      const room = user.rooms.get(id);
-      return !configs.has(id) && room !== undefined && room.membership !== 'join' && room.membershipPos > from && conn.rooms.has(id);
-    });
-  }
-
-  #lastConfig(conn: Connection, roomId: string, previousConfig: (key: string) => StateConfig | undefined): EffectiveConfig {
-    const sent = conn.rooms.get(roomId) as RoomSent;
-    const state = previousConfig(sent.rs) ?? compileRequiredState([], '');
-    return { timelineLimit: sent.tl, state, key: sent.rs };
-  }
-
-  /** MSC3575 `timestamp`: the latest bump event (of the first list's bump_event_types that holds the room). */
-  async #timestamps(plans: RoomPlan[], configs: Map<string, EffectiveConfig>, upTo: number): Promise<Map<string, number>> {
-    const byTypes = new Map<string, { types: string[]; roomIds: string[] }>();
-    for (const p of plans) {
-      const types = configs.get(p.roomId)?.bumpEventTypes ?? [];
-      const k = types.join('\0');
-      const g = byTypes.get(k) ?? { types, roomIds: [] };
-      byTypes.set(k, g);
-      g.roomIds.push(p.roomId);
-    }
-    const out = new Map<string, number>();
-    for (const g of byTypes.values()) {
-      const bump = await this.deps.bumps.ensure(g.types, g.roomIds, upTo);
-      for (const id of g.roomIds) {
-        const ts = bump(id)?.ts;
-        if (ts) out.set(id, ts);
-      }
-    }
-    return out;
-  }
-
   /** Whether (and how) a room in scope is sent; undefined when the client is up to date. */
   #plan(
     conn: Connection,
@@ -475,15 +333,14 @@ export class SyncEngine {
     roomId: string,
     cfg: EffectiveConfig,
     previousConfig: (key: string) => StateConfig | undefined,
-    inScopeBefore: Set<string> | undefined,
+    scope: Scope,
   ): RoomPlan | undefined {
     const room = user.rooms.get(roomId);
     if (!room) return undefined;
     const sent = conn.rooms.get(roomId);
-    // Never sent, or newly joined (e.g. after an invite): from scratch. MSC3575 also sends a
-    // room that re-enters the client's windows from scratch, where MSC4186 sends the delta.
-    const reentered = inScopeBefore !== undefined && !inScopeBefore.has(roomId) && room.membership === 'join';
-    const initial = !sent || (room.membership === 'join' && sent.m !== 'join') || reentered;
+    // Never sent, or newly joined (e.g. after an invite): from scratch; or as the protocol says
+    // of a room coming back into view.
+    const initial = !sent || (room.membership === 'join' && sent.m !== 'join') || scope.reentered(roomId, room);
     let expandTimeline = false;
     let expandState = false;
     if (!initial) {

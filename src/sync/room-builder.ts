@@ -1,14 +1,12 @@
 // Builds room results for the rooms a response sends: from scratch (initial), as the delta
 // since the position the connection sent the room up to, or expanded (timeline_limit or
 // required_state grew). Reads are batched over rooms; events go out as their stored JSON.
-import type { RoomMeta, RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { RoomMetaCache } from '../cache/room-meta-cache.js';
 import type { UserCache, UserRoom } from '../cache/user-cache.js';
 import type { Pool } from '../store/db.js';
 import {
   currentMembers,
   currentState,
-  fallbackHeroes,
-  latestEventsOfTypes,
   latestTimelines,
   memberEvents,
   prevBatchFrom,
@@ -22,10 +20,10 @@ import {
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
 import { RawJson } from './json.js';
+import type { RoomRules } from './protocol.js';
 import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
-import { strippedNameAndAvatar } from './stripped-state.js';
 import { timelineWindow } from './timeline-window.js';
-import type { Protocol, RoomResult } from './types.js';
+import type { RoomResult } from './types.js';
 import { type RoomView, roomView, viewEnd } from './visibility.js';
 
 export interface RoomPlan {
@@ -53,10 +51,8 @@ export interface BuildContext {
   upTo: number;
   /** Stream position of the confirmed response (0 on a new connection). */
   from: number;
-  /** Which protocol's room fields to fill in (MSC3575 names are calculated, see user.names). */
-  protocol: Protocol;
-  /** MSC3575 `timestamp` per room. */
-  timestamps: Map<string, number>;
+  /** The request's protocol's metadata rules (see protocol.ts). */
+  rules: RoomRules;
   /** The exact pagination token from just before an event no v2 chunk started at, if it can be had. */
   exactPrevBatch?: (roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
@@ -293,23 +289,11 @@ function buildInvite(ctx: BuildContext, plan: RoomPlan, room: UserRoom): BuiltRo
   const result: RoomResult = {
     initial: true,
     invite_state: new RawJson(room.inviteState ?? '[]'),
-    bump_stamp: room.membershipPos,
     notification_count: 0,
     highlight_count: 0,
   };
   if (dm) result.is_dm = true;
-  if (ctx.protocol === 'msc4186') {
-    // As Synapse: the invite shows with its room's name and avatar (no heroes: Synapse has no
-    // member summary for a room the user is not in).
-    const { name, avatar } = strippedNameAndAvatar(room.inviteState);
-    if (name !== undefined) result.name = name;
-    if (avatar !== undefined) result.avatar = avatar;
-  }
-  if (ctx.protocol === 'msc3575') {
-    // The Go proxy counts an invite as a highlight, so by_notification_level puts it on top.
-    Object.assign(result, { bump_stamp: undefined, highlight_count: 1, timestamp: ctx.timestamps.get(plan.roomId) });
-    result.name = ctx.user.names.get(plan.roomId)?.name;
-  }
+  ctx.rules.invite(ctx, plan, room, result);
   return { result, sent };
 }
 
@@ -362,122 +346,8 @@ async function buildJoinedOrLeft(
     m: room.membership,
   };
   if (lazySent) sent.lazy = [...lazySent];
-  if (ctx.protocol === 'msc3575') await addMetadata3575(ctx, plan, room, meta, result, sent, fromScratch);
-  else await addMetadata(ctx, plan, room, meta, result, sent, fromScratch);
+  await ctx.rules.metadata(ctx, { plan, room, meta, result, sent, fromScratch });
   return { result: fromScratch || hasContent(result) ? result : undefined, sent };
-}
-
-/** Name, avatar, heroes, counts: all of them from scratch, otherwise only what changed. */
-async function addMetadata(
-  ctx: BuildContext,
-  plan: RoomPlan,
-  room: UserRoom,
-  meta: RoomMeta | undefined,
-  result: RoomResult,
-  sent: RoomSent,
-  fromScratch: boolean,
-) {
-  const changed = <T>(now: T | undefined, before: T | undefined) => (fromScratch ? now !== undefined : now !== undefined && now !== before);
-  const joined = room.membership === 'join';
-  // A room the user left or was banned from shows its name as it was then, not any rename since.
-  const { name, avatar } = joined
-    ? { name: meta?.name, avatar: meta?.avatar }
-    : await nameAndAvatarAsOf(ctx, plan.roomId, roomUpTo(ctx, room));
-  if (changed(name, plan.sent?.name)) result.name = name;
-  if (changed(avatar, plan.sent?.avatar)) result.avatar = avatar;
-  sent.name = name;
-  sent.avatar = avatar;
-  if (joined) {
-    if (changed(meta?.joinedCount, plan.sent?.jc)) result.joined_count = meta?.joinedCount;
-    if (changed(meta?.invitedCount, plan.sent?.ic)) result.invited_count = meta?.invitedCount;
-    sent.jc = meta?.joinedCount;
-    sent.ic = meta?.invitedCount;
-    if (!meta?.name && (fromScratch || result.joined_count !== undefined || result.invited_count !== undefined)) {
-      const heroes = await heroesOf(ctx, plan.roomId, room);
-      if (heroes.length) result.heroes = heroes;
-    }
-  }
-  // Real counts from the homeserver's v2 unread_notifications (Synapse's own endpoint sends 0),
-  // sent from scratch and whenever they change (a read elsewhere clears them with no new event).
-  if (fromScratch || room.notificationCount !== plan.sent?.nc || room.highlightCount !== plan.sent?.hc) {
-    result.notification_count = room.notificationCount;
-    result.highlight_count = room.highlightCount;
-  }
-  const dm = ctx.user.dmRooms.has(plan.roomId);
-  if (dm) result.is_dm = true;
-  sent.dm = dm;
-  result.bump_stamp = joined ? meta?.bumpNid || meta?.latestNid || room.membershipPos : room.membershipPos;
-}
-
-/**
- * MSC3575's metadata: the calculated name, the avatar (a DM's other member's when the room has
- * none; null once removed), heroes only on request, counts always, and `timestamp`.
- */
-async function addMetadata3575(
-  ctx: BuildContext,
-  plan: RoomPlan,
-  room: UserRoom,
-  meta: RoomMeta | undefined,
-  result: RoomResult,
-  sent: RoomSent,
-  fromScratch: boolean,
-) {
-  const named = ctx.user.names.get(plan.roomId);
-  const dm = ctx.user.dmRooms.has(plan.roomId);
-  const heroes = named?.heroes ?? [];
-  const name = named?.name;
-  if (name !== undefined && (fromScratch || name !== plan.sent?.name)) result.name = name;
-  sent.name = name;
-  // A room the user left or was banned from: its avatar then, as its name (see names.ts).
-  const roomAvatar = room.membership === 'join' ? meta?.avatar : (await nameAndAvatarAsOf(ctx, plan.roomId, roomUpTo(ctx, room))).avatar;
-  const avatar = roomAvatar ?? (dm && heroes.length === 1 ? heroes[0]?.avatarUrl : undefined);
-  if (fromScratch ? avatar !== undefined : avatar !== plan.sent?.avatar) result.avatar = avatar ?? null;
-  sent.avatar = avatar;
-  const calculated = room.membership === 'join' ? !meta?.name && !meta?.canonicalAlias : heroes.length > 0;
-  if (plan.includeHeroes && calculated && heroes.length && (fromScratch || result.name !== undefined)) {
-    result.heroes = heroes.map((h) => ({ user_id: h.userId, displayname: h.displayname, avatar_url: h.avatarUrl }));
-  }
-  if (room.membership === 'join') {
-    if (meta?.joinedCount && (fromScratch || meta.joinedCount !== plan.sent?.jc)) result.joined_count = meta.joinedCount;
-    if (meta?.invitedCount !== undefined && (fromScratch || meta.invitedCount !== plan.sent?.ic)) result.invited_count = meta.invitedCount;
-    sent.jc = meta?.joinedCount;
-    sent.ic = meta?.invitedCount;
-  }
-  result.notification_count = room.notificationCount;
-  result.highlight_count = room.highlightCount;
-  if (dm) result.is_dm = true;
-  sent.dm = dm;
-  // The bump timestamps are the room's now; a room the user is out of stops at the leave.
-  result.timestamp =
-    room.membership === 'join'
-      ? ctx.timestamps.get(plan.roomId)
-      : (await latestEventsOfTypes(ctx.pool, [plan.roomId], [], roomUpTo(ctx, room)))[0]?.ts;
-}
-
-const NAME_AND_AVATAR: StateSelector = { all: false, types: [], keys: [], pairTypes: ['m.room.name', 'm.room.avatar'], pairKeys: ['', ''] };
-
-async function nameAndAvatarAsOf(ctx: BuildContext, roomId: string, pos: number): Promise<{ name?: string; avatar?: string }> {
-  const out: { name?: string; avatar?: string } = {};
-  for (const row of await stateAsOf(ctx.pool, roomId, pos, NAME_AND_AVATAR)) {
-    const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content ?? {};
-    if (row.type === 'm.room.name' && typeof content.name === 'string' && content.name.trim()) out.name = content.name;
-    if (row.type === 'm.room.avatar' && typeof content.url === 'string' && content.url) out.avatar = content.url;
-  }
-  return out;
-}
-
-async function heroesOf(ctx: BuildContext, roomId: string, room: UserRoom): Promise<NonNullable<RoomResult['heroes']>> {
-  let ids = (room.heroes ?? []).filter((u) => u !== ctx.userId).slice(0, 5);
-  const members = ids.length ? await memberEvents(ctx.pool, roomId, ids) : await fallbackHeroes(ctx.pool, [roomId], ctx.userId, 5);
-  if (ids.length === 0) ids = members.map((m) => m.stateKey);
-  const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content ?? {}]));
-  return ids.map((userId) => {
-    const c = byUser.get(userId) ?? {};
-    const hero: { user_id: string; displayname?: string; avatar_url?: string } = { user_id: userId };
-    if (typeof c.displayname === 'string') hero.displayname = c.displayname;
-    if (typeof c.avatar_url === 'string') hero.avatar_url = c.avatar_url;
-    return hero;
-  });
 }
 
 /** unsigned.transaction_id goes back only to the device that sent the event. */

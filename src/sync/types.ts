@@ -1,6 +1,7 @@
 // The engine's protocol-neutral request and response. http/ adapts the MSC4186 and MSC3575
-// wire shapes to these; `protocol` selects the few rules in which the two differ (list ops,
-// room names, what a room re-entering a window gets, which rooms are candidates).
+// wire shapes to and from these; `protocol` names the module of rules in which the two differ
+// (sync/msc4186/, sync/msc3575/: connection keys, sticky parameters, list ops and sorts, room
+// names, what a room re-entering a window gets, per-room metadata), chosen once per request.
 //
 // Glossary:
 // - pos: names a connection position; the client echoes the last one it processed.
@@ -11,8 +12,8 @@
 // - extension: an extra stream in the same response (to_device, e2ee, account_data, ...).
 // - stream position: our global position (store/); a connection remembers, per room, the
 //   position it has sent that room up to.
+import type { Hero } from './heroes.js';
 import type { RawJson } from './json.js';
-import type { ListOp } from './list-ops.js';
 
 export type Protocol = 'msc4186' | 'msc3575';
 
@@ -110,18 +111,29 @@ export interface StickyDelta {
 
 export type ExtensionName = 'to_device' | 'e2ee' | 'account_data' | 'receipts' | 'typing';
 
+/** List operations as both wires carry them: MSC4186 sends only SYNC, MSC3575 all four (see msc3575/list-ops.ts). */
+export type ListOp =
+  | { op: 'SYNC'; range: [number, number]; room_ids: string[] }
+  | { op: 'INVALIDATE'; range: [number, number] }
+  | { op: 'DELETE'; index: number }
+  | { op: 'INSERT'; index: number; room_id: string };
+
 export interface ListResult {
   count: number;
   ops: ListOp[];
 }
 
-/** A room result with fields named as on the MSC4186 wire; events are raw JSON. */
+/**
+ * A room result, the same for both protocols; http/ writes each protocol's wire shape from it.
+ * Fields both wires carry alike keep their wire names (so the adapters pass them through); the
+ * rest are named for what they are, and each protocol module fills those it sends.
+ */
 export interface RoomResult {
   initial?: true;
   name?: string;
-  /** null (MSC3575 only): the avatar was removed. */
+  /** null: the avatar was removed (sent as a change). */
   avatar?: string | null;
-  heroes?: { user_id: string; displayname?: string; avatar_url?: string }[];
+  heroes?: Hero[];
   is_dm?: true;
   joined_count?: number;
   invited_count?: number;
@@ -132,11 +144,12 @@ export interface RoomResult {
   limited?: boolean;
   prev_batch?: string;
   num_live?: number;
-  bump_stamp?: number;
   invite_state?: RawJson;
   unstable_expanded_timeline?: true;
-  /** MSC3575: origin_server_ts of the latest bump event (never before the user's join). */
-  timestamp?: number;
+  /** Where the room stands in recency: a stream position (MSC4186 `bump_stamp`). */
+  bumpPos?: number;
+  /** origin_server_ts of the latest bump event, never before the user's join (MSC3575 `timestamp`). */
+  bumpTs?: number;
 }
 
 export interface SyncResponse {

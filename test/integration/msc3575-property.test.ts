@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { ListOp } from '../../src/sync/list-ops.js';
+import type { ListOp } from '../../src/sync/types.js';
 import { createRoomState, member, message, stateEvent, syncResponse } from '../support/builders.js';
 import { applyOps, createListModel, highestIndex, modelRoomAt } from '../support/list-model.js';
 import { addUser, pushSync, slidingSync, startStack, type TestUser } from '../support/sliding-sync-client.js';

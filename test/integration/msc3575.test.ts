@@ -3,7 +3,7 @@
 // avatars, heroes on request, old rooms, and the error cases.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ListOp } from '../../src/sync/list-ops.js';
+import type { ListOp } from '../../src/sync/types.js';
 import { createRoomState, event, member, message, stateEvent, syncResponse } from '../support/builders.js';
 import { applyOps, createListModel, highestIndex, modelRoomAt } from '../support/list-model.js';
 import { addUser, pushSync, type SsBody, type SsRoom, slidingSync, startStack } from '../support/sliding-sync-client.js';

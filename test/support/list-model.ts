@@ -3,7 +3,7 @@
 // kept on purpose, because the server has to cope with them: shifts copy `undefined` into tracked indices
 // (leaving keys that still count towards the highest known index), only tracked indices are ever written,
 // and DELETE removes its entry before closing the previous DELETE's gap.
-import type { ListOp } from '../../src/sync/list-ops.js';
+import type { ListOp } from '../../src/sync/types.js';
 
 export interface ListModel {
   /** The ranges of the request the ops answer: the client switches to them when it sends the request. */

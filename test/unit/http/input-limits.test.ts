@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { refuseNul, SYNC_TIMEOUT_CAP_MS } from '../../../src/http/input-limits.js';
-import { parseMsc3575 } from '../../../src/http/msc3575-schema.js';
-import { parseMsc4186 } from '../../../src/http/msc4186-schema.js';
+import { parseMsc3575 } from '../../../src/http/msc3575-request.js';
+import { parseMsc4186 } from '../../../src/http/msc4186-request.js';
 import { MatrixError } from '../../../src/matrix-error.js';
 
 describe('sliding sync input limits', () => {

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { logger as sdkLogger } from 'matrix-js-sdk-37/lib/logger.js';
 import { SlidingSync } from 'matrix-js-sdk-37/lib/sliding-sync.js';
-import { type ListOp, type ListView, listOps } from '../../../src/sync/list-ops.js';
-import { applyOps, createListModel, highestIndex, type ListModel, modelRoomAt } from '../../support/list-model.js';
+import { type ListOp, type ListView, listOps } from '../../../../src/sync/msc3575/list-ops.js';
+import { applyOps, createListModel, highestIndex, type ListModel, modelRoomAt } from '../../../support/list-model.js';
 
 type Range = [number, number];
 const ALL: Range = [0, Number.MAX_SAFE_INTEGER];

@@ -6,7 +6,7 @@
  * MSC3575 clients were built against that proxy's output.
  */
 
-import type { Hero } from '../cache/user-cache.js';
+import { type Hero, MAX_HEROES } from '../heroes.js';
 
 export type { Hero };
 
@@ -21,9 +21,6 @@ export interface NameInputs {
   joinedCount: number;
   invitedCount: number;
 }
-
-/** The spec asks for at least 5 heroes and the Go proxy names exactly 5 at most. */
-const MAX_NAMED_HEROES = 5;
 
 const EMPTY_ROOM = 'Empty Room';
 
@@ -44,7 +41,7 @@ function otherMemberCount(inputs: NameInputs): number {
 }
 
 function nameFromMembers(heroes: Hero[], others: number): string {
-  const names = disambiguate(heroes).slice(0, MAX_NAMED_HEROES);
+  const names = disambiguate(heroes).slice(0, MAX_HEROES);
   if (others <= 0) {
     // Alone: the heroes, if any, are whoever used to be here (homeservers fall back to left/banned members).
     return names.length === 0 ? EMPTY_ROOM : `${EMPTY_ROOM} (was ${joinWithAnd(names)})`;

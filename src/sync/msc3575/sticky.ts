@@ -13,7 +13,7 @@ import type {
   RoomConfig,
   SortBy,
   StickyDelta,
-} from './types.js';
+} from '../types.js';
 
 /** A list as remembered: every field resolved. */
 export interface StickyList {

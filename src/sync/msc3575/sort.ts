@@ -1,15 +1,17 @@
 // MSC3575 `sort`: the comparators turned into one sort key per room, and an order per sort kept
-// in the user's cache. The first request with a sort sorts once; afterwards only rooms whose key
+// in the protocol's memory of the user. The first request with a sort sorts once; afterwards only rooms whose key
 // changed move (see SortedRooms).
-import type { Bump } from '../cache/bump-cache.js';
-import type { RoomMetaCache } from '../cache/room-meta-cache.js';
-import { SortedRooms, type SortKey } from '../cache/sorted-rooms.js';
-import type { UserCache } from '../cache/user-cache.js';
+import type { RoomMetaCache } from '../../cache/room-meta-cache.js';
+import { SortedRooms, type SortKey } from '../../cache/sorted-rooms.js';
+import type { UserCache } from '../../cache/user-cache.js';
+import type { SortBy } from '../types.js';
+import type { Bump } from './bump-cache.js';
 import { nameSortKey } from './room-name.js';
-import type { SortBy } from './types.js';
+import type { UserMemory } from './user-memory.js';
 
 export interface SortContext {
   user: UserCache;
+  memory: UserMemory;
   metas: RoomMetaCache;
   /** Latest event of the list's bump_event_types, when it has any. */
   bump: ((roomId: string) => Bump | undefined) | undefined;
@@ -37,7 +39,7 @@ function component(ctx: SortContext, by: SortBy, roomId: string): number | strin
     case 'by_recency':
       return -recency(ctx, roomId);
     case 'by_name':
-      return nameSortKey(ctx.user.names.get(roomId)?.name ?? '');
+      return nameSortKey(ctx.memory.names.get(roomId)?.name ?? '');
     case 'by_notification_level':
       return notificationLevel(ctx, roomId);
     case 'by_notification_count':
@@ -54,8 +56,8 @@ export function sortKeyOf(sort: readonly SortBy[], bumpEventTypes: readonly stri
 /** `candidates` (in any order) ordered by `sort`, with keys read from `ctx` now. */
 export function sortedRooms(sort: readonly SortBy[], bumpEventTypes: readonly string[], candidates: readonly string[], ctx: SortContext) {
   const spec = sortKeyOf(sort, bumpEventTypes);
-  const order = ctx.user.orders.get(spec) ?? new SortedRooms();
-  ctx.user.orders.set(spec, order);
+  const order = ctx.memory.orders.get(spec) ?? new SortedRooms();
+  ctx.memory.orders.set(spec, order);
   order.refresh(candidates, (id): SortKey => sort.map((by) => component(ctx, by, id)));
   return order.order;
 }

@@ -1,15 +1,15 @@
 // MSC3575 calculated room names (and the heroes they are made of) for a user's rooms, kept in
-// the user's cache and recomputed only for rooms whose inputs changed: by_name sorts every
-// candidate room by it, so it must be cheap after the first time. Heroes' member events are
-// loaded for all rooms that need them in one query.
-import type { RoomMetaCache } from '../cache/room-meta-cache.js';
-import type { Hero, UserCache, UserRoom } from '../cache/user-cache.js';
-import type { Pool } from '../store/db.js';
-import { currentMembers, fallbackHeroes, memberEvents, memberSummaryAsOf, type StateRow, stateAsOf } from '../store/room-reads.js';
+// the protocol's memory of the user and recomputed only for rooms whose inputs changed: by_name
+// sorts every candidate room by it, so it must be cheap after the first time. Heroes come from
+// heroes.ts, loaded for all rooms that need them at once.
+import type { RoomMetaCache } from '../../cache/room-meta-cache.js';
+import type { UserCache, UserRoom } from '../../cache/user-cache.js';
+import type { Pool } from '../../store/db.js';
+import { memberEvents, memberSummaryAsOf, stateAsOf } from '../../store/room-reads.js';
+import { type Hero, heroesFromRows, heroFrom, loadHeroes, MAX_HEROES, summaryHeroes } from '../heroes.js';
+import { viewEnd } from '../visibility.js';
 import { calculateRoomName } from './room-name.js';
-import { viewEnd } from './visibility.js';
-
-const MAX_HEROES = 5;
+import type { NameMemory } from './user-memory.js';
 
 interface Stripped {
   type?: string;
@@ -19,17 +19,6 @@ interface Stripped {
 }
 
 const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
-
-function heroFrom(userId: string, content: Record<string, unknown> | undefined): Hero {
-  const hero: Hero = { userId };
-  const displayname = str(content?.displayname);
-  const avatarUrl = str(content?.avatar_url);
-  const membership = str(content?.membership);
-  if (displayname) hero.displayname = displayname;
-  if (avatarUrl) hero.avatarUrl = avatarUrl;
-  if (membership) hero.membership = membership;
-  return hero;
-}
 
 /**
  * What a name depends on: when this is unchanged, the remembered name still holds. A room the
@@ -75,12 +64,10 @@ async function nameAsOfLeave(ctx: NameContext, room: UserRoom): Promise<{ name: 
     else alias = str(content?.alias);
   }
   if (named || alias) return { name: (named ?? alias) as string, heroes: [] };
-  const heroIds = (room.heroes ?? []).filter((u) => u !== ctx.user.userId).slice(0, MAX_HEROES);
+  const heroIds = summaryHeroes(room, ctx.user.userId);
   const summary = await memberSummaryAsOf(ctx.pool, room.roomId, pos, ctx.user.userId, MAX_HEROES);
   const members = heroIds.length ? await memberEvents(ctx.pool, room.roomId, heroIds, pos) : summary.heroes;
-  const ids = heroIds.length ? heroIds : members.map((m) => m.stateKey);
-  const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content]));
-  const heroes = ids.map((u) => heroFrom(u, byUser.get(u)));
+  const heroes = heroesFromRows(heroIds, members);
   return { name: calculateRoomName({ heroes, joinedCount: summary.joined, invitedCount: summary.invited }), heroes };
 }
 
@@ -88,53 +75,44 @@ export interface NameContext {
   pool: Pool;
   user: UserCache;
   metas: RoomMetaCache;
+  /** The user's names, as this protocol remembers them. */
+  names: NameMemory;
 }
 
-/** Makes user.names current for `roomIds` (metadata must be loaded). */
+/** Makes `ctx.names` current for `roomIds` (metadata must be loaded). */
 export async function ensureNames(ctx: NameContext, roomIds: Iterable<string>): Promise<void> {
-  const { user, metas } = ctx;
-  const todo: { room: UserRoom; stamp: string; heroIds: string[] }[] = [];
+  const { user, metas, names } = ctx;
+  const todo: { room: UserRoom; stamp: string }[] = [];
   for (const id of roomIds) {
     const room = user.rooms.get(id);
     if (!room) continue;
     const stamp = stampOf(room, metas);
-    if (user.names.get(id)?.stamp === stamp) continue;
+    if (names.get(id)?.stamp === stamp) continue;
     if (room.membership === 'invite' || room.membership === 'knock') {
-      user.names.set(id, { stamp, ...inviteName(user.userId, room) });
+      names.set(id, { stamp, ...inviteName(user.userId, room) });
       continue;
     }
     if (room.membership === 'leave' || room.membership === 'ban') {
-      user.names.set(id, { stamp, ...(await nameAsOfLeave(ctx, room)) });
+      names.set(id, { stamp, ...(await nameAsOfLeave(ctx, room)) });
       continue;
     }
     const meta = metas.get(id);
     if (meta?.name || meta?.canonicalAlias) {
-      user.names.set(id, { stamp, name: meta.name ?? (meta.canonicalAlias as string), heroes: [] });
+      names.set(id, { stamp, name: meta.name ?? (meta.canonicalAlias as string), heroes: [] });
       continue;
     }
-    todo.push({ room, stamp, heroIds: (room.heroes ?? []).filter((u) => u !== user.userId).slice(0, MAX_HEROES) });
+    todo.push({ room, stamp });
   }
   if (todo.length === 0) return;
-  const rows = new Map<string, StateRow[]>();
-  const withIds = todo.filter((t) => t.heroIds.length > 0);
-  for (const row of await currentMembers(
+  const loaded = await loadHeroes(
     ctx.pool,
-    withIds.flatMap((t) => t.heroIds.map((userId) => ({ roomId: t.room.roomId, userId }))),
-  )) {
-    rows.set(row.roomId, [...(rows.get(row.roomId) ?? []), row]);
-  }
-  // No heroes from the homeserver's summary: members from the stored state, as Synapse picks them.
-  const fallback = todo.filter((x) => x.heroIds.length === 0).map((t) => t.room.roomId);
-  for (const row of await fallbackHeroes(ctx.pool, fallback, user.userId, MAX_HEROES)) {
-    rows.set(row.roomId, [...(rows.get(row.roomId) ?? []), row]);
-  }
+    user.userId,
+    todo.map((t) => t.room),
+  );
   for (const t of todo) {
-    const members = rows.get(t.room.roomId) ?? [];
-    const ids = t.heroIds.length ? t.heroIds : members.map((m) => m.stateKey);
-    const byUser = new Map(members.map((m) => [m.stateKey, (JSON.parse(m.json) as { content?: Record<string, unknown> }).content]));
-    const heroes = ids.map((u) => heroFrom(u, byUser.get(u)));
+    const heroes = loaded.get(t.room.roomId) ?? [];
     const meta = metas.get(t.room.roomId);
     const name = calculateRoomName({ heroes, joinedCount: meta?.joinedCount ?? 0, invitedCount: meta?.invitedCount ?? 0 });
-    user.names.set(t.room.roomId, { stamp: t.stamp, name, heroes });
+    names.set(t.room.roomId, { stamp: t.stamp, name, heroes });
   }
 }

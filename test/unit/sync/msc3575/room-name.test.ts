@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { calculateRoomName, type Hero, type NameInputs, nameSortKey } from '../../../src/sync/room-name.js';
+import { calculateRoomName, type Hero, type NameInputs, nameSortKey } from '../../../../src/sync/msc3575/room-name.js';
 
 const alice: Hero = { userId: '@alice:x', displayname: 'Alice' };
 const bob: Hero = { userId: '@bob:x', displayname: 'Bob' };

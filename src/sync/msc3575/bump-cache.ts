@@ -2,9 +2,9 @@
 // one of those types (position and timestamp). Rooms are shared, so one entry serves every user
 // and list asking for the same types; an entry is looked up again only after the room has
 // newer events than it was computed at. An empty set means any event.
-import type { Pool } from '../store/db.js';
-import { latestEventsOfTypes } from '../store/room-reads.js';
-import type { RoomMetaCache } from './room-meta-cache.js';
+import type { RoomMetaCache } from '../../cache/room-meta-cache.js';
+import type { Pool } from '../../store/db.js';
+import { latestEventsOfTypes } from '../../store/room-reads.js';
 
 export interface Bump {
   nid: number;

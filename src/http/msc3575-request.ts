@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { invalidParam } from '../matrix-error.js';
 import type { ExtensionDelta, ExtensionName, ListDelta, RoomConfig, SortBy, StickyDelta } from '../sync/types.js';
 import { bodyTimeout, dictionary } from './input-limits.js';
-import { filters, LIMITS, type ParsedSync, range, requiredState, scoped, toFilters, validateSync } from './msc4186-schema.js';
+import { filters, LIMITS, type ParsedSync, range, requiredState, scoped, toFilters, validateSync } from './msc4186-request.js';
 
 /** The Go proxy's default long-poll. */
 const DEFAULT_TIMEOUT_MS = 10_000;

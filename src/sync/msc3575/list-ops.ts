@@ -3,11 +3,9 @@
 // stays inside one range, and the few that cannot (lone INSERT/DELETE at the end of the list) are ordered so
 // the client's "shift up to the highest index I know" never crosses data it still needs.
 
-export type ListOp =
-  | { op: 'SYNC'; range: [number, number]; room_ids: string[] }
-  | { op: 'INVALIDATE'; range: [number, number] }
-  | { op: 'DELETE'; index: number }
-  | { op: 'INSERT'; index: number; room_id: string };
+import type { ListOp } from '../types.js';
+
+export type { ListOp };
 
 /** What the client holds of one list: the ranges it tracks and, per range, the room ids it was told, in order (ids[i] starts at ranges[i][0]; may be shorter than the range at the end of the list). */
 export interface ListView {
