@@ -375,6 +375,25 @@ describe('MSC3575', () => {
     );
   });
 
+  it('keeps the sticky changes of a request that waited before it was answered', async (t) => {
+    let parked: (() => void) | undefined;
+    const { fake, proxy } = await startStack(t, { onWait: () => parked?.() });
+    const alice = addUser(fake, ME, 'A', fourRooms());
+    const first = await sync3575(proxy, alice.token, { lists: { l: { ranges: [[0, 9]], timeline_limit: 1 } } });
+    // Enables typing with nothing to send: the request waits, and a message answers it.
+    const waitingStarted = new Promise<void>((resolve) => {
+      parked = resolve;
+    });
+    const waiting = sync3575(proxy, alice.token, { extensions: { typing: { enabled: true } } }, { pos: first.body.pos, timeout: 20_000 });
+    await waitingStarted;
+    await pushSync(fake, alice, syncResponse({ join: { '!b:fake': { timeline: [message('wake')] } } }));
+    const woken = await waiting;
+    assert.ok(woken.body.rooms['!b:fake'], 'the message answered the waiting request');
+    await pushSync(fake, alice, syncResponse({ join: { '!b:fake': { ephemeral: [{ type: 'm.typing', content: { user_ids: [BOB] } }] } } }));
+    const next = await sync3575(proxy, alice.token, {}, { pos: woken.body.pos });
+    assert.deepEqual(next.body.extensions.typing?.rooms?.['!b:fake']?.content.user_ids, [BOB], 'typing stays enabled');
+  });
+
   it('long-polls 10 s by default, and answers a new message at once', async (t) => {
     const { fake, proxy } = await startStack(t);
     const alice = addUser(fake, ME, 'A', fourRooms());
