@@ -7,9 +7,9 @@ import { loadHeroes } from '../heroes.js';
 import type { RoomInBuild, RoomRules } from '../protocol.js';
 import type { BuildContext, RoomPlan } from '../room-builder.js';
 import { nameAndAvatarAsOf } from '../state-as-of.js';
-import { strippedNameAndAvatar } from '../stripped-state.js';
 import type { RoomResult } from '../types.js';
 import { viewEnd } from '../visibility.js';
+import { strippedNameAndAvatar } from './stripped-state.js';
 
 function invite(_ctx: BuildContext, _plan: RoomPlan, room: UserRoom, result: RoomResult): void {
   result.bumpPos = room.membershipPos;
