@@ -39,6 +39,7 @@ import {
 } from '../store/room-state-table.js';
 import {
   currentMemberships,
+  forgetRoom,
   type Membership,
   type MembershipUpdate,
   type RoomCountsUpdate,
@@ -73,6 +74,11 @@ export interface Accumulator {
   ingest(device: DeviceRef, response: SyncResponse, opts?: IngestOptions): Promise<IngestSummary>;
   /** The device's poller skipped a response it could not use: whatever it brings next may follow a hole. */
   skipped(device: DeviceRef): void;
+  /**
+   * The user forgot a room upstream: its row goes (if the user is out of it), as an ingest
+   * would change it, under its own position, announced once committed. Returns whether it went.
+   */
+  forget(userId: string, roomId: string): Promise<boolean>;
 }
 
 type Published = () => void;
@@ -156,6 +162,18 @@ export function createAccumulator(
     skipped(device) {
       ctx.views.blind(device);
       deps.telemetry?.metrics.skippedResponses.inc();
+    },
+    forget(userId, roomId) {
+      return serially(async () => {
+        const pos = await withTransaction(deps.pool, async (tx) => {
+          await lockIngest(tx);
+          return (await forgetRoom(tx, userId, roomId)) ? nextPosition(tx) : undefined;
+        });
+        if (pos === undefined) return false;
+        deps.bus.publish('stream.advanced', { pos });
+        deps.bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos });
+        return true;
+      });
     },
   };
 }

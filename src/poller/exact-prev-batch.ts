@@ -25,13 +25,16 @@ export interface ExactPrevBatchDeps {
   onTokenRefused?: (token: string, softLogout: boolean) => Promise<void>;
 }
 
-export type ExactPrevBatch = (
-  device: { userId: string; deviceId: string },
-  roomId: string,
-  event: { nid: number; eventId: string },
-) => Promise<string | undefined>;
+/** Implements sync/ports.ts's PrevBatchSource (checked where proxy.ts wires it). */
+export interface ExactPrevBatches {
+  exactPrevBatch(
+    device: { userId: string; deviceId: string },
+    roomId: string,
+    event: { nid: number; eventId: string },
+  ): Promise<string | undefined>;
+}
 
-export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
+export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatches {
   const failed = new Set<number>();
   const inFlight = new Map<number, Promise<string | undefined>>();
   const lookUp = async (token: string, roomId: string, event: { nid: number; eventId: string }) => {
@@ -57,13 +60,15 @@ export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
     if (failed.size >= MAX_REMEMBERED_FAILURES) failed.delete(failed.values().next().value as number);
     failed.add(nid);
   };
-  return (device, roomId, event) => {
-    const token = deps.pollers.get(device.userId, device.deviceId)?.token;
-    if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
-    const running = inFlight.get(event.nid);
-    if (running) return running;
-    const p = lookUp(token, roomId, event).finally(() => inFlight.delete(event.nid));
-    inFlight.set(event.nid, p);
-    return p;
+  return {
+    exactPrevBatch(device, roomId, event) {
+      const token = deps.pollers.get(device.userId, device.deviceId)?.token;
+      if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
+      const running = inFlight.get(event.nid);
+      if (running) return running;
+      const p = lookUp(token, roomId, event).finally(() => inFlight.delete(event.nid));
+      inFlight.set(event.nid, p);
+      return p;
+    },
   };
 }

@@ -28,7 +28,7 @@ export async function createSyncService(
     bus: Bus;
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
-    exactPrevBatch?: EngineDeps['exactPrevBatch'];
+    prevBatches?: EngineDeps['prevBatches'];
     onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
@@ -57,7 +57,7 @@ export async function createSyncService(
     connections,
     extensions,
     bumps,
-    exactPrevBatch: deps.exactPrevBatch,
+    prevBatches: deps.prevBatches,
     onWait: deps.onWait,
   });
   // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no

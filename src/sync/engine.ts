@@ -16,6 +16,7 @@ import type { Extensions } from './extensions/index.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
 import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
 import { ensureNames } from './names.js';
+import type { PrevBatchSource } from './ports.js';
 import {
   compileRequiredState,
   deserializeStateConfig,
@@ -60,8 +61,8 @@ export interface EngineDeps {
    * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
    */
   onWait?: (device: Device, connId: string) => void;
-  /** Exact prev_batch tokens from the homeserver (see poller/exact-prev-batch.ts); absent: the nearest stored one. */
-  exactPrevBatch?: (device: Device, roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
+  /** Exact prev_batch tokens from the homeserver (a port, see ports.ts); absent: the nearest stored one. */
+  prevBatches?: PrevBatchSource;
 }
 
 interface Computed {
@@ -314,7 +315,8 @@ export class SyncEngine {
       protocol: req.protocol,
       timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
       exactPrevBatch:
-        this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
+        this.deps.prevBatches &&
+        ((roomId, event) => this.deps.prevBatches?.exactPrevBatch(device, roomId, event) ?? Promise.resolve(undefined)),
     };
     if (msc3575)
       await ensureNames(

@@ -14,11 +14,7 @@ const LIST = { lists: { all: { ranges: [[0, 10]], timeline_limit: 5, required_st
 async function setup(t: TestContext, poller: Record<string, number> = {}) {
   const fake = await startFakeHomeserver({ maxWaitMs: 300 });
   t.after(() => fake.close());
-  const proxy = await startTestProxy(
-    t,
-    { SYNCV3_SERVER: fake.url },
-    { poller: { ...FAST, ...poller }, registry: { negativeTtlMs: 60_000 } },
-  );
+  const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { poller: { ...FAST, ...poller }, auth: { negativeTtlMs: 60_000 } });
   return { fake, proxy };
 }
 
