@@ -8,6 +8,8 @@
 // through the proxy deletes the rows (and stops the device's poller) before the client sees
 // the answer; a token any upstream call finds refused is deleted at once. Rows of tokens
 // superseded by a refresh are pruned, so neither the store nor this memory grows with them.
+
+import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
 import { homeserverSyncFailing, MatrixError, unknownToken, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import {
@@ -22,7 +24,7 @@ import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
-import type { DevicePolling, InitialSyncFailure, InitialSyncProgress } from './device-polling.js';
+import type { DevicePolling } from './device-polling.js';
 
 export interface AuthenticatedDevice {
   userId: string;

@@ -3,23 +3,7 @@
 // poller knows how far that device's v2 sync has got. The poller answers in its own terms
 // (why a first sync cannot be had); auth/ turns that into what the client is told.
 
-/** Why a device's first v2 sync cannot be had for now. */
-export type InitialSyncFailure =
-  /** The homeserver refused the device's token and it has no newer one. */
-  | { reason: 'token_dead'; softLogout: boolean }
-  /** The homeserver keeps answering the first sync unusably, with nothing to skip to. */
-  | { reason: 'homeserver_failing' }
-  /** The poller was stopped (shutdown, logout) or crashed: a retry starts it again. */
-  | { reason: 'stopped' | 'crashed' };
-
-/** How far a device's first v2 sync has got in this process. */
-export interface InitialSyncProgress {
-  done: boolean;
-  startedAt?: number;
-  storedAt?: number;
-  bytesReceived: number;
-  rooms?: number;
-}
+import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
 
 /** One polled device, as authentication sees it. */
 export interface PolledDevice {

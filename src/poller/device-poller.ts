@@ -7,6 +7,7 @@
 // clients hear that too (auth/ says what each reason means to a client).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accumulator } from '../ingest/accumulator.js';
+import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
 import type { Pool } from '../store/db.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -58,26 +59,6 @@ export interface PollerDeps {
   firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Metrics, a span per poll, and failed polls reported with the user and device. */
   telemetry?: Telemetry;
-}
-
-/** Why a device's first v2 sync cannot be had for now (auth/device-polling.ts has the same type). */
-export type InitialSyncFailure =
-  | { reason: 'token_dead'; softLogout: boolean }
-  | { reason: 'homeserver_failing' }
-  | { reason: 'stopped' | 'crashed' };
-
-/** How far this process has got with a device's first v2 sync (shown on the /client/ page). */
-export interface InitialSyncProgress {
-  /** The first sync is behind the device: stored, or skipped past as unusable. */
-  done: boolean;
-  /** When this process began waiting for it (epoch ms); absent when it was done before. */
-  startedAt?: number;
-  /** When it was stored (epoch ms), by this process. */
-  storedAt?: number;
-  /** Response body bytes received so far by the latest attempt. */
-  bytesReceived: number;
-  /** Rooms it held, once stored by this process. */
-  rooms?: number;
 }
 
 const NO_PRESENCE = { presence: { not_types: ['*'] } };

@@ -5,6 +5,7 @@
 // stored with the event for every later response and user (pagination tokens are positions in
 // the room, not per user). A homeserver that cannot answer leaves the nearest token in use.
 import type { Pool } from '../store/db.js';
+import type { DeviceRef } from '../store/device-inbox-table.js';
 import { setPrevBatch } from '../store/events-table.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -25,16 +26,8 @@ export interface ExactPrevBatchDeps {
   onTokenRefused?: (token: string, softLogout: boolean) => Promise<void>;
 }
 
-/** Implements sync/ports.ts's PrevBatchSource (checked where proxy.ts wires it). */
-export interface ExactPrevBatches {
-  exactPrevBatch(
-    device: { userId: string; deviceId: string },
-    roomId: string,
-    event: { nid: number; eventId: string },
-  ): Promise<string | undefined>;
-}
-
-export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatches {
+/** Implements sync/ports.ts's PrevBatchSource (its shape is checked where proxy.ts wires it). */
+export function exactPrevBatches(deps: ExactPrevBatchDeps) {
   const failed = new Set<number>();
   const inFlight = new Map<number, Promise<string | undefined>>();
   const lookUp = async (token: string, roomId: string, event: { nid: number; eventId: string }) => {
@@ -61,7 +54,7 @@ export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatches {
     failed.add(nid);
   };
   return {
-    exactPrevBatch(device, roomId, event) {
+    exactPrevBatch(device: DeviceRef, roomId: string, event: { nid: number; eventId: string }): Promise<string | undefined> {
       const token = deps.pollers.get(device.userId, device.deviceId)?.token;
       if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
       const running = inFlight.get(event.nid);
