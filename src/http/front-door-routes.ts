@@ -5,13 +5,13 @@
 // that same base URL. So the proxy answers /versions with the homeserver's answer plus that
 // flag, and, for deployments whose `.well-known` points clients at the proxy, forwards every
 // other request under /_matrix/ and /_synapse/client/ to the homeserver, bodies streamed.
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.js';
 import { tooLarge, unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { packageVersion } from '../telemetry/telemetry.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
 import { accessToken } from './access-token.js';
@@ -56,16 +56,6 @@ export interface FrontDoorDeps {
   serverUrl?: string;
   /** Shown in /client/server.json; defaults to package.json's version. */
   version?: string;
-}
-
-function packageVersion(): string {
-  try {
-    // src/http/ and dist/http/ both sit two levels below package.json.
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** The Matrix error a client gets when the homeserver could not be asked. */

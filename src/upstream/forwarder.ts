@@ -11,8 +11,9 @@ import { BlockList, isIPv4 } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { TLSSocket } from 'node:tls';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Upstream } from '../config.js';
+import { homeserverAgent } from './agent.js';
 import { UpstreamError } from './errors.js';
 
 /** Meaningful for one connection only: never forwarded in either direction. */
@@ -206,12 +207,7 @@ export function createForwarder(upstream: Upstream, opts: ForwarderOptions): For
   const basePath = base.pathname.replace(/\/+$/, '');
   // Apart from the pollers' Agent, so that clients' traffic and the long-polls do not queue
   // behind each other. Timeouts are set per request below.
-  const dispatcher = new Agent({
-    connect: upstream.kind === 'unix' ? { socketPath: upstream.path } : {},
-    keepAliveTimeout: 60_000,
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const dispatcher = homeserverAgent(upstream);
   const bodyTimeout = opts.bodyIdleTimeoutMs ?? opts.headersTimeoutMs;
   const trusted = trustedPeers(opts.trustedProxies ?? []);
 
