@@ -348,7 +348,7 @@ function distance(a: string, b: string): number {
  * One warning per SYNCV3_* variable that the proxy does not read (a typo, or a Go proxy variable
  * that has no equivalent): ignored silently, a typo would leave the default in force unnoticed.
  */
-export function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
+function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
   const known = Object.keys(VARIABLES);
   return Object.keys(env)
     .filter((name) => name.startsWith('SYNCV3_') && !(name in VARIABLES) && !TOOLING.test(name))

@@ -16,13 +16,13 @@ import { accessToken } from './access-token.js';
 import { disconnectSignal } from './disconnect.js';
 import { rememberDevice } from './request-device.js';
 
-export const CLIENT_PAGE_PATH = '/client/';
-export const CLIENT_STATUS_PATH = '/client/status';
+const CLIENT_PAGE_PATH = '/client/';
+const CLIENT_STATUS_PATH = '/client/status';
 
 /** src/http/ and dist/http/ both sit two levels below the package root, where web/ is. */
-export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
+const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
 
-export const CONTENT_SECURITY_POLICY = [
+const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",

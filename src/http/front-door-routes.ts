@@ -20,12 +20,12 @@ import { disconnectSignal } from './disconnect.js';
 import { type LogoutRequest, listedDevices, logoutRequest } from './logout-requests.js';
 import { servedFeatures } from './unserved-features.js';
 
-export const VERSIONS_PATH = '/_matrix/client/versions';
-export const SERVER_JSON_PATH = '/client/server.json';
+const VERSIONS_PATH = '/_matrix/client/versions';
+const SERVER_JSON_PATH = '/client/server.json';
 /** The `unstable_features` flag by which Element X and Element Web find sliding sync (MSC4186). */
-export const SLIDING_SYNC_FEATURE = 'org.matrix.simplified_msc3575';
+const SLIDING_SYNC_FEATURE = 'org.matrix.simplified_msc3575';
 /** Everything under these is forwarded unless a route of our own matches first. */
-export const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
+const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
 
 /** A /versions answer is a few KiB; anything far larger is not one. */
 const VERSIONS_BODY_LIMIT = 1024 * 1024;

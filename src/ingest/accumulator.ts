@@ -215,7 +215,7 @@ function* eventIdsOf(response: SyncResponse) {
  * positions keep following recency); all but the last carry only rooms, and the last carries
  * the rest of the response (invites, account data, to-device messages, device data).
  */
-export function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[] {
+function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[] {
   const blocks = roomBlocks(response);
   const size = (b: RoomBlock) => b.room.state.length + b.room.timeline.events.length;
   if (blocks.reduce((n, b) => n + size(b), 0) <= maxEvents) return [response];
@@ -448,7 +448,7 @@ const changesRoom = (r: RoomUpsert) =>
   r.latestNid > 0 || r.statePos > 0 || r.roomVersion !== undefined || r.joined !== undefined || r.invited !== undefined;
 
 /** MSC4186's fixed bump types: what makes a room jump up the list (not reactions, edits of state, ...). */
-export const BUMP_EVENT_TYPES = new Set([
+const BUMP_EVENT_TYPES = new Set([
   'm.room.create',
   'm.room.message',
   'm.room.encrypted',

@@ -138,14 +138,3 @@ export async function roomVersions(db: Queryable, roomIds: string[]): Promise<Ma
   );
   return new Map(rows.filter((r) => r.room_version).map((r) => [r.room_id, r.room_version as string]));
 }
-
-/** The state of a room as of `pos` (inclusive): event nids by (type, state_key). */
-export async function stateAt(db: Queryable, roomId: string, pos: number): Promise<RoomState[]> {
-  const { rows } = await db.query<RoomState>(
-    `SELECT DISTINCT ON (type, state_key) room_id AS "roomId", type, state_key AS "stateKey", event_nid AS "eventNid"
-       FROM state_changes WHERE room_id = $1 AND pos <= $2
-      ORDER BY type, state_key, pos DESC`,
-    [roomId, pos],
-  );
-  return rows;
-}

@@ -38,7 +38,7 @@ export interface Homeserver {
   close(): Promise<void>;
 }
 
-export const USER_AGENT = 'syncv3-proxy/0.1';
+const USER_AGENT = 'syncv3-proxy/0.1';
 
 /** The body as text, telling `onBytes` about each chunk as it arrives. */
 async function countedText(body: AsyncIterable<Buffer>, onBytes: (bytes: number) => void): Promise<string> {
