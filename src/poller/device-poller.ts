@@ -87,6 +87,8 @@ export class DevicePoller {
   #since: string | undefined;
   #abort = new AbortController();
   #done: Promise<void> | undefined;
+  /** The loop is over: stopped, its token dead, or crashed. */
+  #ended = false;
   /** Requests waiting for the initial sync: released when it is stored, or rejected when it fails. */
   #initialWaiters = new Set<{ resolve(failure?: InitialSyncFailure): void; reject(err: unknown): void }>();
   #initialIsDone = false;
@@ -129,17 +131,22 @@ export class DevicePoller {
     return { done: this.#initialIsDone, ...this.#progress };
   }
 
+  /** Polling: started, and its loop not over (a poller whose loop ended is replaced on next use). */
   get running(): boolean {
-    return this.#done !== undefined && !this.#abort.signal.aborted;
+    return this.#done !== undefined && !this.#ended && !this.#abort.signal.aborted;
   }
 
   start(): void {
     if (!this.#initialIsDone) this.#progress.startedAt ??= Date.now();
-    this.#done ??= this.#loop().catch((err) => {
-      this.deps.logger.error({ err }, 'poller crashed');
-      this.#report(err, 'crashed');
-      this.#failInitial({ reason: 'crashed' });
-    });
+    this.#done ??= this.#loop()
+      .catch((err) => {
+        this.deps.logger.error({ err }, 'poller crashed');
+        this.#report(err, 'crashed');
+        this.#failInitial({ reason: 'crashed' });
+      })
+      .finally(() => {
+        this.#ended = true;
+      });
   }
 
   /** A refreshed token for the same device: the next poll uses it, from the same position. */

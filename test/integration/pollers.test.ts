@@ -124,13 +124,16 @@ describe('pollers and tokens', () => {
     const { fake, proxy } = await setup(t);
     const token = alice(fake);
     const first = await slidingSync(proxy, token);
+    const poller = proxy.pollers.get('@alice:fake', 'ADEV');
+    assert.ok(poller?.running);
     fake.expireToken(token);
-    await waitUntil(async () => (await proxy.pool.query('SELECT count(*)::int AS n FROM tokens')).rows[0].n === 0);
+    // Its loop is over: nothing can poll with the dead token from here on.
+    await waitUntil(async () => !poller.running);
     const polls = fake.syncCount(token);
+    assert.equal((await proxy.pool.query('SELECT count(*)::int AS n FROM tokens')).rows[0].n, 0);
     assert.equal(proxy.pollers.get('@alice:fake', 'ADEV'), undefined);
     const again = await slidingSync(proxy, token, LIST, `?pos=${first.body.pos}`);
     assert.deepEqual([again.status, again.body.errcode], [401, 'M_UNKNOWN_TOKEN']);
-    await new Promise((r) => setTimeout(r, 100));
     assert.equal(fake.syncCount(token), polls, 'no more polls with a dead token');
     const { rows } = await proxy.pool.query('SELECT count(*)::int AS n FROM connections');
     assert.equal(rows[0].n, 0, "the device's connections ended");
