@@ -33,7 +33,7 @@ export const VARIABLES = {
   SYNCV3_OTLP_PASSWORD: 'basic-auth password for SYNCV3_OTLP_URL (set together with SYNCV3_OTLP_USERNAME)',
   SYNCV3_SENTRY_DSN: 'Sentry DSN that receives errors (unset = off)',
   SYNCV3_LOG_LEVEL: 'trace, debug, info, warn, err (or error) or fatal (default info)',
-  SYNCV3_DEBUG: '1 or true: trace logging and fail-fast internal assertions (default off)',
+  SYNCV3_DEBUG: '1 or true: trace logging, whatever SYNCV3_LOG_LEVEL says (default off)',
   SYNCV3_MAX_DB_CONN: 'maximum PostgreSQL connections in the pool; 0 = the default of 20',
   SYNCV3_DB_IDLE_TIMEOUT_SECS: 'seconds an idle PostgreSQL connection is kept open (default 3600)',
   SYNCV3_HTTP_TIMEOUT_SECS: 'timeout of requests to the homeserver, long polls included (default 300)',
@@ -348,7 +348,7 @@ function distance(a: string, b: string): number {
  * One warning per SYNCV3_* variable that the proxy does not read (a typo, or a Go proxy variable
  * that has no equivalent): ignored silently, a typo would leave the default in force unnoticed.
  */
-export function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
+function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
   const known = Object.keys(VARIABLES);
   return Object.keys(env)
     .filter((name) => name.startsWith('SYNCV3_') && !(name in VARIABLES) && !TOOLING.test(name))
@@ -381,7 +381,6 @@ export interface Config {
     | undefined;
   sentryDsn: string | undefined;
   logLevel: LogLevel;
-  debug: boolean;
   maxDbConnections: number;
   dbIdleTimeoutMs: number;
   httpTimeoutMs: number;
@@ -443,7 +442,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       : undefined,
     sentryDsn: e.SYNCV3_SENTRY_DSN,
     logLevel: debug ? 'trace' : LOG_LEVELS[e.SYNCV3_LOG_LEVEL],
-    debug,
     maxDbConnections: e.SYNCV3_MAX_DB_CONN === 0 ? 20 : e.SYNCV3_MAX_DB_CONN,
     dbIdleTimeoutMs: e.SYNCV3_DB_IDLE_TIMEOUT_SECS * 1000,
     httpTimeoutMs: e.SYNCV3_HTTP_TIMEOUT_SECS * 1000,

@@ -29,8 +29,6 @@ export const missingToken = (why = 'Missing access token') => new MatrixError(40
 export const unknownToken = (softLogout = false) =>
   new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown or expired access token', { soft_logout: softLogout });
 export const unknownPos = () => new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown or expired pos; start a new connection');
-export const limitExceeded = (retryAfterMs: number) =>
-  new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many requests', { retry_after_ms: retryAfterMs });
 /** A newer request on the same connection took over; the client has already moved on. */
 export const superseded = () => new MatrixError(400, 'M_UNKNOWN', 'Superseded by a newer request on the same connection');
 /** The database went away mid-request (restart, failover): safe to retry. */

@@ -5,6 +5,7 @@ import { chmod, readFile, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
+import { Authenticator, type AuthOptions, DEFAULT_AUTH_OPTIONS } from './auth/authenticator.js';
 import { type Bus, createInProcessBus } from './bus/bus.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
@@ -12,7 +13,6 @@ import { createAccumulator } from './ingest/accumulator.js';
 import { Lifecycle } from './lifecycle.js';
 import { checkPersistentData } from './persistent-data.js';
 import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poller.js';
-import { DEFAULT_REGISTRY_OPTIONS, DeviceRegistry, type DeviceRegistryOptions } from './poller/device-registry.js';
 import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
@@ -43,7 +43,7 @@ export interface RunningProxy {
   pool: Pool;
   bus: Bus;
   pollers: PollerManager;
-  registry: DeviceRegistry;
+  auth: Authenticator;
   metrics: Metrics;
   telemetry: Telemetry;
   /** Where the client API listens, e.g. `http://127.0.0.1:8008` or the unix socket path. */
@@ -61,7 +61,7 @@ export interface ProxyOptions {
   migrationsDir?: string;
   /** Tests shorten backoffs and timeouts; production takes the defaults and the config's timeouts. */
   poller?: Partial<PollerOptions>;
-  registry?: Partial<DeviceRegistryOptions>;
+  auth?: Partial<AuthOptions>;
   /** How long a request body may take to arrive (tests shorten it). */
   bodyTimeoutMs?: number;
   /** Tests: told each time a sliding sync request starts waiting (see EngineDeps.onWait). */
@@ -207,22 +207,22 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       },
     );
     lifecycle.onStop('pollers', () => pollers.stopAll());
-    const registry = new DeviceRegistry(
+    const auth = new Authenticator(
       { pool, homeserver, cipher, pollers, logger: logger.child({ component: 'auth' }) },
-      { ...DEFAULT_REGISTRY_OPTIONS, whoamiTimeoutMs: config.httpTimeoutMs, ...opts.registry },
+      { ...DEFAULT_AUTH_OPTIONS, whoamiTimeoutMs: config.httpTimeoutMs, ...opts.auth },
     );
 
     // Before any poller runs: nothing is in flight, so the stream's current value is committed.
-    const exactPrevBatch = exactPrevBatches({
+    const prevBatches = exactPrevBatches({
       pollers,
       homeserver,
       pool,
       logger: logger.child({ component: 'prev_batch' }),
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
-      onTokenRefused: (token, softLogout) => registry.tokenRefused(token, softLogout),
+      onTokenRefused: (token, softLogout) => auth.tokenRefused(token, softLogout),
     });
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics, exactPrevBatch, onWait: opts.onWait },
+      { pool, bus, logger, metrics, prevBatches, onWait: opts.onWait },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
@@ -279,15 +279,13 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
           if (status.current !== status.latest) throw new Error(`schema at ${status.current}, expected ${status.latest}`);
           return { schemaVersion: status.current };
         },
-        slidingSync: { registry, engine, telemetry },
-        clientPage: { registry },
+        slidingSync: { auth, engine, telemetry },
+        clientPage: { auth },
         frontDoor: {
           forwarder,
-          pool,
           metrics,
-          bus,
-          whoami: (token) => homeserver.whoami(token, { timeoutMs: config.httpTimeoutMs }),
-          tokens: registry,
+          tokens: auth,
+          rooms: accumulator,
           serverUrl: config.server.kind === 'url' ? config.server.baseUrl : undefined,
         },
         errors,
@@ -318,7 +316,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         errors.capture(err, { tags: { component: 'poller' } });
       },
     );
-    return { app, pool, bus, pollers, registry, metrics, telemetry, url, promUrl, pprofUrl, housekeep, stop: () => lifecycle.stop() };
+    return { app, pool, bus, pollers, auth, metrics, telemetry, url, promUrl, pprofUrl, housekeep, stop: () => lifecycle.stop() };
   } catch (err) {
     errors.capture(err, { tags: { component: 'startup' } });
     await lifecycle.stop();

@@ -5,7 +5,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from './telemetry/logger.js';
 
-export const SECRET_FILE = 'secret';
+const SECRET_FILE = 'secret';
 
 export async function loadOrCreateSecret(dataDir: string, logger: Logger): Promise<string> {
   const file = path.resolve(dataDir, SECRET_FILE);

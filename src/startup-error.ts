@@ -16,7 +16,7 @@ export class StartupError extends Error {
   }
 }
 
-export const formatAddress = (address: Address) =>
+const formatAddress = (address: Address) =>
   address.kind === 'unix' ? address.path : `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 
 /** Why listening on `address` failed, in the operator's terms. */

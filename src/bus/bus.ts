@@ -1,6 +1,6 @@
-// Typed pub/sub between ingest (publisher) and caches/sync (subscribers). In-process by
-// default; a Postgres LISTEN/NOTIFY implementation of the same interface lets several proxy
-// processes share one database. Subscribers run synchronously in publish order, so a
+// Typed pub/sub between ingest (publisher) and caches/sync (subscribers), within one process:
+// it is the only implementation, and what a process publishes no other process hears (see
+// docs/architecture.md, "Scale-out"). Subscribers run synchronously in publish order, so a
 // subscriber must only update memory and wake waiters, never do I/O inline.
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/telemetry.js';

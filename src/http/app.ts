@@ -37,9 +37,9 @@ export interface AppOptions {
   upstreamTimeoutMs?: number;
 }
 
-export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
 /** A sliding sync body is a few KiB: even a slow phone sends it in well under this. */
-export const DEFAULT_BODY_TIMEOUT_MS = 10_000;
+const DEFAULT_BODY_TIMEOUT_MS = 10_000;
 /** Request line and headers: a client that cannot send them in this long is not trying. */
 const HEADERS_TIMEOUT_MS = 20_000;
 /**

@@ -12,7 +12,7 @@ import { MatrixError } from '../matrix-error.js';
 const LINGER_MS = 2000;
 
 /** The Matrix error for a request Node's HTTP parser (or its timers) gave up on. */
-export function clientErrorAnswer(code: string | undefined): MatrixError {
+function clientErrorAnswer(code: string | undefined): MatrixError {
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
       return new MatrixError(431, 'M_TOO_LARGE', 'Request URL or headers are too large');

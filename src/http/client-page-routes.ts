@@ -11,18 +11,18 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { DeviceRegistry } from '../poller/device-registry.js';
+import type { Authenticator } from '../auth/authenticator.js';
 import { accessToken } from './access-token.js';
 import { disconnectSignal } from './disconnect.js';
 import { rememberDevice } from './request-device.js';
 
-export const CLIENT_PAGE_PATH = '/client/';
-export const CLIENT_STATUS_PATH = '/client/status';
+const CLIENT_PAGE_PATH = '/client/';
+const CLIENT_STATUS_PATH = '/client/status';
 
 /** src/http/ and dist/http/ both sit two levels below the package root, where web/ is. */
-export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
+const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
 
-export const CONTENT_SECURITY_POLICY = [
+const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
@@ -42,7 +42,7 @@ const CONTENT_TYPES: Record<string, string> = {
 };
 
 export interface ClientPageDeps {
-  registry: Pick<DeviceRegistry, 'authenticate' | 'initialSyncProgress'>;
+  auth: Pick<Authenticator, 'authenticate' | 'initialSyncProgress'>;
   /** Where the page's files are; defaults to the package's web/. */
   webDir?: string;
 }
@@ -92,9 +92,9 @@ export function clientPageRoutes(app: FastifyInstance, deps: ClientPageDeps): vo
   // first sync would): only the token's own device is ever described.
   app.get(CLIENT_STATUS_PATH, async (request, reply) => {
     const token = accessToken(request);
-    const device = await deps.registry.authenticate(token, disconnectSignal(reply));
+    const device = await deps.auth.authenticate(token, disconnectSignal(reply));
     rememberDevice(request, device);
-    const progress = deps.registry.initialSyncProgress(device);
+    const progress = deps.auth.initialSyncProgress(device);
     const now = Date.now();
     const started = progress?.startedAt;
     return reply.header('cache-control', 'no-store').send({

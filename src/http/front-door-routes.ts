@@ -5,19 +5,13 @@
 // that same base URL. So the proxy answers /versions with the homeserver's answer plus that
 // flag, and, for deployments whose `.well-known` points clients at the proxy, forwards every
 // other request under /_matrix/ and /_synapse/client/ to the homeserver, bodies streamed.
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Bus } from '../bus/bus.js';
+import type { Authenticator } from '../auth/authenticator.js';
 import { tooLarge, unrecognized, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
-import type { DeviceRegistry } from '../poller/device-registry.js';
-import type { Queryable } from '../store/db.js';
-import { findByTokenHash } from '../store/devices-table.js';
-import { currentStreamPos } from '../store/room-reads.js';
-import { hashToken } from '../store/token-cipher.js';
-import { forgetRoom } from '../store/user-rooms-table.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { packageVersion } from '../telemetry/telemetry.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { type ForwardedResponse, type Forwarder, readSmallBody, streamToClient } from '../upstream/forwarder.js';
 import { accessToken } from './access-token.js';
@@ -26,12 +20,12 @@ import { disconnectSignal } from './disconnect.js';
 import { type LogoutRequest, listedDevices, logoutRequest } from './logout-requests.js';
 import { servedFeatures } from './unserved-features.js';
 
-export const VERSIONS_PATH = '/_matrix/client/versions';
-export const SERVER_JSON_PATH = '/client/server.json';
+const VERSIONS_PATH = '/_matrix/client/versions';
+const SERVER_JSON_PATH = '/client/server.json';
 /** The `unstable_features` flag by which Element X and Element Web find sliding sync (MSC4186). */
-export const SLIDING_SYNC_FEATURE = 'org.matrix.simplified_msc3575';
+const SLIDING_SYNC_FEATURE = 'org.matrix.simplified_msc3575';
 /** Everything under these is forwarded unless a route of our own matches first. */
-export const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
+const FORWARDED_PREFIXES = ['/_matrix/', '/_synapse/client/'] as const;
 
 /** A /versions answer is a few KiB; anything far larger is not one. */
 const VERSIONS_BODY_LIMIT = 1024 * 1024;
@@ -43,31 +37,25 @@ const V2_SYNC_PATH = /^\/_matrix\/client\/(?:v3|r0)\/sync$/;
 const FORGET_PATH = /^\/_matrix\/client\/(?:v3|r0)\/rooms\/([^/]+)\/forget$/;
 const WARN_EVERY_MS = 3_600_000;
 
+/**
+ * Where a forgotten room is dropped: the one owner of user-room changes (the accumulator, wired
+ * in proxy.ts), which deletes the row and announces it under a committed position.
+ */
+export interface ForgottenRooms {
+  forget(userId: string, roomId: string): Promise<boolean>;
+}
+
 export interface FrontDoorDeps {
   forwarder: Forwarder;
-  /** Where the tokens of polled devices are looked up. */
-  pool: Queryable;
   metrics: Pick<Metrics, 'v2SyncThroughProxy'>;
-  /** Where a forgotten room is announced, so caches drop it; absent: forgets are only forwarded. */
-  bus?: Pick<Bus, 'publish'>;
-  /** Who a token belongs to when no polled device has it (forgets only). */
-  whoami?: (token: string) => Promise<{ userId: string }>;
-  /** Told of logouts and of tokens the homeserver refuses, before the client is answered; absent: only forwarded. */
-  tokens?: Pick<DeviceRegistry, 'identify' | 'loggedOut' | 'tokenRefused'>;
+  /** Which device a token is; told of logouts and of tokens the homeserver refuses, before the client is answered. */
+  tokens: Pick<Authenticator, 'known' | 'identify' | 'loggedOut' | 'tokenRefused'>;
+  /** Where forgotten rooms go; absent: forgets are only forwarded. */
+  rooms?: ForgottenRooms;
   /** The homeserver's base URL (SYNCV3_SERVER), shown in /client/server.json; absent for a unix socket. */
   serverUrl?: string;
   /** Shown in /client/server.json; defaults to package.json's version. */
   version?: string;
-}
-
-function packageVersion(): string {
-  try {
-    // src/http/ and dist/http/ both sit two levels below package.json.
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** The Matrix error a client gets when the homeserver could not be asked. */
@@ -170,7 +158,7 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
     } catch {
       return;
     }
-    const device = await findByTokenHash(deps.pool, hashToken(token));
+    const device = await deps.tokens.known(token);
     if (!device) return;
     deps.metrics.v2SyncThroughProxy.inc();
     const key = `${device.userId}\u0000${device.deviceId}`;
@@ -190,18 +178,11 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
   // Kicked and banned rooms are listed until forgotten: once the homeserver has forgotten one,
   // the user's row goes and the caches hear of it, before the client sees the answer.
   async function forgetForUser(request: FastifyRequest, encodedRoomId: string): Promise<void> {
-    const bus = deps.bus;
-    if (!bus) return;
-    let token: string;
-    try {
-      token = accessToken(request);
-    } catch {
-      return;
-    }
-    const roomId = decodeURIComponent(encodedRoomId);
-    const userId = (await findByTokenHash(deps.pool, hashToken(token)))?.userId ?? (await deps.whoami?.(token))?.userId;
-    if (!userId || !(await forgetRoom(deps.pool, userId, roomId))) return;
-    bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos: await currentStreamPos(deps.pool) });
+    const rooms = deps.rooms;
+    const token = optionalToken(request);
+    if (!rooms || token === undefined) return;
+    const who = await deps.tokens.identify(token);
+    if (who) await rooms.forget(who.userId, decodeURIComponent(encodedRoomId));
   }
 
   /**
@@ -211,7 +192,7 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
   async function prepareLogout(request: FastifyRequest, logout: LogoutRequest, signal: AbortSignal) {
     const token = optionalToken(request);
     const tokens = deps.tokens;
-    if (!tokens || token === undefined) return undefined;
+    if (token === undefined) return undefined;
     const body = logout.kind === 'listed_devices' ? await readRequestBody(request.raw, DELETE_DEVICES_BODY_LIMIT) : undefined;
     const who = await tokens.identify(token, signal);
     if (!who) return { body };
@@ -233,7 +214,7 @@ export function frontDoorRoutes(app: FastifyInstance, deps: FrontDoorDeps): void
    */
   async function noticeDeadToken(request: FastifyRequest, upstream: ForwardedResponse): Promise<ForwardedResponse> {
     const token = optionalToken(request);
-    if (upstream.statusCode !== 401 || !deps.tokens || token === undefined) return upstream;
+    if (upstream.statusCode !== 401 || token === undefined) return upstream;
     const body = await readSmallBody(upstream.body, ERROR_BODY_LIMIT);
     let error: { errcode?: unknown; soft_logout?: unknown } | undefined;
     try {

@@ -12,8 +12,8 @@
 // status, and `duration` as "total(setup+processing)": setup is authentication and waiting for
 // the device's initial sync, processing the engine's work without long-poll waiting.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Authenticator } from '../auth/authenticator.js';
 import { MatrixError } from '../matrix-error.js';
-import type { DeviceRegistry } from '../poller/device-registry.js';
 import type { SyncEngine, SyncTiming } from '../sync/engine.js';
 import { toJson } from '../sync/json.js';
 import type { SyncResponse } from '../sync/types.js';
@@ -42,7 +42,7 @@ const MSC4186: Adapter = { parse: parseMsc4186, respond: msc4186Response };
 const MSC3575: Adapter = { parse: parseMsc3575, respond: msc3575Response };
 
 export interface SlidingSyncDeps {
-  registry: DeviceRegistry;
+  auth: Pick<Authenticator, 'authenticate' | 'waitForInitialSync'>;
   engine: SyncEngine;
   telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>;
 }
@@ -103,12 +103,12 @@ export function slidingSyncRoutes(app: FastifyInstance, deps: SlidingSyncDeps) {
       async (span) => {
         try {
           const started = performance.now();
-          const device = await deps.registry.authenticate(token, signal);
+          const device = await deps.auth.authenticate(token, signal);
           rememberDevice(request, device);
           access.u = device.userId;
           access.dev = device.deviceId;
           span.setAttributes({ user_id: device.userId, device_id: device.deviceId });
-          await deps.registry.waitForInitialSync(device, signal);
+          await deps.auth.waitForInitialSync(device, signal);
           const setupDone = performance.now();
           access.setupMs = setupDone - started;
           metrics?.apiSetupDuration.observe({ initial }, access.setupMs / 1000);

@@ -8,7 +8,7 @@
 // endpoint with the proxy's `pos` as `to` and gets 400). Remove an entry when the proxy serves it.
 
 /** MSC numbers whose feature lives in the sliding sync response; why, per entry, in README. */
-export const UNSERVED_FEATURE_PREFIXES: readonly string[] = [
+const UNSERVED_FEATURE_PREFIXES: readonly string[] = [
   // Thread subscriptions: the `io.element.msc4308.thread_subscriptions` extension.
   'org.matrix.msc4306',
   // Sticky events: the `org.matrix.msc4354.sticky_events` extension.
@@ -18,7 +18,7 @@ export const UNSERVED_FEATURE_PREFIXES: readonly string[] = [
 ];
 
 /** Whether `flag` names (or is a sub-flag, `<msc>.<part>`, of) a feature the proxy does not serve. */
-export function isUnservedFeature(flag: string): boolean {
+function isUnservedFeature(flag: string): boolean {
   return UNSERVED_FEATURE_PREFIXES.some((msc) => flag === msc || flag.startsWith(`${msc}.`));
 }
 

@@ -39,6 +39,7 @@ import {
 } from '../store/room-state-table.js';
 import {
   currentMemberships,
+  forgetRoom,
   type Membership,
   type MembershipUpdate,
   type RoomCountsUpdate,
@@ -73,6 +74,11 @@ export interface Accumulator {
   ingest(device: DeviceRef, response: SyncResponse, opts?: IngestOptions): Promise<IngestSummary>;
   /** The device's poller skipped a response it could not use: whatever it brings next may follow a hole. */
   skipped(device: DeviceRef): void;
+  /**
+   * The user forgot a room upstream: its row goes (if the user is out of it), as an ingest
+   * would change it, under its own position, announced once committed. Returns whether it went.
+   */
+  forget(userId: string, roomId: string): Promise<boolean>;
 }
 
 type Published = () => void;
@@ -157,6 +163,18 @@ export function createAccumulator(
       ctx.views.blind(device);
       deps.telemetry?.metrics.skippedResponses.inc();
     },
+    forget(userId, roomId) {
+      return serially(async () => {
+        const pos = await withTransaction(deps.pool, async (tx) => {
+          await lockIngest(tx);
+          return (await forgetRoom(tx, userId, roomId)) ? nextPosition(tx) : undefined;
+        });
+        if (pos === undefined) return false;
+        deps.bus.publish('stream.advanced', { pos });
+        deps.bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos });
+        return true;
+      });
+    },
   };
 }
 
@@ -197,7 +215,7 @@ function* eventIdsOf(response: SyncResponse) {
  * positions keep following recency); all but the last carry only rooms, and the last carries
  * the rest of the response (invites, account data, to-device messages, device data).
  */
-export function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[] {
+function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[] {
   const blocks = roomBlocks(response);
   const size = (b: RoomBlock) => b.room.state.length + b.room.timeline.events.length;
   if (blocks.reduce((n, b) => n + size(b), 0) <= maxEvents) return [response];
@@ -430,7 +448,7 @@ const changesRoom = (r: RoomUpsert) =>
   r.latestNid > 0 || r.statePos > 0 || r.roomVersion !== undefined || r.joined !== undefined || r.invited !== undefined;
 
 /** MSC4186's fixed bump types: what makes a room jump up the list (not reactions, edits of state, ...). */
-export const BUMP_EVENT_TYPES = new Set([
+const BUMP_EVENT_TYPES = new Set([
   'm.room.create',
   'm.room.message',
   'm.room.encrypted',

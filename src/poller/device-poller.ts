@@ -3,11 +3,11 @@
 // rate limits wait as told, a response that cannot be used is retried a few times and then
 // skipped past (recorded for operators) so one poison response cannot stall a device forever;
 // one with nothing to skip to is retried with capped backoff, and the clients waiting for the
-// device's first sync get an error instead of hanging. A dead token ends the loop, and those
-// clients get 401 M_UNKNOWN_TOKEN.
+// device's first sync hear why instead of hanging. A dead token ends the loop, and those
+// clients hear that too (auth/ says what each reason means to a client).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accumulator } from '../ingest/accumulator.js';
-import { homeserverSyncFailing, MatrixError, unknownToken } from '../matrix-error.js';
+import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
 import type { Pool } from '../store/db.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -50,7 +50,6 @@ export interface PollerDeps {
   logger: Logger;
   /** The token was rejected: returns a newer token of the device to continue with, if any. */
   onTokenDead(token: string, err: UpstreamError): Promise<string | undefined>;
-  onInitialSyncDone(): void;
   /**
    * Asked before each initial sync: true when another device of the user has its initial sync
    * stored (so the user's rooms are), and this device's first sync need only fetch to-device.
@@ -60,20 +59,6 @@ export interface PollerDeps {
   firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Metrics, a span per poll, and failed polls reported with the user and device. */
   telemetry?: Telemetry;
-}
-
-/** How far this process has got with a device's first v2 sync (shown on the /client/ page). */
-export interface InitialSyncProgress {
-  /** The first sync is behind the device: stored, or skipped past as unusable. */
-  done: boolean;
-  /** When this process began waiting for it (epoch ms); absent when it was done before. */
-  startedAt?: number;
-  /** When it was stored (epoch ms), by this process. */
-  storedAt?: number;
-  /** Response body bytes received so far by the latest attempt. */
-  bytesReceived: number;
-  /** Rooms it held, once stored by this process. */
-  rooms?: number;
 }
 
 const NO_PRESENCE = { presence: { not_types: ['*'] } };
@@ -102,13 +87,15 @@ export class DevicePoller {
   #since: string | undefined;
   #abort = new AbortController();
   #done: Promise<void> | undefined;
+  /** The loop is over: stopped, its token dead, or crashed. */
+  #ended = false;
   /** Requests waiting for the initial sync: released when it is stored, or rejected when it fails. */
-  #initialWaiters = new Set<{ resolve(): void; reject(err: unknown): void }>();
+  #initialWaiters = new Set<{ resolve(failure?: InitialSyncFailure): void; reject(err: unknown): void }>();
   #initialIsDone = false;
   /** This device's initial sync was ingested (not skipped past), so the user's rooms are stored. */
   #initialStored: boolean;
   /** Why the initial sync cannot be had for now: waiting and new requests get this error. */
-  #initialFailure: MatrixError | undefined;
+  #initialFailure: InitialSyncFailure | undefined;
   #progress: Omit<InitialSyncProgress, 'done'> = { bytesReceived: 0 };
 
   constructor(
@@ -144,17 +131,22 @@ export class DevicePoller {
     return { done: this.#initialIsDone, ...this.#progress };
   }
 
+  /** Polling: started, and its loop not over (a poller whose loop ended is replaced on next use). */
   get running(): boolean {
-    return this.#done !== undefined && !this.#abort.signal.aborted;
+    return this.#done !== undefined && !this.#ended && !this.#abort.signal.aborted;
   }
 
   start(): void {
     if (!this.#initialIsDone) this.#progress.startedAt ??= Date.now();
-    this.#done ??= this.#loop().catch((err) => {
-      this.deps.logger.error({ err }, 'poller crashed');
-      this.#report(err, 'crashed');
-      this.#failInitial(new MatrixError(503, 'M_UNKNOWN', 'Polling of this device failed; retry', { retry_after_ms: 1000 }));
-    });
+    this.#done ??= this.#loop()
+      .catch((err) => {
+        this.deps.logger.error({ err }, 'poller crashed');
+        this.#report(err, 'crashed');
+        this.#failInitial({ reason: 'crashed' });
+      })
+      .finally(() => {
+        this.#ended = true;
+      });
   }
 
   /** A refreshed token for the same device: the next poll uses it, from the same position. */
@@ -163,14 +155,14 @@ export class DevicePoller {
   }
 
   /**
-   * Resolves once the device's initial v2 sync is stored (at once if it already is). Rejects
-   * with a MatrixError when it cannot be had: the token died (401 M_UNKNOWN_TOKEN), the
-   * homeserver keeps answering unusably (502), or the poller stopped (503, retry).
+   * Resolves once the device's initial v2 sync is stored (at once if it already is), or with
+   * why it cannot be had: the token died, the homeserver keeps answering unusably, or the
+   * poller stopped. Rejects only when `signal` aborts.
    */
-  waitForInitialSync(signal?: AbortSignal): Promise<void> {
-    if (this.#initialIsDone) return Promise.resolve();
-    if (this.#initialFailure) return Promise.reject(this.#initialFailure);
-    return new Promise<void>((resolve, reject) => {
+  waitForInitialSync(signal?: AbortSignal): Promise<InitialSyncFailure | undefined> {
+    if (this.#initialIsDone) return Promise.resolve(undefined);
+    if (this.#initialFailure) return Promise.resolve(this.#initialFailure);
+    return new Promise<InitialSyncFailure | undefined>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const onAbort = () => waiter.reject(signal?.reason);
       const settle = () => {
@@ -181,9 +173,9 @@ export class DevicePoller {
         signal?.removeEventListener('abort', onAbort);
       };
       const waiter = {
-        resolve: () => {
+        resolve: (failure?: InitialSyncFailure) => {
           settle();
-          resolve();
+          resolve(failure);
         },
         reject: (err: unknown) => {
           settle();
@@ -198,7 +190,7 @@ export class DevicePoller {
 
   async stop(): Promise<void> {
     this.#abort.abort(new Error('poller stopped'));
-    this.#failInitial(new MatrixError(503, 'M_UNKNOWN', 'Polling of this device stopped; retry', { retry_after_ms: 1000 }));
+    this.#failInitial({ reason: 'stopped' });
     await this.#done;
   }
 
@@ -209,11 +201,11 @@ export class DevicePoller {
     for (const waiter of [...this.#initialWaiters]) waiter.resolve();
   }
 
-  /** Releases the requests waiting for the initial sync with `err`, and answers later ones with it. */
-  #failInitial(err: MatrixError) {
+  /** Releases the requests waiting for the initial sync with why, and answers later ones with it. */
+  #failInitial(failure: InitialSyncFailure) {
     if (this.#initialIsDone) return;
-    this.#initialFailure = err;
-    for (const waiter of [...this.#initialWaiters]) waiter.reject(err);
+    this.#initialFailure = failure;
+    for (const waiter of [...this.#initialWaiters]) waiter.resolve(failure);
   }
 
   #filter(): Record<string, unknown> {
@@ -291,7 +283,6 @@ export class DevicePoller {
       this.#progress.rooms = summary.rooms;
       this.#progress.storedAt = Date.now();
       this.#markInitialDone();
-      this.deps.onInitialSyncDone();
     }
     metrics?.pollProcessDuration.observe({ initial: String(initial), first: String(first) }, secondsSince(received));
     // Counted once stored, so a response fetched again after a failure is not counted twice.
@@ -326,7 +317,7 @@ export class DevicePoller {
       const next = await this.deps.onTokenDead(this.#token, err);
       if (!next) {
         log.info({ status: err.details.status }, 'token rejected by the homeserver; poller stopped');
-        this.#failInitial(unknownToken(err.details.softLogout === true));
+        this.#failInitial({ reason: 'token_dead', softLogout: err.details.softLogout === true });
         return 'stop';
       }
       this.#token = next;
@@ -356,7 +347,6 @@ export class DevicePoller {
       if (since === '') {
         // The initial sync itself was unusable: waiting clients proceed with what we have.
         this.#markInitialDone();
-        this.deps.onInitialSyncDone();
       }
       this.deps.logger.error({ since, next, problem: err.message }, 'skipped an unusable /sync response after repeated failures');
       return 0;
@@ -364,7 +354,7 @@ export class DevicePoller {
     if (count >= this.opts.poisonThreshold) {
       // Nothing to skip to (not JSON, or no next_batch): keep retrying with capped backoff, and
       // tell the clients waiting for this device's first sync instead of letting them hang.
-      if (since === '') this.#failInitial(homeserverSyncFailing());
+      if (since === '') this.#failInitial({ reason: 'homeserver_failing' });
       const log = this.deps.logger;
       (count === this.opts.poisonThreshold ? log.error : log.warn).call(
         log,

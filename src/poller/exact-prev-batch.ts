@@ -5,6 +5,7 @@
 // stored with the event for every later response and user (pagination tokens are positions in
 // the room, not per user). A homeserver that cannot answer leaves the nearest token in use.
 import type { Pool } from '../store/db.js';
+import type { DeviceRef } from '../store/device-inbox-table.js';
 import { setPrevBatch } from '../store/events-table.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -25,13 +26,8 @@ export interface ExactPrevBatchDeps {
   onTokenRefused?: (token: string, softLogout: boolean) => Promise<void>;
 }
 
-export type ExactPrevBatch = (
-  device: { userId: string; deviceId: string },
-  roomId: string,
-  event: { nid: number; eventId: string },
-) => Promise<string | undefined>;
-
-export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
+/** Implements sync/ports.ts's PrevBatchSource (its shape is checked where proxy.ts wires it). */
+export function exactPrevBatches(deps: ExactPrevBatchDeps) {
   const failed = new Set<number>();
   const inFlight = new Map<number, Promise<string | undefined>>();
   const lookUp = async (token: string, roomId: string, event: { nid: number; eventId: string }) => {
@@ -57,13 +53,15 @@ export function exactPrevBatches(deps: ExactPrevBatchDeps): ExactPrevBatch {
     if (failed.size >= MAX_REMEMBERED_FAILURES) failed.delete(failed.values().next().value as number);
     failed.add(nid);
   };
-  return (device, roomId, event) => {
-    const token = deps.pollers.get(device.userId, device.deviceId)?.token;
-    if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
-    const running = inFlight.get(event.nid);
-    if (running) return running;
-    const p = lookUp(token, roomId, event).finally(() => inFlight.delete(event.nid));
-    inFlight.set(event.nid, p);
-    return p;
+  return {
+    exactPrevBatch(device: DeviceRef, roomId: string, event: { nid: number; eventId: string }): Promise<string | undefined> {
+      const token = deps.pollers.get(device.userId, device.deviceId)?.token;
+      if (!token || failed.has(event.nid)) return Promise.resolve(undefined);
+      const running = inFlight.get(event.nid);
+      if (running) return running;
+      const p = lookUp(token, roomId, event).finally(() => inFlight.delete(event.nid));
+      inFlight.set(event.nid, p);
+      return p;
+    },
   };
 }

@@ -87,7 +87,6 @@ export class PollerManager {
       logger,
       telemetry,
       firstPollSlot: <T>(fn: () => Promise<T>) => this.#firstPolls.run(fn),
-      onInitialSyncDone: () => bus.publish('device.initial_sync_done', { userId: device.userId, deviceId: device.deviceId }),
       // A user polled through another device whose initial sync is stored has its rooms stored:
       // this device's first sync then only needs its own to-device messages, which is far
       // cheaper. While that other initial sync is still running, this device does a full one.

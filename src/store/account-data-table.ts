@@ -1,6 +1,6 @@
 // Global ('' room) and per-room account data: the latest value of each type.
 import type { Queryable } from './db.js';
-import { numberArray, textArray } from './pg-arrays.js';
+import { columns } from './pg-arrays.js';
 
 export interface AccountDataRow {
   userId: string;
@@ -19,13 +19,7 @@ export async function upsertAccountData(db: Queryable, rows: AccountDataRow[]): 
       ORDER BY u, r, t, ord DESC
      ON CONFLICT (user_id, room_id, type) DO UPDATE SET json = excluded.json, pos = excluded.pos
        WHERE account_data.json IS DISTINCT FROM excluded.json`,
-    [
-      textArray(rows.map((r) => r.userId)),
-      textArray(rows.map((r) => r.roomId)),
-      textArray(rows.map((r) => r.type)),
-      textArray(rows.map((r) => r.json)),
-      numberArray(rows.map((r) => r.pos)),
-    ],
+    columns(rows, { userId: 'text', roomId: 'text', type: 'text', json: 'text', pos: 'number' }),
   );
 }
 

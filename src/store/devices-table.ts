@@ -49,10 +49,6 @@ export async function touchToken(db: Queryable, tokenHash: Buffer): Promise<void
   );
 }
 
-export async function deleteTokensOfDevice(db: Queryable, userId: string, deviceId: string): Promise<void> {
-  await db.query('DELETE FROM tokens WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
-}
-
 export async function deleteToken(db: Queryable, tokenHash: Buffer): Promise<void> {
   await db.query('DELETE FROM tokens WHERE token_hash = $1', [tokenHash]);
 }
@@ -118,7 +114,7 @@ export async function latestToken(db: Queryable, userId: string, deviceId: strin
   return rows[0]?.token_encrypted;
 }
 
-export async function getDevice(db: Queryable, userId: string, deviceId: string): Promise<DeviceRow | undefined> {
+async function getDevice(db: Queryable, userId: string, deviceId: string): Promise<DeviceRow | undefined> {
   const { rows } = await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.user_id = $1 AND d.device_id = $2`, [
     userId,
     deviceId,

@@ -11,7 +11,7 @@ import type pg from 'pg';
 import type { Queryable } from './db.js';
 
 /** src/store/ and dist/store/ both sit two levels below the package root. */
-export const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
 
 // Any fixed 64-bit number shared by every version of the proxy; "syncv3" in ASCII.
 const MIGRATION_LOCK_KEY = 0x73796e637633;

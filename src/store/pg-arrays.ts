@@ -42,3 +42,24 @@ export function boolArray(values: readonly boolean[]): string {
 export function jsonTextsArray(texts: readonly string[]): string {
   return `[${texts.join(',')}]`;
 }
+
+type ColumnKind<V> = [V] extends [string | null | undefined]
+  ? 'text'
+  : [V] extends [number | null | undefined]
+    ? 'number'
+    : [V] extends [boolean]
+      ? 'bool'
+      : never;
+
+/**
+ * The array parameters of a batched statement over `rows`: one per field named, in the order
+ * named, each a literal of the field's kind (the columns of `unnest($1::text[], $2::bigint[], …)`).
+ */
+export function columns<R>(rows: readonly R[], fields: { [K in keyof R]?: ColumnKind<R[K]> }): string[] {
+  return Object.entries(fields).map(([field, kind]) => {
+    const values = rows.map((row) => row[field as keyof R]);
+    if (kind === 'text') return textArray(values as (string | null | undefined)[]);
+    if (kind === 'number') return numberArray(values as (number | null | undefined)[]);
+    return boolArray(values as boolean[]);
+  });
+}

@@ -1,7 +1,7 @@
 // The latest receipt per (room, type, user, thread). Private read receipts (m.read.private)
 // are stored like the others; readers must serve them only to their own user.
 import type { Queryable } from './db.js';
-import { numberArray, textArray } from './pg-arrays.js';
+import { columns, textArray } from './pg-arrays.js';
 
 export interface ReceiptRow {
   roomId: string;
@@ -23,15 +23,7 @@ export async function upsertReceipts(db: Queryable, rows: ReceiptRow[]): Promise
       ORDER BY r, rt, u, th, ord DESC
      ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id, data = excluded.data, pos = excluded.pos
        WHERE receipts.event_id IS DISTINCT FROM excluded.event_id OR receipts.data IS DISTINCT FROM excluded.data`,
-    [
-      textArray(rows.map((r) => r.roomId)),
-      textArray(rows.map((r) => r.receiptType)),
-      textArray(rows.map((r) => r.userId)),
-      textArray(rows.map((r) => r.threadId)),
-      textArray(rows.map((r) => r.eventId)),
-      textArray(rows.map((r) => r.data)),
-      numberArray(rows.map((r) => r.pos)),
-    ],
+    columns(rows, { roomId: 'text', receiptType: 'text', userId: 'text', threadId: 'text', eventId: 'text', data: 'text', pos: 'number' }),
   );
 }
 

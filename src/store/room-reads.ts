@@ -197,7 +197,7 @@ export interface RoomMetaRow {
 }
 
 /** The state types room metadata is computed from (name, alias, avatar, encryption, type, space children, tombstone). */
-export const META_STATE_TYPES = [
+const META_STATE_TYPES = [
   'm.room.create',
   'm.room.name',
   'm.room.canonical_alias',

@@ -2,7 +2,7 @@
 // latest change per key at or below P, which serves rooms a user has left without leaking
 // anything that happened after the leave.
 import type { Queryable } from './db.js';
-import { numberArray, textArray } from './pg-arrays.js';
+import { columns, numberArray, textArray } from './pg-arrays.js';
 
 export interface StateChange {
   roomId: string;
@@ -69,13 +69,7 @@ export async function applyStateChanges(db: Queryable, changes: StateChange[]): 
     `INSERT INTO room_state (room_id, type, state_key, event_nid, membership)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
      ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_nid = excluded.event_nid, membership = excluded.membership`,
-    [
-      textArray(current.map((c) => c.roomId)),
-      textArray(current.map((c) => c.type)),
-      textArray(current.map((c) => c.stateKey)),
-      numberArray(current.map((c) => c.eventNid)),
-      textArray(current.map((c) => c.membership)),
-    ],
+    columns(current, { roomId: 'text', type: 'text', stateKey: 'text', eventNid: 'number', membership: 'text' }),
   );
 }
 
@@ -104,16 +98,16 @@ export async function upsertRooms(db: Queryable, rooms: RoomUpsert[]) {
        bump_nid = GREATEST(rooms.bump_nid, excluded.bump_nid),
        bump_ts = CASE WHEN excluded.bump_nid > rooms.bump_nid THEN excluded.bump_ts ELSE rooms.bump_ts END,
        state_pos = GREATEST(rooms.state_pos, excluded.state_pos)`,
-    [
-      textArray(rooms.map((r) => r.roomId)),
-      textArray(rooms.map((r) => r.roomVersion)),
-      numberArray(rooms.map((r) => r.joined)),
-      numberArray(rooms.map((r) => r.invited)),
-      numberArray(rooms.map((r) => r.latestNid)),
-      numberArray(rooms.map((r) => r.bumpNid)),
-      numberArray(rooms.map((r) => r.bumpTs)),
-      numberArray(rooms.map((r) => r.statePos)),
-    ],
+    columns(rooms, {
+      roomId: 'text',
+      roomVersion: 'text',
+      joined: 'number',
+      invited: 'number',
+      latestNid: 'number',
+      bumpNid: 'number',
+      bumpTs: 'number',
+      statePos: 'number',
+    }),
   );
 }
 
@@ -143,15 +137,4 @@ export async function roomVersions(db: Queryable, roomIds: string[]): Promise<Ma
     [roomIds],
   );
   return new Map(rows.filter((r) => r.room_version).map((r) => [r.room_id, r.room_version as string]));
-}
-
-/** The state of a room as of `pos` (inclusive): event nids by (type, state_key). */
-export async function stateAt(db: Queryable, roomId: string, pos: number): Promise<RoomState[]> {
-  const { rows } = await db.query<RoomState>(
-    `SELECT DISTINCT ON (type, state_key) room_id AS "roomId", type, state_key AS "stateKey", event_nid AS "eventNid"
-       FROM state_changes WHERE room_id = $1 AND pos <= $2
-      ORDER BY type, state_key, pos DESC`,
-    [roomId, pos],
-  );
-  return rows;
 }

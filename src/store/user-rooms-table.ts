@@ -1,7 +1,7 @@
 // A user's relation to each room (membership, invite state, unread counts, heroes), as that
 // user's own pollers reported it.
 import type { Queryable } from './db.js';
-import { boolArray, numberArray, textArray } from './pg-arrays.js';
+import { columns, textArray } from './pg-arrays.js';
 
 export type Membership = 'join' | 'invite' | 'knock' | 'leave' | 'ban';
 
@@ -52,14 +52,7 @@ export async function upsertMemberships(db: Queryable, updates: MembershipUpdate
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::boolean[])
      ON CONFLICT (user_id, room_id) DO UPDATE SET membership = excluded.membership,
        membership_pos = excluded.membership_pos, invite_state = excluded.invite_state, kicked = excluded.kicked`,
-    [
-      textArray(updates.map((u) => u.userId)),
-      textArray(updates.map((u) => u.roomId)),
-      textArray(updates.map((u) => u.membership)),
-      numberArray(updates.map((u) => u.pos)),
-      textArray(updates.map((u) => u.inviteState)),
-      boolArray(updates.map((u) => u.kicked)),
-    ],
+    columns(updates, { userId: 'text', roomId: 'text', membership: 'text', pos: 'number', inviteState: 'text', kicked: 'bool' }),
   );
 }
 
@@ -75,15 +68,15 @@ export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[
        counts_pos = u.pos
       FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::bigint[]) AS u(uid, rid, n, h, tc, he, pos)
      WHERE ur.user_id = u.uid AND ur.room_id = u.rid`,
-    [
-      textArray(updates.map((u) => u.userId)),
-      textArray(updates.map((u) => u.roomId)),
-      numberArray(updates.map((u) => u.notificationCount)),
-      numberArray(updates.map((u) => u.highlightCount)),
-      textArray(updates.map((u) => u.threadCounts)),
-      textArray(updates.map((u) => u.heroes)),
-      numberArray(updates.map((u) => u.pos)),
-    ],
+    columns(updates, {
+      userId: 'text',
+      roomId: 'text',
+      notificationCount: 'number',
+      highlightCount: 'number',
+      threadCounts: 'text',
+      heroes: 'text',
+      pos: 'number',
+    }),
   );
 }
 

@@ -29,7 +29,7 @@ export async function createSyncService(
     bus: Bus;
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
-    exactPrevBatch?: EngineDeps['exactPrevBatch'];
+    prevBatches?: EngineDeps['prevBatches'];
     onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
@@ -58,7 +58,7 @@ export async function createSyncService(
     connections,
     extensions,
     protocols: { msc4186: createMsc4186(metas), msc3575 },
-    exactPrevBatch: deps.exactPrevBatch,
+    prevBatches: deps.prevBatches,
     onWait: deps.onWait,
   });
   // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no

@@ -13,6 +13,7 @@ import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from
 import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
+import type { PrevBatchSource } from './ports.js';
 import type { EffectiveConfig, Scope, SyncProtocol } from './protocol.js';
 import {
   compileRequiredState,
@@ -52,8 +53,8 @@ export interface EngineDeps {
    * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
    */
   onWait?: (device: Device, connId: string) => void;
-  /** Exact prev_batch tokens from the homeserver (see poller/exact-prev-batch.ts); absent: the nearest stored one. */
-  exactPrevBatch?: (device: Device, roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
+  /** Exact prev_batch tokens from the homeserver (a port, see ports.ts); absent: the nearest stored one. */
+  prevBatches?: PrevBatchSource;
 }
 
 interface Computed {
@@ -263,7 +264,8 @@ export class SyncEngine {
       from,
       rules: await protocol.roomRules(user, plans, configs, upTo),
       exactPrevBatch:
-        this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
+        this.deps.prevBatches &&
+        ((roomId, event) => this.deps.prevBatches?.exactPrevBatch(device, roomId, event) ?? Promise.resolve(undefined)),
     };
     // The extensions run alongside the room building: only receipts wait for the built rooms.
     const builtRooms = buildRooms(ctx, plans).then((built) => {

@@ -20,7 +20,7 @@ export interface RunningTelemetry extends Telemetry {
 }
 
 /** The Go proxy's service and tracer name, so existing trace queries keep working. */
-export const SERVICE_NAME = 'sliding-sync';
+const SERVICE_NAME = 'sliding-sync';
 
 export function packageVersion(): string {
   try {

@@ -11,8 +11,9 @@ import { BlockList, isIPv4 } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { TLSSocket } from 'node:tls';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Upstream } from '../config.js';
+import { homeserverAgent } from './agent.js';
 import { UpstreamError } from './errors.js';
 
 /** Meaningful for one connection only: never forwarded in either direction. */
@@ -95,7 +96,7 @@ function connectionListed(values: Iterable<string>): Set<string> {
 }
 
 /** Whether a peer address is one of `ranges` (`addr/prefix`); IPv4-mapped IPv6 counts as IPv4. */
-export function trustedPeers(ranges: readonly string[]): (address: string | undefined) => boolean {
+function trustedPeers(ranges: readonly string[]): (address: string | undefined) => boolean {
   if (!ranges.length) return () => false;
   const list = new BlockList();
   for (const range of ranges) {
@@ -122,10 +123,7 @@ function clientAddress(incoming: IncomingMessage): string | undefined {
  * believed, the peer's address appended to the chain; from anyone else they are dropped and
  * describe the connection we saw, or a client could choose the IP the homeserver records.
  */
-export function upstreamRequestHeaders(
-  incoming: IncomingMessage,
-  trusted: (address: string | undefined) => boolean = () => false,
-): string[] {
+function upstreamRequestHeaders(incoming: IncomingMessage, trusted: (address: string | undefined) => boolean = () => false): string[] {
   const raw = incoming.rawHeaders;
   const pairs: [string, string][] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i] as string, raw[i + 1] as string]);
@@ -164,7 +162,7 @@ export function upstreamRequestHeaders(
 }
 
 /** The homeserver's response headers minus hop-by-hop ones and those its Connection header lists. */
-export function clientResponseHeaders(headers: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+function clientResponseHeaders(headers: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
   const connection = headers.connection;
   const listed = connectionListed(connection === undefined ? [] : Array.isArray(connection) ? connection : [connection]);
   const out: OutgoingHttpHeaders = {};
@@ -190,7 +188,7 @@ function errorCode(err: unknown): string | undefined {
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /** Sorts a failure into "homeserver did not answer in time" and "homeserver unreachable". */
-export function forwardingError(err: unknown): UpstreamError {
+function forwardingError(err: unknown): UpstreamError {
   if (err instanceof UpstreamError) return err;
   const code = errorCode(err);
   const message = err instanceof Error ? err.message : String(err);
@@ -206,12 +204,7 @@ export function createForwarder(upstream: Upstream, opts: ForwarderOptions): For
   const basePath = base.pathname.replace(/\/+$/, '');
   // Apart from the pollers' Agent, so that clients' traffic and the long-polls do not queue
   // behind each other. Timeouts are set per request below.
-  const dispatcher = new Agent({
-    connect: upstream.kind === 'unix' ? { socketPath: upstream.path } : {},
-    keepAliveTimeout: 60_000,
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const dispatcher = homeserverAgent(upstream);
   const bodyTimeout = opts.bodyIdleTimeoutMs ?? opts.headersTimeoutMs;
   const trusted = trustedPeers(opts.trustedProxies ?? []);
 

@@ -1,9 +1,10 @@
 // The only code that speaks HTTP to the homeserver. One undici Agent (keep-alive, pipelining
 // off) for every request; a unix socket upstream is the same client with a socketPath.
-import { Agent, request, errors as undiciErrors } from 'undici';
+import { request, errors as undiciErrors } from 'undici';
 import type { Upstream } from '../config.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
+import { homeserverAgent } from './agent.js';
 import { errorFromResponse, UpstreamError } from './errors.js';
 import { type ParseStats, parseSyncResponse, type SyncResponse } from './sync-response.js';
 
@@ -37,7 +38,7 @@ export interface Homeserver {
   close(): Promise<void>;
 }
 
-export const USER_AGENT = 'syncv3-proxy/0.1';
+const USER_AGENT = 'syncv3-proxy/0.1';
 
 /** The body as text, telling `onBytes` about each chunk as it arrives. */
 async function countedText(body: AsyncIterable<Buffer>, onBytes: (bytes: number) => void): Promise<string> {
@@ -51,13 +52,7 @@ async function countedText(body: AsyncIterable<Buffer>, onBytes: (bytes: number)
 
 export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Telemetry, 'metrics' | 'tracer'>): Homeserver {
   const origin = upstream.kind === 'url' ? upstream.baseUrl : 'http://localhost';
-  const dispatcher = new Agent({
-    connect: upstream.kind === 'unix' ? { socketPath: upstream.path } : {},
-    keepAliveTimeout: 60_000,
-    // Per-request timeouts below; the Agent's own defaults (300 s) would cut the 30-min initial sync.
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const dispatcher = homeserverAgent(upstream);
 
   /**
    * getJson with a client span and the upstream metrics, labelled by `endpoint` (sync, whoami, context)

@@ -2,7 +2,6 @@
 // are scoped by lists with zero, one or several ranges and by room subscriptions.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { addUser, pushSync, queueLater, type SsResult, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
@@ -71,12 +70,13 @@ describe('MSC4186 account_data', () => {
   });
 
   it('ends a long-poll on an account data change alone', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const alice = addUser(fake, ME, 'A', syncResponse({ join: rooms(1) }));
     const req = { lists: { main: ranged([[0, 9]]) }, extensions: { account_data: { enabled: true } } };
     const first = await slidingSync(proxy, alice.token, req);
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 10_000 });
-    await delay(300);
+    await waiting;
     await queueLater(fake, alice, syncResponse({ accountData: [{ type: 'org.example.ping', content: {} }] }));
     const res = await poll;
     assert.deepEqual(globalTypes(res), ['org.example.ping']);

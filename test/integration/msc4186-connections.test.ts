@@ -3,7 +3,6 @@
 // outlives a proxy restart, the per-device cap, idle expiry, and abandoned long-polls.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { startFakeHomeserver } from '../support/fake-homeserver.js';
 import { startTestProxy, type TestProxy } from '../support/proxy.js';
@@ -247,23 +246,23 @@ describe('MSC4186 connections', () => {
   });
 
   it('commits nothing for a client that disconnects mid long-poll', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const alice = addUser(fake, ME, 'A', initial());
     const p1 = await slidingSync(proxy, alice.token, REQ);
     const abort = new AbortController();
+    const isParked = parked();
     const waiting = slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 10_000, signal: abort.signal }).catch(
       () => undefined,
     );
     // Confirming p1 is the request's first step; then it waits.
-    await waitUntil(async () => (await stored(proxy))?.confirmed === p1.body.pos);
-    await sleep(100);
+    await isParked;
     const before = await stored(proxy);
     assert.equal(before?.pending, null);
     abort.abort();
     await waiting;
     // News that would have ended the wait arrives after the client left.
+    // Stored and announced once the poller asks from the next position: the bus delivers in publish.
     await pushSync(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('after')] } } }));
-    await sleep(200);
     assert.deepEqual(await stored(proxy), before, 'no pending response was committed');
     const next = await slidingSync(proxy, alice.token, REQ, { pos: p1.body.pos, timeout: 0 });
     assert.equal(next.status, 200);

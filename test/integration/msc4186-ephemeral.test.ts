@@ -2,7 +2,6 @@
 // users whose pollers share rooms: private receipts stay private, typing only reaches members.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { createRoomState, member, message, stripped, syncResponse } from '../support/builders.js';
 import { addUser, bodies, pushSync, queueLater, type SsResult, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
@@ -16,7 +15,7 @@ const receiptsOf = (res: SsResult, room: string) => res.body.extensions.receipts
 
 describe('MSC4186 receipts', () => {
   it('sends m.read for rooms in scope, private receipts only to their owner, and keeps thread_id', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const outMsg = message('out', BOB);
     const inMsg = message('in', BOB);
     const state = (id: string) => createRoomState(id, BOB, { joined: [ME, CAROL] });
@@ -63,8 +62,9 @@ describe('MSC4186 receipts', () => {
     });
 
     // A later receipt ends a long-poll, and only the change is sent.
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 10_000 });
-    await delay(300);
+    await waiting;
     const later = { '!in:fake': { ephemeral: [receipt({ [inMsg.event_id]: { 'm.read': { [CAROL]: { ts: 20 } } } })] } };
     await queueLater(fake, alice, syncResponse({ join: later }));
     const next = await poll;
@@ -176,7 +176,7 @@ describe('MSC4186 receipts: which ones a room gets', () => {
 
 describe('MSC4186 typing', () => {
   it('sends the current typers of joined rooms in scope, never of invites, and each change', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const joinedRoom = (id: string) => ({ state: createRoomState(id, BOB, { joined: [ME] }), timeline: [message(id, BOB)] });
     const inviteState = [...createRoomState('!inv:fake', BOB).map(stripped), stripped(member(ME, 'invite', { sender: BOB }))];
     const alice = addUser(
@@ -207,8 +207,9 @@ describe('MSC4186 typing', () => {
     assert.ok(first.body.rooms['!inv:fake'], 'the invite is subscribed');
     assert.deepEqual(first.body.extensions.typing?.rooms, { '!in:fake': { type: 'm.typing', content: { user_ids: [BOB] } } });
 
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 10_000 });
-    await delay(300);
+    await waiting;
     await queueLater(fake, alice, syncResponse({ join: { '!in:fake': { ephemeral: [typing(BOB, CAROL)] } } }));
     const next = await poll;
     assert.ok(next.ms < 5000, `a typing change ends a long-poll (${next.ms} ms)`);

@@ -3,7 +3,6 @@
 // every response, device list changes on incremental ones).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { startTestProxy } from '../support/proxy.js';
 import {
@@ -105,11 +104,12 @@ describe('MSC4186 to_device', () => {
   });
 
   it('ends a long-poll when a to-device message arrives', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const alice = addUser(fake, ME, 'A', syncResponse(oneRoom));
     const first = await slidingSync(proxy, alice.token, { conn_id: 'e', ...td() });
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, { conn_id: 'e', ...td() }, { pos: first.body.pos, timeout: 10_000 });
-    await delay(300);
+    await waiting;
     await queueLater(fake, alice, syncResponse({ toDevice: toDevice('w', 1) }));
     const res = await poll;
     assert.deepEqual(got(res), ['w1']);
@@ -181,12 +181,13 @@ describe('MSC4186 e2ee', () => {
   });
 
   it('ends a long-poll when device lists change', async (t) => {
-    const { fake, proxy } = await startStack(t);
+    const { fake, proxy, parked } = await startStack(t);
     const alice = addUser(fake, ME, 'A', syncResponse(oneRoom));
     const req = { lists: { all: { ranges: [[0, 9]], timeline_limit: 1, required_state: [] } }, extensions: { e2ee: { enabled: true } } };
     const first = await slidingSync(proxy, alice.token, req);
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, req, { pos: first.body.pos, timeout: 10_000 });
-    await delay(300);
+    await waiting;
     await queueLater(fake, alice, syncResponse({ deviceLists: { changed: [BOB] } }));
     const res = await poll;
     assert.deepEqual(res.body.extensions.e2ee?.device_lists?.changed, [BOB]);

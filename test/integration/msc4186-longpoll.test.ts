@@ -3,7 +3,6 @@
 // that hang up mid-poll.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { createRoomState, message, syncResponse } from '../support/builders.js';
 import { addUser, bodies, queueLater, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
@@ -28,10 +27,11 @@ async function started(t: Parameters<typeof startStack>[0]) {
 
 describe('MSC4186 long-polling', () => {
   it('returns as soon as a new upstream event is ingested', async (t) => {
-    const { fake, proxy, alice, first } = await started(t);
+    const { fake, proxy, alice, first, parked } = await started(t);
+    // Once the request waits, it is the wake-up that answers it.
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG });
-    // Give the request time to start waiting, so that it is the wake-up that answers it.
-    await delay(300);
+    await waiting;
     const queuedAt = Date.now();
     const ingested = queueLater(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('ping')] } } }));
     const res = await poll;
@@ -125,18 +125,20 @@ describe('MSC4186 long-polling', () => {
   });
 
   it('copes with a client that hangs up mid long-poll', async (t) => {
-    const { fake, proxy, alice, first } = await started(t);
+    const { fake, proxy, alice, first, parked } = await started(t);
     const abort = new AbortController();
+    const waiting = parked();
     const poll = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG, signal: abort.signal });
-    await delay(200);
+    await waiting;
     abort.abort();
     await assert.rejects(poll);
     const again = await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 0 });
     assert.equal(again.status, 200, JSON.stringify(again.body));
     assert.deepEqual(again.body.rooms, {});
     // The connection still long-polls and wakes normally.
+    const waiting2 = parked();
     const poll2 = slidingSync(proxy, alice.token, REQ, { pos: again.body.pos, timeout: LONG });
-    await delay(200);
+    await waiting2;
     await queueLater(fake, alice, syncResponse({ join: { '!a:fake': { timeline: [message('after hang-up')] } } }));
     const res = await poll2;
     assert.equal(res.status, 200);
@@ -145,13 +147,14 @@ describe('MSC4186 long-polling', () => {
   });
 
   it('lets a newer request with the same pos replace one still long-polling', async (t) => {
-    const { fake, proxy, alice, first } = await started(t);
+    const { fake, proxy, alice, first, parked } = await started(t);
     const startedAt = Date.now();
+    const waiting = parked();
     const older = slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: LONG }).then(
       () => Date.now(),
       () => Date.now(),
     );
-    await delay(200);
+    await waiting;
     const newer = await slidingSync(
       proxy,
       alice.token,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { DeviceRegistry } from '../../src/poller/device-registry.js';
+import { Authenticator } from '../../src/auth/authenticator.js';
 import type { PollerManager } from '../../src/poller/poller-manager.js';
 import { createTokenCipher } from '../../src/store/token-cipher.js';
 import type { Homeserver } from '../../src/upstream/homeserver-client.js';
@@ -182,7 +182,7 @@ describe('token rotation', () => {
       whoami: async () => ({ userId: '@alice:fake', deviceId: 'PHONE' }),
     } as unknown as Homeserver;
     const pollers = { ensurePolling: () => undefined } as unknown as PollerManager;
-    const registry = new DeviceRegistry({
+    const registry = new Authenticator({
       pool: db.pool,
       homeserver,
       cipher: createTokenCipher('test-secret'),

@@ -148,14 +148,30 @@ export function queueLater(fake: FakeHomeserver, user: TestUser, body: JsonObjec
 export interface Stack {
   fake: FakeHomeserver;
   proxy: TestProxy;
+  /**
+   * Resolves when the next sliding sync request (of `connId`, when given) starts waiting for
+   * news: the engine's onWait hook, so a test acts exactly when a long-poll is parked. Call it
+   * before sending the request it waits for.
+   */
+  parked(connId?: string): Promise<void>;
 }
 
 /** A fake homeserver and a proxy in front of it, both stopped after the test. */
 export async function startStack(t: TestContext, opts: Omit<ProxyOptions, 'poller'> = {}): Promise<Stack> {
   const fake = await startFakeHomeserver({ maxWaitMs: 300 });
   t.after(() => fake.close());
-  const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { ...opts, poller: FAST_POLLER });
-  return { fake, proxy };
+  const waiting = new Set<{ connId: string | undefined; resolve(): void }>();
+  const onWait: ProxyOptions['onWait'] = (device, connId) => {
+    opts.onWait?.(device, connId);
+    for (const w of [...waiting]) {
+      if (w.connId !== undefined && w.connId !== connId) continue;
+      waiting.delete(w);
+      w.resolve();
+    }
+  };
+  const proxy = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { ...opts, onWait, poller: FAST_POLLER });
+  const parked = (connId?: string) => new Promise<void>((resolve) => waiting.add({ connId, resolve }));
+  return { fake, proxy, parked };
 }
 
 /** Polls `check` every 20 ms until true; fails after timeoutMs. */

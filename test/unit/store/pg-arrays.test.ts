@@ -1,11 +1,29 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { boolArray, jsonTextsArray, numberArray, textArray } from '../../../src/store/pg-arrays.js';
+import { boolArray, columns, jsonTextsArray, numberArray, textArray } from '../../../src/store/pg-arrays.js';
 import { createTestDatabase } from '../../support/db.js';
 
 const awkward = ['', 'plain', 'with "quotes"', 'back\\slash', 'a,b', '{braces}', ' spaced ', 'NULL', 'ünï\u2028code', 'tab\tnew\nline'];
 
 describe('array parameters', () => {
+  it('columns: one array per field named, in the order named, each of its kind', async (t) => {
+    const { pool } = await createTestDatabase(t);
+    const rows = [
+      { id: 'a', n: 1, ok: true, note: null as string | null },
+      { id: 'with "q"', n: 2, ok: false, note: 'x' },
+    ];
+    const params = columns(rows, { n: 'number', id: 'text', note: 'text', ok: 'bool' });
+    assert.equal(params.length, 4);
+    const { rows: back } = await pool.query(
+      'SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[]) AS u(n, id, note, ok)',
+      params,
+    );
+    assert.deepEqual(
+      back.map((r) => ({ ...r, n: Number(r.n) })),
+      rows.map(({ id, n, ok, note }) => ({ n, id, note, ok })),
+    );
+  });
+
   it('round-trip through PostgreSQL exactly, NULLs included', async (t) => {
     const { pool } = await createTestDatabase(t);
     const texts = [...awkward, null, undefined];

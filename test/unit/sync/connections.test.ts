@@ -72,10 +72,12 @@ describe('ConnectionManager', () => {
 
   it('takes its thresholds from the options, and measures idleness from the last use in memory', async (t) => {
     const { make } = await setup(t, { farBehindRooms: 2, farBehindIdleMs: 50 });
+    // Only the clock is faked: the database's timers run for real.
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const connections = make();
     const conn = await connections.resolve(KEY, undefined);
     const p1 = await connections.commit(conn, 0, new Map(), {});
-    await new Promise((r) => setTimeout(r, 80));
+    t.mock.timers.tick(80);
     const resumed = await connections.resolve(KEY, p1);
     assert.equal(connections.tooFarBehind(resumed, 2), false);
     assert.equal(connections.tooFarBehind(resumed, 3), true);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { RoomSent } from '../../../src/sync/connections.js';
 import { type ExtensionContext, roomsInScope } from '../../../src/sync/extensions/index.js';
-import { toDeviceExtension } from '../../../src/sync/extensions/to-device.js';
+import { type ToDeviceInbox, toDeviceExtension } from '../../../src/sync/extensions/to-device.js';
 import { typingExtension } from '../../../src/sync/extensions/typing.js';
 import type { RawJson } from '../../../src/sync/json.js';
 
@@ -75,33 +75,27 @@ describe('roomsInScope', () => {
   });
 });
 
-/** An inbox that answers the two statements to_device issues, and records them. */
+/** An in-memory inbox of this device that records what to_device asks of it. */
 function fakeInbox(positions: number[]) {
   let stored = positions.map((pos) => ({ pos, json: JSON.stringify({ type: 't', content: { pos } }) }));
   const calls: string[] = [];
-  const pool = {
-    async query(sql: string, params: unknown[]) {
-      if (sql.startsWith('SELECT pos, json FROM to_device_messages')) {
-        const [userId, deviceId, after, limit] = params as [string, string, number, number];
-        assert.deepEqual([userId, deviceId], [device.userId, device.deviceId], 'only this device');
-        calls.push(`select>${after}:${limit}`);
-        return { rows: stored.filter((m) => m.pos > after).slice(0, limit), rowCount: 0 };
-      }
-      if (sql.startsWith('DELETE FROM to_device_messages')) {
-        const upTo = params[2] as number;
-        calls.push(`ack<=${upTo}`);
-        const before = stored.length;
-        stored = stored.filter((m) => m.pos > upTo);
-        return { rows: [], rowCount: before - stored.length };
-      }
-      throw new Error(`unexpected SQL: ${sql}`);
+  const inbox: ToDeviceInbox = {
+    async after(of, after, limit) {
+      assert.deepEqual(of, device, 'only this device');
+      calls.push(`select>${after}:${limit}`);
+      return stored.filter((m) => m.pos > after).slice(0, limit);
+    },
+    async ack(of, upTo) {
+      assert.deepEqual(of, device, 'only this device');
+      calls.push(`ack<=${upTo}`);
+      stored = stored.filter((m) => m.pos > upTo);
     },
   };
-  return { pool, calls, left: () => stored.map((m) => m.pos) };
+  return { inbox, calls, left: () => stored.map((m) => m.pos) };
 }
 
 async function toDevice(inbox: ReturnType<typeof fakeInbox>, limit: number, since: string | undefined) {
-  const out = await toDeviceExtension(fakeContext({ pool: inbox.pool as never, request: { toDevice: { limit, since } } }));
+  const out = await toDeviceExtension(fakeContext({ request: { toDevice: { limit, since } } }), inbox.inbox);
   assert.ok(out);
   const data = out.data as { next_batch: string; events: RawJson[] };
   return {

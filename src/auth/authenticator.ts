@@ -1,13 +1,16 @@
-// Who is behind an access token, and making sure their device is polled. Tokens are looked
-// up by SHA-256; an unknown one is asked of the homeserver (whoami) once, then stored
-// encrypted. A token the homeserver rejects is remembered briefly, so a client (or attacker)
+// Which user and device an access token is, and making sure that device is polled. Tokens are
+// looked up by SHA-256 in the store on every request (no positive cache in memory, so a token
+// stored by another process is recognised at once); an unknown one is asked of the homeserver
+// (whoami) once, then stored encrypted. A token the homeserver rejects is remembered briefly, so a client (or attacker)
 // repeating it cannot turn each request into a homeserver round trip.
 //
 // Revocation is the store's: a token is served only while its row exists. A logout forwarded
 // through the proxy deletes the rows (and stops the device's poller) before the client sees
 // the answer; a token any upstream call finds refused is deleted at once. Rows of tokens
 // superseded by a refresh are pruned, so neither the store nor this memory grows with them.
-import { MatrixError, unknownToken, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
+
+import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
+import { homeserverSyncFailing, MatrixError, unknownToken, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import {
   deleteToken,
@@ -21,15 +24,14 @@ import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
-import type { InitialSyncProgress } from './device-poller.js';
-import type { PollerManager } from './poller-manager.js';
+import type { DevicePolling } from './device-polling.js';
 
 export interface AuthenticatedDevice {
   userId: string;
   deviceId: string;
 }
 
-export interface DeviceRegistryOptions {
+export interface AuthOptions {
   /** How long a rejected token is answered from memory. */
   negativeTtlMs: number;
   negativeMaxEntries: number;
@@ -42,7 +44,7 @@ export interface DeviceRegistryOptions {
   touchedMaxEntries: number;
 }
 
-export const DEFAULT_REGISTRY_OPTIONS: DeviceRegistryOptions = {
+export const DEFAULT_AUTH_OPTIONS: AuthOptions = {
   negativeTtlMs: 10_000,
   negativeMaxEntries: 10_000,
   whoamiTimeoutMs: 30_000,
@@ -51,13 +53,13 @@ export const DEFAULT_REGISTRY_OPTIONS: DeviceRegistryOptions = {
   touchedMaxEntries: 100_000,
 };
 
-export class DeviceRegistry {
+export class Authenticator {
   #rejected = new Map<string, { until: number; softLogout: boolean }>();
   #touched = new Map<string, number>();
 
   constructor(
-    private readonly deps: { pool: Pool; homeserver: Homeserver; cipher: TokenCipher; pollers: PollerManager; logger: Logger },
-    private readonly opts: DeviceRegistryOptions = DEFAULT_REGISTRY_OPTIONS,
+    private readonly deps: { pool: Pool; homeserver: Homeserver; cipher: TokenCipher; pollers: DevicePolling; logger: Logger },
+    private readonly opts: AuthOptions = DEFAULT_AUTH_OPTIONS,
   ) {}
 
   /** Resolves the token to its device and makes sure the device is polled; throws MatrixError. */
@@ -86,14 +88,19 @@ export class DeviceRegistry {
     return { userId: device.userId, deviceId: device.deviceId };
   }
 
+  /** The device of a token the store holds (stored by any process); no homeserver call. */
+  async known(token: string): Promise<AuthenticatedDevice | undefined> {
+    const device = await findByTokenHash(this.deps.pool, hashToken(token));
+    return device && { userId: device.userId, deviceId: device.deviceId };
+  }
+
   /**
-   * Who a token belongs to, for acting on a request forwarded with it (a logout): the store's
+   * Who a token belongs to, for acting on a request forwarded with it (a logout, a forget): the store's
    * answer, else the homeserver's. Undefined when the homeserver does not know it either.
    */
   async identify(token: string, signal?: AbortSignal): Promise<AuthenticatedDevice | undefined> {
-    const hash = hashToken(token);
-    const known = await findByTokenHash(this.deps.pool, hash);
-    if (known) return { userId: known.userId, deviceId: known.deviceId };
+    const known = await this.known(token);
+    if (known) return known;
     try {
       return await this.deps.homeserver.whoami(token, { timeoutMs: this.opts.whoamiTimeoutMs, signal });
     } catch (err) {
@@ -131,11 +138,15 @@ export class DeviceRegistry {
     return this.#rejected.size + this.#touched.size;
   }
 
-  /** Waits until the device's first v2 sync is stored (the client's first request does). */
+  /**
+   * Waits until the device's first v2 sync is stored (the client's first request does); throws
+   * the MatrixError the client gets when it cannot be had.
+   */
   async waitForInitialSync(device: AuthenticatedDevice, signal?: AbortSignal): Promise<void> {
     const poller = this.deps.pollers.get(device.userId, device.deviceId);
     if (!poller) throw unknownToken(false);
-    await poller.waitForInitialSync(signal);
+    const failure = await poller.waitForInitialSync(signal);
+    if (failure) throw initialSyncError(failure);
   }
 
   /** The device's first-sync progress in this process; undefined when it is not polled here. */
@@ -187,5 +198,19 @@ export class DeviceRegistry {
     this.#touched.delete(hex);
     this.#touched.set(hex, now);
     await touchToken(this.deps.pool, hash);
+  }
+}
+
+/** What a client waiting for its device's first sync is told when it cannot be had. */
+function initialSyncError(failure: InitialSyncFailure): MatrixError {
+  switch (failure.reason) {
+    case 'token_dead':
+      return unknownToken(failure.softLogout);
+    case 'homeserver_failing':
+      return homeserverSyncFailing();
+    case 'stopped':
+      return new MatrixError(503, 'M_UNKNOWN', 'Polling of this device stopped; retry', { retry_after_ms: 1000 });
+    case 'crashed':
+      return new MatrixError(503, 'M_UNKNOWN', 'Polling of this device failed; retry', { retry_after_ms: 1000 });
   }
 }
