@@ -49,6 +49,7 @@ import type { Logger } from '../telemetry/logger.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
+import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
 import { KnownEvents } from './known-events.js';
 import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
@@ -73,6 +74,8 @@ export interface Accumulator {
   ingest(device: DeviceRef, response: SyncResponse, opts?: IngestOptions): Promise<IngestSummary>;
   /** The device's poller skipped a response it could not use: whatever it brings next may follow a hole. */
   skipped(device: DeviceRef): void;
+  /** Stores history fetched before a room's stored timeline (see backfill.ts), in turn with ingests. */
+  storeHistory(device: DeviceRef, chunk: HistoryChunk): Promise<HistoryOutcome>;
 }
 
 type Published = () => void;
@@ -156,6 +159,14 @@ export function createAccumulator(
     skipped(device) {
       ctx.views.blind(device);
       deps.telemetry?.metrics.skippedResponses.inc();
+    },
+    storeHistory(device, chunk) {
+      return serially(async () => {
+        const outcome = await withTransaction(deps.pool, (tx) => storeHistory(tx, device, chunk));
+        // Moved events have new positions: what the memory held of them is stale.
+        if (outcome.stored) for (const [id, known] of outcome.known) ctx.known.set(id, known);
+        return outcome;
+      });
     },
   };
 }

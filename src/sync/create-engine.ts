@@ -29,6 +29,7 @@ export async function createSyncService(
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
     exactPrevBatch?: EngineDeps['exactPrevBatch'];
+    fetchHistory?: EngineDeps['fetchHistory'];
     onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
@@ -58,6 +59,7 @@ export async function createSyncService(
     extensions,
     bumps,
     exactPrevBatch: deps.exactPrevBatch,
+    fetchHistory: deps.fetchHistory,
     onWait: deps.onWait,
   });
   // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no

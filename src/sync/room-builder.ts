@@ -8,6 +8,7 @@ import {
   currentMembers,
   currentState,
   fallbackHeroes,
+  HISTORY_START,
   latestEventsOfTypes,
   latestTimelines,
   memberEvents,
@@ -21,6 +22,7 @@ import {
   visibilityHistory,
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
+import { historyWanted, type TimelineHistory } from './history.js';
 import { RawJson } from './json.js';
 import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
 import { strippedNameAndAvatar } from './stripped-state.js';
@@ -57,6 +59,8 @@ export interface BuildContext {
   protocol: Protocol;
   /** MSC3575 `timestamp` per room. */
   timestamps: Map<string, number>;
+  /** History before rooms' stored timelines, fetched where a timeline asks for more (see history.ts). */
+  history?: TimelineHistory;
   /** The exact pagination token from just before an event no v2 chunk started at, if it can be had. */
   exactPrevBatch?: (roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
@@ -120,6 +124,7 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
   // transaction ids with the lazy members, then each room's own few lookups.
   const [views, scratchState] = await Promise.all([loadViews(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
   const timelines = await loadTimelines(ctx, eventPlans, views);
+  await deepenTimelines(ctx, eventPlans, views, timelines);
   const state = await loadState(ctx, eventPlans, timelines, scratchState);
   const [txnIds, lazy] = await Promise.all([
     transactionIdsFor(
@@ -176,13 +181,31 @@ async function loadTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<st
       const fromScratch = p.initial || p.expandTimeline;
       return {
         roomId: p.roomId,
-        after: fromScratch ? 0 : (p.sent?.pos ?? 0),
+        // Backfilled history sits below every stream position (negative): only ever from scratch.
+        after: fromScratch ? HISTORY_START : (p.sent?.pos ?? 0),
         upTo: view.upTo,
         limit: p.timelineLimit,
         visible: view.visible,
       };
     });
   return latestTimelines(ctx.pool, queries);
+}
+
+/** Rooms sent from scratch whose timeline stops at the stored history's start get it fetched, then read again. */
+async function deepenTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<string, RoomView>, timelines: Map<string, TimelineRow[]>) {
+  if (!ctx.history) return;
+  const wants = plans.flatMap((p) => {
+    const want =
+      p.timelineLimit > 0 && (p.initial || p.expandTimeline) && historyWanted(p.roomId, timelines.get(p.roomId) ?? [], p.timelineLimit);
+    return want ? [want] : [];
+  });
+  if (wants.length === 0) return;
+  const grown = await ctx.history.fetch(wants);
+  const again = plans.filter((p) => grown.has(p.roomId));
+  if (again.length === 0) return;
+  // The history may carry the user's own membership changes: what they may see is decided again.
+  for (const [roomId, view] of await loadViews(ctx, again)) views.set(roomId, view);
+  for (const [roomId, rows] of await loadTimelines(ctx, again, views)) timelines.set(roomId, rows);
 }
 
 /**

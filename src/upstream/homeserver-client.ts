@@ -5,7 +5,7 @@ import type { Upstream } from '../config.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { errorFromResponse, UpstreamError } from './errors.js';
-import { type ParseStats, parseSyncResponse, type SyncResponse } from './sync-response.js';
+import { type ParseStats, parseRoomEvent, parseSyncResponse, type RoomEvent, type SyncResponse } from './sync-response.js';
 
 export interface Whoami {
   userId: string;
@@ -34,7 +34,14 @@ export interface Homeserver {
   /** `/context` with no events around: the pagination token from just before the event. */
   tokenBefore(token: string, roomId: string, eventId: string, opts: RequestOptions): Promise<string | undefined>;
   sync(token: string, params: SyncParams, opts: RequestOptions): Promise<{ response: SyncResponse; stats: ParseStats }>;
+  /** `/messages` backwards from `from`: events newest first (malformed ones dropped), and the token to go on from, absent at the room's start. */
+  messagesBefore(token: string, roomId: string, from: string, limit: number, opts: RequestOptions): Promise<RoomHistoryPage>;
   close(): Promise<void>;
+}
+
+export interface RoomHistoryPage {
+  events: RoomEvent[];
+  end: string | undefined;
 }
 
 export const USER_AGENT = 'syncv3-proxy/0.1';
@@ -152,6 +159,15 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
       const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/context/${encodeURIComponent(eventId)}?limit=0`;
       const body = (await measuredGetJson('context', path, token, opts)) as { start?: unknown } | null;
       return typeof body?.start === 'string' && body.start ? body.start : undefined;
+    },
+
+    async messagesBefore(token, roomId, from, limit, opts) {
+      const query = new URLSearchParams({ from, dir: 'b', limit: String(limit) });
+      const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?${query}`;
+      const body = (await measuredGetJson('messages', path, token, opts)) as { chunk?: unknown; end?: unknown } | null;
+      if (!Array.isArray(body?.chunk)) throw new UpstreamError('bad_response', '/messages answered without a chunk', { body });
+      const events = body.chunk.map(parseRoomEvent).filter((e): e is RoomEvent => e !== undefined);
+      return { events, end: typeof body.end === 'string' && body.end ? body.end : undefined };
     },
 
     async sync(token, params, opts) {
