@@ -34,6 +34,8 @@ export interface HistoryFetchOptions {
   concurrency: number;
   /** A failed (room, gap) is not asked again for this long. */
   retryAfterMs: number;
+  /** Tests: told each time a response asks for history, before it waits (instead of sleeping until it does). */
+  onAsk?: (roomIds: string[]) => void;
 }
 
 export const DEFAULT_HISTORY_FETCH_OPTIONS: HistoryFetchOptions = {
@@ -139,6 +141,7 @@ export function historyFetcher(deps: HistoryFetchDeps, opts: HistoryFetchOptions
   return (device, wants) => {
     const token = deps.pollers.get(device.userId, device.deviceId)?.token;
     if (!token || wants.length === 0) return Promise.resolve(new Set());
+    opts.onAsk?.(wants.map((w) => w.roomId));
     return new Promise((resolve) => {
       const grown = new Set<string>();
       let pending = wants.length;
