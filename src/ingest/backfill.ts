@@ -20,8 +20,11 @@ export interface HistoryChunk {
 
 export type HistoryOutcome =
   | { stored: true; inserted: number; placed: number; known: [string, KnownEvent][] }
-  /** `moved`: the gap is no longer where the chunk was fetched from (filled meanwhile); `overlap`: the chunk reaches stored timeline events. */
-  | { stored: false; reason: 'moved' | 'overlap' };
+  /**
+   * `moved`: the gap is no longer where the chunk was fetched from (filled meanwhile);
+   * `overlap`: the chunk reaches stored timeline events; `hidden`: nothing in it the user may see.
+   */
+  | { stored: false; reason: 'moved' | 'overlap' | 'hidden' };
 
 /** In one transaction, under the ingest lock (positions are taken and events deduplicated as ingest does). */
 export async function storeHistory(tx: Queryable, device: DeviceRef, chunk: HistoryChunk): Promise<HistoryOutcome> {
@@ -38,8 +41,12 @@ export async function storeHistory(tx: Queryable, device: DeviceRef, chunk: Hist
   if ([...known.values()].some((k) => k.inTimeline)) return { stored: false, reason: 'overlap' };
   if (events.length === 0) {
     // Nothing the user may see before the gap: at the start of the room there is no gap left.
-    if (chunk.end === undefined) await moveStartGap(tx, start.nid, start.nid, undefined);
-    return { stored: true, inserted: 0, placed: 0, known: [] };
+    if (chunk.end === undefined) {
+      await moveStartGap(tx, start.nid, start.nid, undefined);
+      return { stored: true, inserted: 0, placed: 0, known: [] };
+    }
+    // More history, none of it visible to this user: the gap stays (its token is everyone's).
+    return { stored: false, reason: 'hidden' };
   }
   const highest = await reserveBackfillPositions(tx, events.length);
   const lowest = highest - events.length + 1;

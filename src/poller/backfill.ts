@@ -92,7 +92,8 @@ export function historyFetcher(deps: HistoryFetchDeps, opts: HistoryFetchOptions
         },
       );
       const outcome = await deps.accumulator.storeHistory(device, { roomId: want.roomId, gapEventId: want.gap.eventId, ...page });
-      if (!outcome.stored) return outcome.reason === 'overlap' ? failed(key, 'overlap') : false;
+      // A chunk of only hidden history is not asked for again at once either (counted as `hidden`).
+      if (!outcome.stored) return outcome.reason === 'moved' ? false : failed(key, outcome.reason);
       metrics?.historyEvents.inc(outcome.inserted + outcome.placed);
       return true;
     } catch (err) {

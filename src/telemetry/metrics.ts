@@ -67,7 +67,7 @@ export interface Metrics {
   historyFetches: Counter;
   /** syncv3_history_events_total: events those requests placed in stored timelines. */
   historyEvents: Counter;
-  /** syncv3_history_fetch_failures_total by kind (upstream error kind, store, overlap). */
+  /** syncv3_history_fetch_failures_total by kind (upstream error kind, store, overlap, hidden). */
   historyFailures: Counter<'kind'>;
   /** syncv3_history_fetch_duration_seconds: one fetch, request and storing. */
   historyDuration: Histogram;
@@ -243,7 +243,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   });
   const historyFailures = new Counter({
     name: 'syncv3_history_fetch_failures_total',
-    help: 'History fetches that stored nothing, by kind (upstream error kind, store, overlap)',
+    help: 'History fetches that stored nothing, by kind (upstream error kind, store, overlap, hidden: nothing the user may see)',
     labelNames: ['kind'] as const,
     registers,
   });
