@@ -47,7 +47,13 @@ test('history before the first contact: the proxy serves what Synapse serves', {
 
   for (const limit of [1, 3, 5, 20]) {
     await t.test(`timeline_limit ${limit} with $LAZY members`, async () => {
-      const config = { timeline_limit: limit, required_state: [['m.room.name', ''], ['m.room.member', '$LAZY']] };
+      const config = {
+        timeline_limit: limit,
+        required_state: [
+          ['m.room.name', ''],
+          ['m.room.member', '$LAZY'],
+        ],
+      };
       const body = { conn_id: `open-${limit}`, room_subscriptions: Object.fromEntries(rooms.map((id) => [id, config])) };
       const [ours, synapse] = await Promise.all([phone.slidingSync(proxy.url, body), phone.slidingSync(hsUrl, body)]);
       assertSameAsSynapse(ours, synapse, `timeline_limit ${limit}`);
