@@ -19,7 +19,14 @@ export interface HistoryChunk {
 }
 
 export type HistoryOutcome =
-  | { stored: true; inserted: number; placed: number; known: [string, KnownEvent][] }
+  | {
+      stored: true;
+      inserted: number;
+      placed: number;
+      known: [string, KnownEvent][];
+      /** The room's oldest stored timeline event now, still following a gap; undefined at the room's start. */
+      gapEventId: string | undefined;
+    }
   /**
    * `moved`: the gap is no longer where the chunk was fetched from (filled meanwhile);
    * `overlap`: the chunk reaches stored timeline events; `hidden`: nothing in it the user may see.
@@ -39,18 +46,15 @@ export async function storeHistory(tx: Queryable, device: DeviceRef, chunk: Hist
     events.map((e) => e.event_id),
   );
   if ([...known.values()].some((k) => k.inTimeline)) return { stored: false, reason: 'overlap' };
-  if (events.length === 0) {
-    // Nothing the user may see before the gap: at the start of the room there is no gap left.
-    if (chunk.end === undefined) {
-      await moveStartGap(tx, start.nid, start.nid, undefined);
-      return { stored: true, inserted: 0, placed: 0, known: [] };
-    }
-    // More history, none of it visible to this user: the gap stays (its token is everyone's).
-    return { stored: false, reason: 'hidden' };
-  }
+  // Nothing this user may see before the gap: the gap stays (its token is everyone's).
+  if (events.length === 0) return { stored: false, reason: 'hidden' };
+  // The room's start only when its create event is reached: an absent `end` may also mean that
+  // this user may see nothing older, which says nothing about other users.
+  const oldest = events[0] as RoomEvent;
+  const atStart = oldest.type === 'm.room.create' && oldest.state_key === '';
   const highest = await reserveBackfillPositions(tx, events.length);
   const lowest = highest - events.length + 1;
-  const moves: { from: number; to: number }[] = [];
+  const moves: { from: number; to: number; json: string }[] = [];
   const historic: { roomId: string; type: string; stateKey: string; nid: number }[] = [];
   const txnIds: { eventId: string; userId: string; deviceId: string; txnId: string }[] = [];
   const cache: [string, KnownEvent][] = [];
@@ -65,15 +69,16 @@ export async function storeHistory(tx: Queryable, device: DeviceRef, chunk: Hist
     const nid = lowest + i;
     const first = i === 0;
     if (event.state_key !== undefined) historic.push({ roomId: chunk.roomId, type: event.type, stateKey: event.state_key, nid });
-    cache.push([event.event_id, { nid, inTimeline: true, gapBefore: first && chunk.end !== undefined }]);
+    cache.push([event.event_id, { nid, inTimeline: true, gapBefore: first && !atStart }]);
+    const { json, txnId } = storedJson(event);
     const stored = known.get(event.event_id);
     if (stored) {
       await flush();
-      moves.push({ from: stored.nid, to: nid });
+      // The timeline's copy: a state block may have left out what it carries (unsigned.prev_content).
+      moves.push({ from: stored.nid, to: nid, json });
       continue;
     }
     if (run.length === 0) runStart = nid;
-    const { json, txnId } = storedJson(event);
     if (txnId && event.sender === device.userId) txnIds.push({ eventId: event.event_id, ...device, txnId });
     run.push({
       eventId: event.event_id,
@@ -83,16 +88,22 @@ export async function storeHistory(tx: Queryable, device: DeviceRef, chunk: Hist
       sender: event.sender,
       originServerTs: event.origin_server_ts,
       inTimeline: true,
-      prevBatch: first ? chunk.end : undefined,
+      prevBatch: first && !atStart ? chunk.end : undefined,
       chunkEndToken: undefined,
-      gapBefore: first && chunk.end !== undefined,
+      gapBefore: first && !atStart,
       json,
     });
   }
   await flush();
   await placeStateEvents(tx, moves);
   await recordHistoricState(tx, historic);
-  await moveStartGap(tx, start.nid, lowest, chunk.end);
+  await moveStartGap(tx, start.nid, lowest, atStart ? undefined : (chunk.end ?? null));
   await insertTransactionIds(tx, txnIds);
-  return { stored: true, inserted: events.length - moves.length, placed: moves.length, known: cache };
+  return {
+    stored: true,
+    inserted: events.length - moves.length,
+    placed: moves.length,
+    known: cache,
+    gapEventId: atStart ? undefined : oldest.event_id,
+  };
 }

@@ -1,7 +1,7 @@
 // Storing history fetched from the homeserver before a room's stored timeline (see
 // migrations/0004): positions below every stored one, and the rows that place it.
 import type { Queryable } from './db.js';
-import { numberArray, textArray } from './pg-arrays.js';
+import { jsonTextsArray, numberArray, textArray } from './pg-arrays.js';
 
 export interface TimelineStart {
   nid: number;
@@ -33,12 +33,14 @@ export async function reserveBackfillPositions(db: Queryable, n: number): Promis
  * Moves events known only from state blocks to the timeline positions a backfill found them
  * at, with every row that points at them.
  */
-export async function placeStateEvents(db: Queryable, moves: { from: number; to: number }[]): Promise<void> {
+export async function placeStateEvents(db: Queryable, moves: { from: number; to: number; json: string }[]): Promise<void> {
   if (moves.length === 0) return;
   const params = [numberArray(moves.map((m) => m.from)), numberArray(moves.map((m) => m.to))];
+  // A redacted one keeps its redacted form.
   await db.query(
-    `UPDATE events SET nid = m.t, in_timeline = true FROM unnest($1::bigint[], $2::bigint[]) AS m(f, t) WHERE events.nid = m.f`,
-    params,
+    `UPDATE events SET nid = m.t, in_timeline = true, json = CASE WHEN redacted THEN events.json ELSE m.j::text END
+       FROM ROWS FROM (unnest($1::bigint[]), unnest($2::bigint[]), json_array_elements($3::json)) AS m(f, t, j) WHERE events.nid = m.f`,
+    [...params, jsonTextsArray(moves.map((m) => m.json))],
   );
   await db.query(`UPDATE room_state SET event_nid = m.t FROM unnest($1::bigint[], $2::bigint[]) AS m(f, t) WHERE event_nid = m.f`, params);
   await db.query(
@@ -67,15 +69,16 @@ export async function recordHistoricState(db: Queryable, rows: { roomId: string;
 }
 
 /**
- * Moves a room's start gap from `filled` (which now follows the backfilled events directly) to
- * `oldest`, the new first event: still a gap with its token when the homeserver has more
- * (`prevBatch`), none at the start of the room.
+ * Moves a room's start gap from `filled` (which now follows the fetched events directly) to
+ * `oldest`, the new first event: none at the start of the room (`prevBatch` undefined), else a
+ * gap with the token to paginate on from (null when the homeserver gave none: the user may see
+ * nothing older, others may).
  */
-export async function moveStartGap(db: Queryable, filled: number, oldest: number, prevBatch: string | undefined): Promise<void> {
+export async function moveStartGap(db: Queryable, filled: number, oldest: number, prevBatch: string | null | undefined): Promise<void> {
   await db.query(
-    `UPDATE events SET gap_before = CASE WHEN nid = $1 THEN false ELSE $3::text IS NOT NULL END,
+    `UPDATE events SET gap_before = CASE WHEN nid = $1 THEN false ELSE $4 END,
                        prev_batch = CASE WHEN nid = $1 THEN prev_batch ELSE COALESCE($3::text, prev_batch) END
       WHERE nid IN ($1, $2)`,
-    [filled, oldest, prevBatch ?? null],
+    [filled, oldest, prevBatch ?? null, prevBatch !== undefined],
   );
 }

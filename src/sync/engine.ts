@@ -13,7 +13,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
 import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
-import type { HistoryWant } from './history.js';
+import type { HistoryAnswer, HistoryWant } from './history.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
 import { computeList, computeListOps, isListable, isListable3575, type ListMemory, matchesFilters } from './lists.js';
 import { ensureNames } from './names.js';
@@ -62,10 +62,12 @@ export interface EngineDeps {
    */
   onWait?: (device: Device, connId: string) => void;
   /** History before rooms' stored timelines, fetched with the device's token (see history.ts); absent: what is stored. */
-  fetchHistory?: (device: Device, wants: HistoryWant[]) => Promise<Set<string>>;
+  fetchHistory?: (device: Device, wants: HistoryWant[]) => Promise<HistoryAnswer>;
   /** Exact prev_batch tokens from the homeserver (see poller/exact-prev-batch.ts); absent: the nearest stored one. */
   exactPrevBatch?: (device: Device, roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
+
+const NO_HISTORY: HistoryAnswer = { grown: new Set(), complete: new Set() };
 
 interface Computed {
   response: Omit<SyncResponse, 'pos'>;
@@ -316,7 +318,7 @@ export class SyncEngine {
       from,
       protocol: req.protocol,
       timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
-      history: this.deps.fetchHistory && { fetch: (wants) => this.deps.fetchHistory?.(device, wants) ?? Promise.resolve(new Set()) },
+      history: this.deps.fetchHistory && { fetch: (wants) => this.deps.fetchHistory?.(device, wants) ?? Promise.resolve(NO_HISTORY) },
       exactPrevBatch:
         this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
     };

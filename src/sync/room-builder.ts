@@ -200,12 +200,19 @@ async function deepenTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<
     return want ? [want] : [];
   });
   if (wants.length === 0) return;
-  const grown = await ctx.history.fetch(wants);
+  const { grown, complete } = await ctx.history.fetch(wants);
   const again = plans.filter((p) => grown.has(p.roomId));
-  if (again.length === 0) return;
-  // The history may carry the user's own membership changes: what they may see is decided again.
-  for (const [roomId, view] of await loadViews(ctx, again)) views.set(roomId, view);
-  for (const [roomId, rows] of await loadTimelines(ctx, again, views)) timelines.set(roomId, rows);
+  if (again.length) {
+    // The history may carry the user's own membership changes: what they may see is decided again.
+    for (const [roomId, view] of await loadViews(ctx, again)) views.set(roomId, view);
+    for (const [roomId, rows] of await loadTimelines(ctx, again, views)) timelines.set(roomId, rows);
+  }
+  // Nothing older that this user may see: their timeline is not limited by that gap.
+  for (const roomId of complete) {
+    const rows = timelines.get(roomId) ?? [];
+    const oldest = rows.at(-1);
+    if (oldest?.gapBefore) timelines.set(roomId, [...rows.slice(0, -1), { ...oldest, gapBefore: false }]);
+  }
 }
 
 /**

@@ -166,7 +166,7 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
       const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?${query}`;
       const body = (await measuredGetJson('messages', path, token, opts)) as { chunk?: unknown; end?: unknown } | null;
       if (!Array.isArray(body?.chunk)) throw new UpstreamError('bad_response', '/messages answered without a chunk', { body });
-      const events = body.chunk.map(parseRoomEvent).filter((e): e is RoomEvent => e !== undefined);
+      const events = body.chunk.map((e) => parseRoomEvent(asSyncFormat(e))).filter((e): e is RoomEvent => e !== undefined);
       return { events, end: typeof body.end === 'string' && body.end ? body.end : undefined };
     },
 
@@ -186,6 +186,28 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
 
     close: () => dispatcher.close(),
   };
+}
+
+/**
+ * /messages serves events in the legacy client format: `room_id`, `user_id` (the sender) and
+ * top-level copies of some `unsigned` fields, which v2 /sync leaves out. Stored events are the
+ * /sync shape, whichever endpoint brought them.
+ */
+const LEGACY_COPIES = [
+  'room_id',
+  'user_id',
+  'age',
+  'redacted_because',
+  'replaces_state',
+  'prev_content',
+  'invite_room_state',
+  'knock_room_state',
+];
+function asSyncFormat(event: unknown): unknown {
+  if (typeof event !== 'object' || event === null) return event;
+  const out = { ...(event as Record<string, unknown>) };
+  for (const key of LEGACY_COPIES) delete out[key];
+  return out;
 }
 
 function transportError(err: unknown, timedOut: boolean, timeoutMs: number): Error {
