@@ -124,8 +124,9 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
   // transaction ids with the lazy members, then each room's own few lookups.
   const [views, scratchState] = await Promise.all([loadViews(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
   const timelines = await loadTimelines(ctx, eventPlans, views);
-  await deepenTimelines(ctx, eventPlans, views, timelines);
-  const state = await loadState(ctx, eventPlans, timelines, scratchState);
+  // Placing fetched history may rewrite stored state events (the timeline's fuller copy): read again then.
+  const grew = await deepenTimelines(ctx, eventPlans, views, timelines);
+  const state = await loadState(ctx, eventPlans, timelines, grew ? await loadScratchState(ctx, eventPlans) : scratchState);
   const [txnIds, lazy] = await Promise.all([
     transactionIdsFor(
       ctx.pool,
@@ -192,14 +193,19 @@ async function loadTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<st
 }
 
 /** Rooms sent from scratch whose timeline stops at the stored history's start get it fetched, then read again. */
-async function deepenTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<string, RoomView>, timelines: Map<string, TimelineRow[]>) {
-  if (!ctx.history) return;
+async function deepenTimelines(
+  ctx: BuildContext,
+  plans: RoomPlan[],
+  views: Map<string, RoomView>,
+  timelines: Map<string, TimelineRow[]>,
+): Promise<boolean> {
+  if (!ctx.history) return false;
   const wants = plans.flatMap((p) => {
     const want =
       p.timelineLimit > 0 && (p.initial || p.expandTimeline) && historyWanted(p.roomId, timelines.get(p.roomId) ?? [], p.timelineLimit);
     return want ? [want] : [];
   });
-  if (wants.length === 0) return;
+  if (wants.length === 0) return false;
   const { grown, complete } = await ctx.history.fetch(wants);
   const again = plans.filter((p) => grown.has(p.roomId));
   if (again.length) {
@@ -213,6 +219,7 @@ async function deepenTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<
     const oldest = rows.at(-1);
     if (oldest?.gapBefore) timelines.set(roomId, [...rows.slice(0, -1), { ...oldest, gapBefore: false }]);
   }
+  return again.length > 0;
 }
 
 /**
