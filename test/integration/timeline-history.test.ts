@@ -218,6 +218,78 @@ describe('timelines as deep as asked', () => {
     assert.ok(before.every((e) => !seen.includes(e.event_id)));
     assert.equal(history.requests.length, 1, "Bob's timeline needs nothing fetched");
   });
+
+  it('does not show history fetched by others to a user who joined after the first contact, under `joined` visibility', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const { events, alice } = oldRoom(fake, 12, { state: createRoomState(ROOM, ME, { historyVisibility: 'joined' }) });
+    assert.deepEqual(ids(await open(proxy, alice, 'a', 10)), lastIds(events, 10));
+    // Bob joins now, live: his own first poll sees his join and what follows.
+    const bobJoin = member(BOB, 'join');
+    const hello = message('hello', BOB);
+    await pushSync(fake, alice, syncResponse({ join: { [ROOM]: { timeline: [bobJoin, hello] } } }));
+    const bob = addUser(
+      fake,
+      BOB,
+      'B',
+      syncResponse({
+        join: {
+          [ROOM]: {
+            state: events.filter((e) => e.state_key !== undefined),
+            timeline: [bobJoin, hello],
+            limited: true,
+            prevBatch: 'before-bob',
+          },
+        },
+      }),
+    );
+    const room = await open(proxy, bob, 'b', 20);
+    assert.deepEqual(ids(room), [bobJoin.event_id, hello.event_id], 'nothing from before his join');
+  });
+
+  it('leaves a gap in the middle of the stored timeline to the client: limited, with its token, nothing fetched', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const { history, events, alice } = oldRoom(fake, 3);
+    await open(proxy, alice, 'first', 1);
+    const later = [message('after the gap 1'), message('after the gap 2')];
+    await pushSync(fake, alice, syncResponse({ join: { [ROOM]: { timeline: later, limited: true, prevBatch: 'mid-gap' } } }));
+    const room = await open(proxy, alice, 'deep', 10);
+    assert.deepEqual(
+      ids(room),
+      later.map((e) => e.event_id),
+    );
+    assert.equal(room?.limited, true);
+    assert.equal(room?.prev_batch, 'mid-gap');
+    assert.equal(history.requests.length, 0);
+    assert.ok(events.length > 0);
+  });
+
+  it('tells a user whose visible history is all stored that the timeline is not limited, without telling others so', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    // A history without the room's create event: the homeserver stops (no `end`) before it, as
+    // it does for a user who may see nothing older.
+    const said = Array.from({ length: 4 }, (_, i) => message(`visible ${i}`));
+    const state = createRoomState(ROOM, ME, { joined: [BOB] });
+    const history = fake.serveHistory(ROOM, said);
+    const initial = syncResponse({
+      join: { [ROOM]: { state, timeline: [said.at(-1) as ClientEvent], limited: true, prevBatch: history.before(3) } },
+    });
+    const alice = addUser(fake, ME, 'A', initial);
+    const room = await open(proxy, alice, 'a', 10);
+    assert.deepEqual(
+      ids(room),
+      said.map((e) => e.event_id),
+    );
+    assert.equal(room?.limited, false, 'nothing older for her');
+    assert.equal((await open(proxy, alice, 'a2', 10))?.limited, false, 'remembered');
+    assert.equal(history.requests.length, 1);
+    const bob = addUser(fake, BOB, 'B', initial);
+    const bobs = await open(proxy, bob, 'b', 10);
+    assert.deepEqual(
+      ids(bobs),
+      said.map((e) => e.event_id),
+    );
+    assert.equal(bobs?.limited, true, 'Bob may see more: the gap stays for him');
+  });
 });
 
 /** A fresh connection per try until the room's timeline is `n` deep (a fetch finishing in the background). */
