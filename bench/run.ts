@@ -1,4 +1,4 @@
-// `npm run bench -- [ingest|msc4186|fanout]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|history|msc4186|fanout]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
 import { writeFileSync } from 'node:fs';
@@ -7,6 +7,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { createInProcessBus } from '../src/bus/bus.js';
 import { createAccumulator } from '../src/ingest/accumulator.js';
+import { historyFetcher } from '../src/poller/backfill.js';
 import { createPool, type Pool } from '../src/store/db.js';
 import { insertToken } from '../src/store/devices-table.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
@@ -15,7 +16,9 @@ import type { Device } from '../src/sync/engine.js';
 import { toJson } from '../src/sync/json.js';
 import type { SyncRequest } from '../src/sync/types.js';
 import { createLogger } from '../src/telemetry/logger.js';
+import { createHomeserverClient } from '../src/upstream/homeserver-client.js';
 import { parseSyncResponse } from '../src/upstream/sync-response.js';
+import { type RoomHistory, startFakeHomeserver } from '../test/support/fake-homeserver.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
 import { eventCount, fanOutInitialSync, initialSync, liveMessage, roomId, userId } from './generate.js';
 
@@ -584,8 +587,122 @@ async function benchFanOut(serverUrl: string) {
   }
 }
 
+/**
+ * First open of a cold room (history from before the first contact, one event stored) with
+ * timeline_limit 20, as Element X's room subscription asks: with history fetched from the
+ * homeserver (a local fake serving /messages, BENCH_HISTORY_DELAY_MS standing for the
+ * homeserver's own work, default 20) against the stored-only answer. Also the upstream
+ * requests per room, and those a 1,000-room first contact's whole room list (timeline_limit 1) makes.
+ */
+async function benchHistory(serverUrl: string) {
+  console.log('\n== history (first open of a cold room, timeline_limit 20) ==');
+  const rooms = 1_000;
+  const opens = Number(process.env.BENCH_HISTORY_OPENS ?? 200);
+  const delayMs = Number(process.env.BENCH_HISTORY_DELAY_MS ?? 20);
+  const pool = await freshDatabase(serverUrl, 'syncv3_bench_history');
+  const bus = createInProcessBus(logger);
+  const acc = createAccumulator({ pool, bus, logger });
+  const d = await device(pool, userId(0));
+  const fake = await startFakeHomeserver();
+  const homeserver = createHomeserverClient({ kind: 'url', baseUrl: fake.url });
+  const sync = initialSync(
+    Array.from({ length: rooms }, (_, i) => ({ index: i, members: [userId(0), userId(1), userId(2)] })),
+    1,
+  );
+  const histories = new Map<string, RoomHistory>();
+  for (const [id, room] of Object.entries(sync.rooms.join)) {
+    const older = olderMessages(id, 50, [userId(0), userId(1), userId(2)]);
+    const history = fake.serveHistory(id, [...older, ...(room.timeline.events as { event_id: string }[])], {
+      gate: () => new Promise((r) => setTimeout(r, delayMs)),
+    });
+    room.timeline.prev_batch = history.before(older.length);
+    histories.set(id, history);
+  }
+  await acc.ingest(d, parse(sync));
+  if (!process.env.BENCH_NO_ANALYZE) await pool.query('ANALYZE');
+  const fetchHistory = historyFetcher({
+    pollers: { get: () => ({ token: 'bench' }) as never },
+    homeserver,
+    accumulator: acc,
+    pool,
+    logger,
+  });
+  const withFetch = await createSyncService(
+    { pool, bus, logger, history: { fetch: fetchHistory } },
+    { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 1000 },
+  );
+  const storedOnly = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 1000 });
+  const signal = new AbortController().signal;
+  const requests = () => [...histories.values()].reduce((n, h) => n + h.requests.length, 0);
+
+  // The room list first, as Element X opens: the whole list at timeline_limit 1 fetches nothing.
+  let res = await withFetch.engine.sync(d, roomListRequest([0, 19], undefined), signal);
+  for (let end = 99; ; end += 100) {
+    const last = Math.min(end, rooms - 1);
+    res = await withFetch.engine.sync(d, roomListRequest([0, last], res.pos), signal);
+    if (last === rooms - 1) break;
+  }
+  const listRequests = requests();
+
+  const open = async (engine: typeof withFetch.engine, i: number) => {
+    const t0 = performance.now();
+    const out = await engine.sync(d, roomOpenRequest(roomId(i)), signal);
+    toJson(out);
+    return { ms: ms(t0), events: out.rooms[roomId(i)]?.timeline?.length ?? 0 };
+  };
+  const measure = async (engine: typeof withFetch.engine, from: number) => {
+    const times: number[] = [];
+    let events = 0;
+    for (let i = from; i < from + opens; i++) {
+      const r = await open(engine, i);
+      times.push(r.ms);
+      events += r.events;
+    }
+    return { times, events: events / opens };
+  };
+  const rt = await roundTripMs(pool);
+  const stored = await measure(storedOnly.engine, 0);
+  const before = requests();
+  const fetched = await measure(withFetch.engine, opens);
+  const perRoom = (requests() - before) / opens;
+  const again = await measure(withFetch.engine, opens);
+  const line = (what: string, r: { times: number[]; events: number }) =>
+    console.log(
+      `  ${what.padEnd(34)} p50 ${fmt(pct(r.times, 50)).padStart(6)} ms  p99 ${fmt(pct(r.times, 99)).padStart(6)} ms  (${fmt(pct(r.times, 50) / rt)}x round trip)  ${fmt(r.events)} events`,
+    );
+  console.log(`  ${rooms} rooms, ${opens} opens each; homeserver /messages delay ${delayMs} ms; PostgreSQL round trip ${fmt(rt)} ms`);
+  line('stored only (1 event, limited)', stored);
+  line('with history fetched', fetched);
+  line('the same rooms again (stored now)', again);
+  console.log(
+    `  upstream /messages per cold room opened: ${fmt(perRoom)}; for the whole ${rooms}-room list at timeline_limit 1: ${listRequests}`,
+  );
+  await Promise.all([fake.close(), homeserver.close(), pool.end()]);
+}
+
+/** `n` messages before a room's stored timeline, oldest first. */
+function olderMessages(room: string, n: number, senders: string[]) {
+  return Array.from({ length: n }, (_, k) => ({
+    type: 'm.room.message',
+    sender: senders[k % senders.length] as string,
+    content: { msgtype: 'm.text', body: `older ${k}` },
+    event_id: `$older-${k}-${room.slice(1)}`,
+    origin_server_ts: 1_600_000_000_000 + k,
+  }));
+}
+
+function roomOpenRequest(room: string): SyncRequest {
+  return {
+    ...roomListRequest([0, 0], undefined),
+    connId: `open-${room}`,
+    lists: new Map(),
+    roomSubscriptions: new Map([[room, { timelineLimit: 20, requiredState: [...ELEMENT_X_REQUIRED_STATE, ['m.room.member', '$LAZY']] }]]),
+  };
+}
+
 const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   ingest: benchIngest,
+  history: benchHistory,
   msc4186: benchMsc4186,
   load: benchIngestLoad,
   fanout: benchFanOut,

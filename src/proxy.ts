@@ -12,6 +12,7 @@ import { buildApp } from './http/app.js';
 import { createAccumulator } from './ingest/accumulator.js';
 import { Lifecycle } from './lifecycle.js';
 import { checkPersistentData } from './persistent-data.js';
+import { DEFAULT_HISTORY_FETCH_OPTIONS, type HistoryFetchOptions, historyFetcher } from './poller/backfill.js';
 import { DEFAULT_POLLER_OPTIONS, type PollerOptions } from './poller/device-poller.js';
 import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
@@ -64,6 +65,8 @@ export interface ProxyOptions {
   auth?: Partial<AuthOptions>;
   /** How long a request body may take to arrive (tests shorten it). */
   bodyTimeoutMs?: number;
+  /** Tests shorten the history fetches' budgets. */
+  history?: Partial<HistoryFetchOptions>;
   /** Tests: told each time a sliding sync request starts waiting (see EngineDeps.onWait). */
   onWait?: EngineDeps['onWait'];
 }
@@ -221,8 +224,20 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
       onTokenRefused: (token, softLogout) => auth.tokenRefused(token, softLogout),
     });
+    const fetchHistory = historyFetcher(
+      {
+        pollers,
+        homeserver,
+        accumulator,
+        pool,
+        logger: logger.child({ component: 'history' }),
+        telemetry,
+        onTokenRefused: (token, softLogout) => auth.tokenRefused(token, softLogout),
+      },
+      { ...DEFAULT_HISTORY_FETCH_OPTIONS, ...opts.history },
+    );
     const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics, prevBatches, onWait: opts.onWait },
+      { pool, bus, logger, metrics, prevBatches, history: { fetch: fetchHistory }, onWait: opts.onWait },
       { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
     );
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {

@@ -50,6 +50,7 @@ import type { Logger } from '../telemetry/logger.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
+import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
 import { KnownEvents } from './known-events.js';
 import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
@@ -79,6 +80,8 @@ export interface Accumulator {
    * would change it, under its own position, announced once committed. Returns whether it went.
    */
   forget(userId: string, roomId: string): Promise<boolean>;
+  /** Stores history fetched before a room's stored timeline (see backfill.ts), in turn with ingests. */
+  storeHistory(device: DeviceRef, chunk: HistoryChunk): Promise<HistoryOutcome>;
 }
 
 type Published = () => void;
@@ -173,6 +176,14 @@ export function createAccumulator(
         deps.bus.publish('stream.advanced', { pos });
         deps.bus.publish('user.rooms_changed', { userId, roomIds: [roomId], pos });
         return true;
+      });
+    },
+    storeHistory(device, chunk) {
+      return serially(async () => {
+        const outcome = await withTransaction(deps.pool, (tx) => storeHistory(tx, device, chunk));
+        // Moved events have new positions: what the memory held of them is stale.
+        if (outcome.stored) for (const [id, known] of outcome.known) ctx.known.set(id, known);
+        return outcome;
       });
     },
   };

@@ -15,9 +15,15 @@ export interface TimelineRow {
   json: string;
 }
 
+/**
+ * Below every position: history fetched before a room's stored timeline takes negative
+ * positions (migrations/0004), so "from the beginning" starts here, not at 0.
+ */
+export const HISTORY_START = -(2 ** 52);
+
 export interface TimelineQuery {
   roomId: string;
-  /** Exclusive lower bound (0 = from the beginning). */
+  /** Exclusive lower bound (HISTORY_START = from the beginning). */
   after: number;
   /** Inclusive upper bound. */
   upTo: number;
@@ -265,6 +271,11 @@ export async function transactionIdsFor(db: Queryable, userId: string, deviceId:
 /**
  * What history visibility is decided from, per room: its history_visibility changes and
  * `userId`'s own membership changes, each (position, value) oldest first.
+ *
+ * A value known only from the state block of the room's first contact (its event placed in no
+ * timeline) held before that contact too, as far back as the proxy knows nothing else: it is
+ * also given at HISTORY_START, which decides fetched history (negative positions) older than
+ * any change the fetched history itself shows, and nothing at stream positions.
  */
 export async function visibilityHistory(
   db: Queryable,
@@ -274,20 +285,31 @@ export async function visibilityHistory(
   const out = new Map<string, { visibility: { pos: number; value: string }[]; membership: { pos: number; value: string }[] }>();
   if (roomIds.length === 0) return out;
   for (const id of roomIds) out.set(id, { visibility: [], membership: [] });
-  const { rows } = await db.query<{ room_id: string; member: boolean; pos: number; value: string | null }>(
-    `SELECT sc.room_id, sc.type = 'm.room.member' AS member, sc.pos,
-            (SELECT e.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END
-               FROM events e WHERE e.nid = sc.event_nid) AS value
+  const { rows } = await db.query<{ room_id: string; member: boolean; pos: number; value: string | null; before_contact: boolean }>(
+    `SELECT sc.room_id, sc.type = 'm.room.member' AS member, sc.pos, e.value,
+            (sc.pos > 0 AND NOT e.in_timeline AND NOT EXISTS (
+               SELECT 1 FROM events x WHERE x.room_id = sc.room_id AND x.in_timeline AND x.nid > 0 AND x.nid < sc.pos)) AS before_contact
        FROM state_changes sc
+       CROSS JOIN LATERAL (
+         SELECT ev.in_timeline,
+                ev.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END AS value
+           FROM events ev WHERE ev.nid = sc.event_nid) e
       WHERE sc.room_id = ANY($1::text[])
         AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '') OR (sc.type = 'm.room.member' AND sc.state_key = $2))
       ORDER BY sc.room_id, sc.pos`,
     [roomIds, userId],
   );
+  const base = new Map<string, { member?: string; visibility?: string }>();
   for (const r of rows) {
     const entry = out.get(r.room_id);
     if (r.member) entry?.membership.push({ pos: r.pos, value: r.value ?? 'leave' });
     else entry?.visibility.push({ pos: r.pos, value: r.value ?? 'shared' });
+    if (r.before_contact) base.set(r.room_id, { ...base.get(r.room_id), [r.member ? 'member' : 'visibility']: r.value ?? undefined });
+  }
+  for (const [roomId, b] of base) {
+    const entry = out.get(roomId);
+    if (b.member !== undefined) entry?.membership.unshift({ pos: HISTORY_START, value: b.member });
+    if (b.visibility !== undefined) entry?.visibility.unshift({ pos: HISTORY_START, value: b.visibility });
   }
   return out;
 }

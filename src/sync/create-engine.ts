@@ -30,6 +30,7 @@ export async function createSyncService(
     logger: Logger;
     metrics?: Pick<Metrics, 'connsExpiredIdle' | 'connsDestroyed'>;
     prevBatches?: EngineDeps['prevBatches'];
+    history?: EngineDeps['history'];
     onWait?: EngineDeps['onWait'];
   },
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
@@ -59,6 +60,7 @@ export async function createSyncService(
     extensions,
     protocols: { msc4186: createMsc4186(metas), msc3575 },
     prevBatches: deps.prevBatches,
+    history: deps.history,
     onWait: deps.onWait,
   });
   // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no

@@ -12,8 +12,9 @@ import type { Logger } from '../telemetry/logger.js';
 import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
 import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
+import type { HistoryAnswer } from './history.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
-import type { PrevBatchSource } from './ports.js';
+import type { HistorySource, PrevBatchSource } from './ports.js';
 import type { EffectiveConfig, Scope, SyncProtocol } from './protocol.js';
 import {
   compileRequiredState,
@@ -55,7 +56,11 @@ export interface EngineDeps {
   onWait?: (device: Device, connId: string) => void;
   /** Exact prev_batch tokens from the homeserver (a port, see ports.ts); absent: the nearest stored one. */
   prevBatches?: PrevBatchSource;
+  /** History before rooms' stored timelines, fetched with the device's token (a port, see ports.ts); absent: what is stored. */
+  history?: HistorySource;
 }
+
+const NO_HISTORY: HistoryAnswer = { grown: new Set(), complete: new Set() };
 
 interface Computed {
   response: Omit<SyncResponse, 'pos'>;
@@ -263,6 +268,7 @@ export class SyncEngine {
       upTo,
       from,
       rules: await protocol.roomRules(user, plans, configs, upTo),
+      history: this.deps.history && { fetch: (wants) => this.deps.history?.fetch(device, wants) ?? Promise.resolve(NO_HISTORY) },
       exactPrevBatch:
         this.deps.prevBatches &&
         ((roomId, event) => this.deps.prevBatches?.exactPrevBatch(device, roomId, event) ?? Promise.resolve(undefined)),

@@ -7,6 +7,7 @@ import type { Pool } from '../store/db.js';
 import {
   currentMembers,
   currentState,
+  HISTORY_START,
   latestTimelines,
   memberEvents,
   prevBatchFrom,
@@ -19,6 +20,7 @@ import {
   visibilityHistory,
 } from '../store/room-reads.js';
 import type { RoomSent } from './connections.js';
+import { historyWanted, type TimelineHistory } from './history.js';
 import { RawJson } from './json.js';
 import type { RoomRules } from './protocol.js';
 import { excludes, type StateConfig, toSelector, wants } from './required-state.js';
@@ -53,6 +55,8 @@ export interface BuildContext {
   from: number;
   /** The request's protocol's metadata rules (see protocol.ts). */
   rules: RoomRules;
+  /** History before rooms' stored timelines, fetched where a timeline asks for more (see history.ts). */
+  history?: TimelineHistory;
   /** The exact pagination token from just before an event no v2 chunk started at, if it can be had. */
   exactPrevBatch?: (roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
@@ -116,7 +120,9 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
   // transaction ids with the lazy members, then each room's own few lookups.
   const [views, scratchState] = await Promise.all([loadViews(ctx, eventPlans), loadScratchState(ctx, eventPlans)]);
   const timelines = await loadTimelines(ctx, eventPlans, views);
-  const state = await loadState(ctx, eventPlans, timelines, scratchState);
+  // Placing fetched history may rewrite stored state events (the timeline's fuller copy): read again then.
+  const grew = await deepenTimelines(ctx, eventPlans, views, timelines);
+  const state = await loadState(ctx, eventPlans, timelines, grew ? await loadScratchState(ctx, eventPlans) : scratchState);
   const [txnIds, lazy] = await Promise.all([
     transactionIdsFor(
       ctx.pool,
@@ -172,13 +178,44 @@ async function loadTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<st
       const fromScratch = p.initial || p.expandTimeline;
       return {
         roomId: p.roomId,
-        after: fromScratch ? 0 : (p.sent?.pos ?? 0),
+        // Backfilled history sits below every stream position (negative): only ever from scratch.
+        after: fromScratch ? HISTORY_START : (p.sent?.pos ?? 0),
         upTo: view.upTo,
         limit: p.timelineLimit,
         visible: view.visible,
       };
     });
   return latestTimelines(ctx.pool, queries);
+}
+
+/** Rooms sent from scratch whose timeline stops at the stored history's start get it fetched, then read again. */
+async function deepenTimelines(
+  ctx: BuildContext,
+  plans: RoomPlan[],
+  views: Map<string, RoomView>,
+  timelines: Map<string, TimelineRow[]>,
+): Promise<boolean> {
+  if (!ctx.history) return false;
+  const wants = plans.flatMap((p) => {
+    const want =
+      p.timelineLimit > 0 && (p.initial || p.expandTimeline) && historyWanted(p.roomId, timelines.get(p.roomId) ?? [], p.timelineLimit);
+    return want ? [want] : [];
+  });
+  if (wants.length === 0) return false;
+  const { grown, complete } = await ctx.history.fetch(wants);
+  const again = plans.filter((p) => grown.has(p.roomId));
+  if (again.length) {
+    // The history may carry the user's own membership changes: what they may see is decided again.
+    for (const [roomId, view] of await loadViews(ctx, again)) views.set(roomId, view);
+    for (const [roomId, rows] of await loadTimelines(ctx, again, views)) timelines.set(roomId, rows);
+  }
+  // Nothing older that this user may see: their timeline is not limited by that gap.
+  for (const roomId of complete) {
+    const rows = timelines.get(roomId) ?? [];
+    const oldest = rows.at(-1);
+    if (oldest?.gapBefore) timelines.set(roomId, [...rows.slice(0, -1), { ...oldest, gapBefore: false }]);
+  }
+  return again.length > 0;
 }
 
 /**

@@ -5,6 +5,7 @@
 // filter_events_for_client does, from the user's own membership changes and the room's
 // history_visibility changes in the stream.
 import type { UserRoom } from '../cache/user-cache.js';
+import { HISTORY_START } from '../store/room-reads.js';
 
 /** Stream positions in (after, upTo]. */
 export interface StreamRange {
@@ -31,7 +32,7 @@ export interface RoomView {
    * State, names, avatars, heroes and counts are served as of this position.
    */
   upTo: number;
-  /** The ranges whose timeline events the user may see, oldest first, within (0, upTo]. */
+  /** The ranges whose timeline events the user may see, oldest first, within (HISTORY_START, upTo]. */
   visible: StreamRange[];
 }
 
@@ -90,7 +91,7 @@ export function roomView(room: Pick<UserRoom, 'membership' | 'membershipPos'>, n
   }
   const lax = (v: string) => v === 'world_readable' || (v === 'shared' && !peeking);
   // Before the first change the room counts as `shared`.
-  if (lax('shared') && visibility.every((c) => lax(visibilityOf(c.value)))) return { upTo, visible: upTo > 0 ? [{ after: 0, upTo }] : [] };
+  if (lax('shared') && visibility.every((c) => lax(visibilityOf(c.value)))) return { upTo, visible: [{ after: HISTORY_START, upTo }] };
 
   const visible: StreamRange[] = [];
   const add = (after: number, to: number, ok: boolean) => {
@@ -104,7 +105,7 @@ export function roomView(room: Pick<UserRoom, 'membership' | 'membershipPos'>, n
   const boundaries = [...new Set([...visibilityAt.keys(), ...membershipAt.keys()])].sort((a, b) => a - b);
   let vis = 'shared';
   let member = 'leave';
-  let prev = 0;
+  let prev = HISTORY_START;
   for (const pos of boundaries) {
     add(prev, pos - 1, allowed(vis, member, peeking));
     const newVis = visibilityAt.get(pos);

@@ -63,6 +63,14 @@ export interface Metrics {
   upstreamDuration: Histogram<'endpoint' | 'status'>;
   /** syncv3_upstream_errors_total by endpoint, error kind and status. */
   upstreamErrors: Counter<'endpoint' | 'kind' | 'status'>;
+  /** syncv3_history_fetches_total: /messages requests for history before a room's stored timeline. */
+  historyFetches: Counter;
+  /** syncv3_history_events_total: events those requests placed in stored timelines. */
+  historyEvents: Counter;
+  /** syncv3_history_fetch_failures_total by kind (upstream error kind, store, overlap, hidden). */
+  historyFailures: Counter<'kind'>;
+  /** syncv3_history_fetch_duration_seconds: one fetch, request and storing. */
+  historyDuration: Histogram;
   /** Points the scrape-time gauges at the running parts; a source left out reads as 0. */
   setSources(sources: Partial<ScrapeSources>): void;
 }
@@ -223,6 +231,28 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['endpoint', 'kind', 'status'] as const,
     registers,
   });
+  const historyFetches = new Counter({
+    name: 'syncv3_history_fetches_total',
+    help: "/messages requests for history before a room's stored timeline (timelines asked deeper than stored)",
+    registers,
+  });
+  const historyEvents = new Counter({
+    name: 'syncv3_history_events_total',
+    help: 'Events history fetches placed in stored timelines',
+    registers,
+  });
+  const historyFailures = new Counter({
+    name: 'syncv3_history_fetch_failures_total',
+    help: 'History fetches that stored nothing, by kind (upstream error kind, store, overlap, hidden: nothing the user may see)',
+    labelNames: ['kind'] as const,
+    registers,
+  });
+  const historyDuration = new Histogram({
+    name: 'syncv3_history_fetch_duration_seconds',
+    help: 'Duration of one history fetch: the /messages request and storing its events',
+    buckets: WORK_BUCKETS,
+    registers,
+  });
   new Gauge({
     name: 'syncv3_cache_rooms',
     help: 'Rooms whose metadata is cached in memory',
@@ -294,6 +324,10 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     apiSlowRequests,
     upstreamDuration,
     upstreamErrors,
+    historyFetches,
+    historyEvents,
+    historyFailures,
+    historyDuration,
     setSources(next) {
       sources = { ...sources, ...next };
     },

@@ -6,7 +6,7 @@ import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { homeserverAgent } from './agent.js';
 import { errorFromResponse, UpstreamError } from './errors.js';
-import { type ParseStats, parseSyncResponse, type SyncResponse } from './sync-response.js';
+import { type ParseStats, parseRoomEvent, parseSyncResponse, type RoomEvent, type SyncResponse } from './sync-response.js';
 
 export interface Whoami {
   userId: string;
@@ -35,7 +35,14 @@ export interface Homeserver {
   /** `/context` with no events around: the pagination token from just before the event. */
   tokenBefore(token: string, roomId: string, eventId: string, opts: RequestOptions): Promise<string | undefined>;
   sync(token: string, params: SyncParams, opts: RequestOptions): Promise<{ response: SyncResponse; stats: ParseStats }>;
+  /** `/messages` backwards from `from`: events newest first (malformed ones dropped), and the token to go on from, absent at the room's start. */
+  messagesBefore(token: string, roomId: string, from: string, limit: number, opts: RequestOptions): Promise<RoomHistoryPage>;
   close(): Promise<void>;
+}
+
+export interface RoomHistoryPage {
+  events: RoomEvent[];
+  end: string | undefined;
 }
 
 const USER_AGENT = 'syncv3-proxy/0.1';
@@ -149,6 +156,15 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
       return typeof body?.start === 'string' && body.start ? body.start : undefined;
     },
 
+    async messagesBefore(token, roomId, from, limit, opts) {
+      const query = new URLSearchParams({ from, dir: 'b', limit: String(limit) });
+      const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?${query}`;
+      const body = (await measuredGetJson('messages', path, token, opts)) as { chunk?: unknown; end?: unknown } | null;
+      if (!Array.isArray(body?.chunk)) throw new UpstreamError('bad_response', '/messages answered without a chunk', { body });
+      const events = body.chunk.map((e) => parseRoomEvent(asSyncFormat(e))).filter((e): e is RoomEvent => e !== undefined);
+      return { events, end: typeof body.end === 'string' && body.end ? body.end : undefined };
+    },
+
     async sync(token, params, opts) {
       const query = new URLSearchParams({ timeout: String(params.timeoutMs) });
       if (params.since) query.set('since', params.since);
@@ -165,6 +181,28 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
 
     close: () => dispatcher.close(),
   };
+}
+
+/**
+ * /messages serves events in the legacy client format: `room_id`, `user_id` (the sender) and
+ * top-level copies of some `unsigned` fields, which v2 /sync leaves out. Stored events are the
+ * /sync shape, whichever endpoint brought them.
+ */
+const LEGACY_COPIES = [
+  'room_id',
+  'user_id',
+  'age',
+  'redacted_because',
+  'replaces_state',
+  'prev_content',
+  'invite_room_state',
+  'knock_room_state',
+];
+function asSyncFormat(event: unknown): unknown {
+  if (typeof event !== 'object' || event === null) return event;
+  const out = { ...(event as Record<string, unknown>) };
+  for (const key of LEGACY_COPIES) delete out[key];
+  return out;
 }
 
 function transportError(err: unknown, timedOut: boolean, timeoutMs: number): Error {

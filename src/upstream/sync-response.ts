@@ -25,6 +25,12 @@ export type BasicEvent = z.infer<typeof basicEvent>;
 export type RoomEvent = z.infer<typeof roomEvent>;
 export type StrippedEvent = z.infer<typeof strippedEvent>;
 
+/** A room event as /messages and /context return them (the same shape), or undefined when malformed. */
+export function parseRoomEvent(value: unknown): RoomEvent | undefined {
+  const parsed = roomEvent.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
+}
+
 /** Counts what was dropped while parsing one response, for logs and metrics. */
 export interface ParseStats {
   droppedEvents: number;

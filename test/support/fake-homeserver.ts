@@ -39,7 +39,26 @@ export interface FakeHomeserver {
   syncCount(token: string): number;
   /** Extra handler consulted before the defaults, newest first; answering undefined falls through. */
   route(method: string, pathPrefix: string, handler: RouteHandler): void;
+  /**
+   * A room's whole history (oldest first) behind /rooms/{id}/messages, paginated for real: a
+   * token names the event it paginates back from, `end` is absent at the room's start.
+   */
+  serveHistory(roomId: string, events: { event_id: string }[], opts?: HistoryOptions): RoomHistory;
   close(): Promise<void>;
+}
+
+export interface HistoryOptions {
+  /** Awaited before each /messages answer (a gate the test opens). */
+  gate?: () => Promise<void>;
+  /** Answer this instead of the history (an error). */
+  fail?: FakeResponse;
+}
+
+export interface RoomHistory {
+  /** The token to paginate back from just before events[index] (a v2 timeline's prev_batch). */
+  before(index: number): string;
+  /** /messages requests seen for the room. */
+  readonly requests: RecordedRequest[];
 }
 
 interface TokenInfo {
@@ -295,6 +314,29 @@ export async function startFakeHomeserver(opts: { maxWaitMs?: number } = {}): Pr
     },
     route(method, pathPrefix, handler) {
       routes.unshift({ method: method.toUpperCase(), prefix: pathPrefix, handler });
+    },
+    serveHistory(roomId, events, opts = {}) {
+      const prefix = `hist~${roomId}~`;
+      const seen: RecordedRequest[] = [];
+      routes.unshift({
+        method: 'GET',
+        prefix: `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages`,
+        handler: async (req) => {
+          seen.push(req);
+          await opts.gate?.();
+          if (opts.fail) return opts.fail;
+          const from = req.query.from ?? '';
+          if (req.query.dir !== 'b' || !from.startsWith(prefix)) return matrixError(400, 'M_INVALID_PARAM', `unknown token ${from}`);
+          const index = Number(from.slice(prefix.length));
+          const limit = Math.min(Number(req.query.limit ?? 10), 1000);
+          const start = Math.max(0, index - limit);
+          const chunk = events.slice(start, index).reverse();
+          const body: Record<string, unknown> = { chunk, start: from };
+          if (start > 0) body.end = `${prefix}${start}`;
+          return { status: 200, body };
+        },
+      });
+      return { before: (index) => `${prefix}${index}`, requests: seen };
     },
     async close() {
       if (closing.signal.aborted) return;

@@ -1,0 +1,13 @@
+-- History fetched from the homeserver (/messages) for rooms whose stored timeline starts at a
+-- gap: events older than every stored one, which arrive after them.
+--
+-- They take positions from this sequence, counting DOWN from -1, so that ordering by nid still
+-- orders a room's timeline (a later backfill of the same room reaches further back, so takes
+-- lower positions), and so that no backfilled event is ever inside (pos, now] of a connection:
+-- it is history, never news. The stream positions (stream_pos) are untouched.
+--
+-- A state event the proxy knew only from a state block (not placed in any timeline) that a
+-- backfill places is moved to its backfilled position, with the rows pointing at it: nobody
+-- has been served it at its old one. Its state change is also recorded at the new position
+-- (state_changes), so membership and history_visibility as of a backfilled event are known.
+CREATE SEQUENCE backfill_pos AS bigint INCREMENT BY -1 MINVALUE -4503599627370495 MAXVALUE -1 START WITH -1;
