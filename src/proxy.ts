@@ -20,6 +20,7 @@ import { listening, StartupError } from './startup-error.js';
 import { openPool, type Pool, ping } from './store/db.js';
 import { countToDevice } from './store/device-inbox-table.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
+import { InstanceLockTaken, takeInstanceLock } from './store/instance-lock.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { SslConfigError } from './store/pg-ssl.js';
 import { prune } from './store/retention.js';
@@ -184,6 +185,10 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
 
     const pool = await openDatabase(config, connectionString, logger, telemetry);
     lifecycle.onStop('database pool', () => pool.end());
+    const instanceLock = await takeInstanceLock(pool, 'alone', logger, (why) => logger.error(why)).catch((err: unknown) => {
+      throw err instanceof InstanceLockTaken ? new StartupError('SYNCV3_DB', err.message, { cause: err }) : err;
+    });
+    lifecycle.onStop('instance lock', () => instanceLock.release());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
     logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'database migrated' : 'database schema is current');
