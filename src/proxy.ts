@@ -185,9 +185,11 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
 
     const pool = await openDatabase(config, connectionString, logger, telemetry);
     lifecycle.onStop('database pool', () => pool.end());
-    const instanceLock = await takeInstanceLock(pool, 'alone', logger, (why) => logger.error(why)).catch((err: unknown) => {
-      throw err instanceof InstanceLockTaken ? new StartupError('SYNCV3_DB', err.message, { cause: err }) : err;
-    });
+    const instanceLock = await takeInstanceLock(pool, config.cluster ? 'cluster' : 'alone', logger, (why) => logger.error(why)).catch(
+      (err: unknown) => {
+        throw err instanceof InstanceLockTaken ? new StartupError('SYNCV3_DB', err.message, { cause: err }) : err;
+      },
+    );
     lifecycle.onStop('instance lock', () => instanceLock.release());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
