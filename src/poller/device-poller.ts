@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accumulator } from '../ingest/accumulator.js';
 import { homeserverSyncFailing, MatrixError, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
+import { SinceMoved } from '../store/device-inbox-table.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
 import { type Metrics, secondsSince } from '../telemetry/metrics.js';
@@ -283,6 +284,7 @@ export class DevicePoller {
     const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response, {
       roomsOmitted: filter === TO_DEVICE_ONLY,
       initial,
+      since: this.#since ?? null,
     });
     if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
     this.#since = response.next_batch;
@@ -311,6 +313,14 @@ export class DevicePoller {
       return Math.round(capped / 2 + Math.random() * (capped / 2));
     };
     const metrics = this.deps.telemetry?.metrics;
+    if (err instanceof SinceMoved) {
+      // Another poller of this device stored from here first (this one started from a stale
+      // row, or another process took the device over): go on from where it got to.
+      log.info({ from: err.from, current: err.current }, 'the device moved on without this poll; continuing from its position');
+      this.#since = err.current ?? undefined;
+      if (err.current !== null) this.#markInitialDone();
+      return 0;
+    }
     if (!(err instanceof UpstreamError)) {
       // Most likely the database (restart, network): the same response is fetched again later.
       log.warn({ err, failures }, 'storing a /sync response failed; retrying');
