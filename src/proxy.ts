@@ -253,7 +253,11 @@ export async function startProxy(config: Config, rootLogger: Logger, opts: Proxy
     const createService = () =>
       createSyncService(
         { pool, bus, logger, metrics, exactPrevBatch, onWait: opts.onWait },
-        { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
+        {
+          maxConnectionsPerDevice: config.maxConnectionsPerDevice,
+          maxConnectionsInMemory: 10_000,
+          sharedConnections: Boolean(config.cluster),
+        },
       );
     // Other processes' pollers run already: the stream position read at start must be a committed one.
     const { engine, connections, users, metas } = config.cluster ? await whileNoIngest(pool, createService) : await createService();

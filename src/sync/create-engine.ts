@@ -31,7 +31,7 @@ export async function createSyncService(
     exactPrevBatch?: EngineDeps['exactPrevBatch'];
     onWait?: EngineDeps['onWait'];
   },
-  opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
+  opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number; sharedConnections?: boolean },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
   const stream = new StreamTracker(bus, await currentStreamPos(pool));
@@ -42,6 +42,7 @@ export async function createSyncService(
     maxPerDevice: opts.maxConnectionsPerDevice,
     maxInMemory: opts.maxConnectionsInMemory,
     counters,
+    shared: opts.sharedConnections,
   });
   const typing = new TypingCache(bus);
   typing.onChange((roomId) => users.roomChanged(roomId));

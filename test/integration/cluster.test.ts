@@ -157,4 +157,75 @@ describe('several processes on one database', () => {
       );
     }
   });
+
+  it('answer any request on any process: alternating requests keep their pos, woken by the other process ingests', async (t) => {
+    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
+    t.after(() => fake.close());
+    const db = await createTestDatabase(t, { dropManually: true });
+    t.after(() => db.drop());
+    const env = (id: string) => ({ SYNCV3_SERVER: fake.url, SYNCV3_CLUSTER: id });
+    let waiting = Promise.withResolvers<void>();
+    const onWait = () => waiting.resolve();
+    const procs = [
+      await startTestProxy(t, env('a'), { db, poller: FAST_POLLER, cluster: FAST_CLUSTER, onWait }),
+      await startTestProxy(t, env('b'), { db, poller: FAST_POLLER, cluster: FAST_CLUSTER, onWait }),
+    ];
+    const room = '!r:fake';
+    const alice = addUser(
+      fake,
+      '@alice:fake',
+      'D',
+      syncResponse({ join: { [room]: { state: createRoomState(room, '@alice:fake'), timeline: [message('hi')] } } }),
+    );
+    const first = await slidingSync(procs[0] as { url: string }, alice.token, TD());
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    let pos = first.body.pos as string;
+    let since = first.body.extensions.to_device?.next_batch;
+    for (let i = 0; i < 6; i++) {
+      const proxy = procs[i % 2] as { url: string };
+      waiting = Promise.withResolvers<void>();
+      // Long-poll first, then the homeserver has news: whichever process polls the device
+      // stores it, and the waiting request wakes wherever it is.
+      const req = slidingSync(proxy, alice.token, TD(since), { pos, timeout: 10_000 });
+      await Promise.race([
+        waiting.promise,
+        req.then((r) => assert.fail(`answered without waiting: ${r.status} ${JSON.stringify(r.body)}`)),
+      ]);
+      await pushSync(
+        fake,
+        alice,
+        syncResponse({
+          join: { [room]: { timeline: [message(`m${i}`)] } },
+          toDevice: [{ type: 'org.example', sender: '@bob:fake', content: { n: i } }],
+        }),
+      );
+      const res = await req;
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.ok(res.ms < 5000, `woken in ${res.ms} ms`);
+      const got = (res.body.rooms[room]?.timeline ?? []).map((e) => e.content.body);
+      const td = (res.body.extensions.to_device?.events ?? []).map((e) => e.content.n);
+      // The event may come alone or, if the to-device message woke the request first, in the next response.
+      if (got.length === 0 || td.length === 0) {
+        const rest = await slidingSync(proxy, alice.token, TD(res.body.extensions.to_device?.next_batch), {
+          pos: res.body.pos,
+          timeout: 5000,
+        });
+        got.push(...(rest.body.rooms[room]?.timeline ?? []).map((e) => e.content.body));
+        td.push(...(rest.body.extensions.to_device?.events ?? []).map((e) => e.content.n));
+        pos = rest.body.pos as string;
+        since = rest.body.extensions.to_device?.next_batch;
+      } else {
+        pos = res.body.pos as string;
+        since = res.body.extensions.to_device?.next_batch;
+      }
+      assert.deepEqual(got, [`m${i}`], 'each event once, on whichever process');
+      assert.deepEqual(td, [i], 'each to-device message once');
+    }
+    // A pos the connection has moved past is refused on both, though one of them held it in memory.
+    for (const proxy of procs) {
+      const stale = await slidingSync(proxy, alice.token, TD(), { pos: first.body.pos, timeout: 0 });
+      assert.equal(stale.status, 400);
+      assert.equal(stale.body.errcode, 'M_UNKNOWN_POS');
+    }
+  });
 });
