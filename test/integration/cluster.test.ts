@@ -228,4 +228,45 @@ describe('several processes on one database', () => {
       assert.equal(stale.body.errcode, 'M_UNKNOWN_POS');
     }
   });
+
+  it('catch up when the bus listener drops: a long-poll wakes for what was stored while it was away', async (t) => {
+    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
+    t.after(() => fake.close());
+    const db = await createTestDatabase(t, { dropManually: true });
+    t.after(() => db.drop());
+    const waits = { a: Promise.withResolvers<void>(), b: Promise.withResolvers<void>() };
+    const start = (id: 'a' | 'b') =>
+      startTestProxy(
+        t,
+        { SYNCV3_SERVER: fake.url, SYNCV3_CLUSTER: id },
+        { db, poller: FAST_POLLER, cluster: FAST_CLUSTER, onWait: () => waits[id].resolve() },
+      );
+    const procs = { a: await start('a'), b: await start('b') };
+    const room = '!r:fake';
+    const alice = addUser(
+      fake,
+      '@alice:fake',
+      'D',
+      syncResponse({ join: { [room]: { state: createRoomState(room, '@alice:fake'), timeline: [message('hi')] } } }),
+    );
+    const first = await slidingSync(procs.a, alice.token, REQ);
+    assert.equal(first.status, 200);
+    await waitUntil(async () => (await owners(db)).size === 1);
+    // Served by the process that does not poll the device: it hears of changes only through the bus.
+    const deaf = (await owners(db)).get('@alice:fake/D') === 'a' ? 'b' : 'a';
+    const req = slidingSync(procs[deaf], alice.token, REQ, { pos: first.body.pos, timeout: 10_000 });
+    await Promise.race([waits[deaf].promise, req.then((r) => assert.fail(`answered without waiting: ${r.status}`))]);
+    const cut = await db.pool.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [
+      `syncv3 ${deaf} bus`,
+    ]);
+    assert.equal(cut.rowCount, 1, 'the listener connection was cut');
+    await pushSync(fake, alice, syncResponse({ join: { [room]: { timeline: [message('while the listener was away')] } } }));
+    const res = await req;
+    assert.equal(res.status, 200);
+    assert.ok(res.ms < 5000, `woken in ${res.ms} ms`);
+    assert.deepEqual(
+      (res.body.rooms[room]?.timeline ?? []).map((e) => e.content.body),
+      ['while the listener was away'],
+    );
+  });
 });
