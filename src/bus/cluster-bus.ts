@@ -46,8 +46,8 @@ export function packPayloads(origin: string, messages: readonly Envelope[], coun
   };
   for (const { topic, message } of messages) {
     const item = JSON.stringify([topic, message]);
-    // A message larger than a payload on its own (a huge typing list) cannot travel; it is
-    // dropped here and counted, and the readers find the change in the store at their next look.
+    // A message larger than a payload on its own (a typing list of hundreds of users) cannot
+    // travel: it is not sent, and other processes see that change only at their next wake-up.
     if (Buffer.byteLength(item) > MAX_PAYLOAD_BYTES - 200) continue;
     if (size + item.length + 200 > MAX_PAYLOAD_BYTES) flush();
     batch.push(item);
