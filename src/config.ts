@@ -6,6 +6,7 @@
 // because an operator fixing a container's env one variable per restart is a miserable loop.
 import { accessSync, constants, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /** Where something listens or connects: TCP host and port, or a unix socket path. */
@@ -52,6 +53,8 @@ export const VARIABLES = {
     "ours: seconds an unused connection is kept; later its pos gets M_UNKNOWN_POS (default 604800, Synapse's 7 days)",
   SYNCV3_TRUSTED_PROXIES:
     'ours: comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (default none)',
+  SYNCV3_CLUSTER:
+    'ours: 1 or a process name (letters, digits, . _ -): run as one of several processes over one SYNCV3_DB, sharing pollers and the bus (default off: one process per database)',
 } as const;
 
 export type VariableName = keyof typeof VARIABLES;
@@ -286,6 +289,14 @@ const schema = z.object({
   SYNCV3_MAX_CONNECTIONS_PER_DEVICE: integer(10, 3, 1000),
   SYNCV3_CONNECTION_TTL_SECS: integer(604_800, 60),
   SYNCV3_TRUSTED_PROXIES: z.preprocess(unset, ipRanges.default([])),
+  SYNCV3_CLUSTER: z.preprocess(
+    unset,
+    z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 0, 1, or a process name of up to 64 letters, digits, ".", "_" or "-"')
+      .optional(),
+  ),
 });
 
 /** Rules between variables, checked on the raw values so they are reported with the rest. */
@@ -297,6 +308,9 @@ function crossVariableProblems(env: Record<string, string | undefined>): [Variab
   };
   together('SYNCV3_TLS_CERT', 'SYNCV3_TLS_KEY');
   together('SYNCV3_OTLP_USERNAME', 'SYNCV3_OTLP_PASSWORD');
+  if (isSet('SYNCV3_CLUSTER') && !/^(0|false|no)$/i.test(env.SYNCV3_CLUSTER?.trim() ?? '') && !isSet('SYNCV3_DB')) {
+    problems.push(['SYNCV3_CLUSTER', 'needs SYNCV3_DB: the processes share one external PostgreSQL']);
+  }
   if (isSet('SYNCV3_DB') && !isSet('SYNCV3_SECRET')) {
     problems.push(['SYNCV3_SECRET', 'is required when SYNCV3_DB is set (only the embedded database may generate one)']);
   }
@@ -396,6 +410,15 @@ export interface Config {
   warnings: string[];
   /** Reverse proxies (`addr/prefix`) whose X-Forwarded-* headers describe the client; others' are replaced. */
   trustedProxies: string[];
+  /** Set: one of several processes over one database; `processId` names this one in logs and metrics. */
+  cluster: { processId: string } | undefined;
+}
+
+/** SYNCV3_CLUSTER: off, on under a generated name, or on under the name given. */
+function clusterOf(raw: string | undefined): Config['cluster'] {
+  if (raw === undefined || /^(0|false|no)$/i.test(raw)) return undefined;
+  if (/^(1|true|yes)$/i.test(raw)) return { processId: `${hostname()}-${process.pid}` };
+  return { processId: raw };
 }
 
 /** Thrown with every problem found, each naming its variable; main.ts prints it and exits 1. */
@@ -454,5 +477,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     connectionTtlSecs: e.SYNCV3_CONNECTION_TTL_SECS,
     warnings: unknownVariableWarnings(env),
     trustedProxies: e.SYNCV3_TRUSTED_PROXIES,
+    cluster: clusterOf(e.SYNCV3_CLUSTER),
   };
 }

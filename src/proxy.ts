@@ -7,6 +7,7 @@ import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { Authenticator, type AuthOptions, DEFAULT_AUTH_OPTIONS } from './auth/authenticator.js';
 import { type Bus, createInProcessBus } from './bus/bus.js';
+import { startClusterBus } from './cluster.js';
 import type { Address, Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { createAccumulator } from './ingest/accumulator.js';
@@ -18,9 +19,12 @@ import { exactPrevBatches } from './poller/exact-prev-batch.js';
 import { PollerManager } from './poller/poller-manager.js';
 import { loadOrCreateSecret } from './secret-file.js';
 import { listening, StartupError } from './startup-error.js';
+import { whileNoIngest } from './store/bus-channel.js';
 import { openPool, type Pool, ping } from './store/db.js';
 import { countToDevice } from './store/device-inbox-table.js';
+import { DEFAULT_LEASE_OPTIONS, type DeviceLeaseOptions, DeviceLeases } from './store/device-leases.js';
 import { startEmbeddedPostgres } from './store/embedded-postgres.js';
+import { InstanceLockTaken, takeInstanceLock } from './store/instance-lock.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { SslConfigError } from './store/pg-ssl.js';
 import { prune } from './store/retention.js';
@@ -69,6 +73,8 @@ export interface ProxyOptions {
   history?: Partial<HistoryFetchOptions>;
   /** Tests: told each time a sliding sync request starts waiting (see EngineDeps.onWait). */
   onWait?: EngineDeps['onWait'];
+  /** SYNCV3_CLUSTER timings (tests shorten them): device lease heartbeat and expiry, and how often devices are rebalanced. */
+  cluster?: Partial<DeviceLeaseOptions> & { rebalanceMs?: number };
 }
 
 async function removeStaleSocket(path: string) {
@@ -129,10 +135,16 @@ async function closeApp(app: FastifyInstance, graceMs: number, logger: Logger, e
 async function openDatabase(config: Config, connectionString: string, logger: Logger, telemetry: Telemetry): Promise<Pool> {
   const variable = config.db ? 'SYNCV3_DB' : 'SYNCV3_DATA_DIR';
   try {
-    return await openPool({ connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs }, logger, {
-      tracer: telemetry.tracer,
-      retryForMs: config.dbStartupTimeoutMs,
-    });
+    // In a cluster each process's sessions say whose they are (pg_stat_activity, pg_locks).
+    const applicationName = config.cluster ? `syncv3 ${config.cluster.processId}` : undefined;
+    return await openPool(
+      { connectionString, max: config.maxDbConnections, idleTimeoutMs: config.dbIdleTimeoutMs, applicationName },
+      logger,
+      {
+        tracer: telemetry.tracer,
+        retryForMs: config.dbStartupTimeoutMs,
+      },
+    );
   } catch (err) {
     if (err instanceof SslConfigError) throw new StartupError('SYNCV3_DB', err.message, { cause: err });
     const why = err instanceof Error ? err.message : String(err);
@@ -157,7 +169,8 @@ async function readTlsPair(tls: { cert: string; key: string }): Promise<{ cert: 
   return { cert, key };
 }
 
-export async function startProxy(config: Config, logger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
+export async function startProxy(config: Config, rootLogger: Logger, opts: ProxyOptions = {}): Promise<RunningProxy> {
+  const logger = config.cluster ? rootLogger.child({ process: config.cluster.processId }) : rootLogger;
   const lifecycle = new Lifecycle(logger);
   let errors: ErrorReporter = noopReporter;
   try {
@@ -187,19 +200,33 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
 
     const pool = await openDatabase(config, connectionString, logger, telemetry);
     lifecycle.onStop('database pool', () => pool.end());
+    const instanceLock = await takeInstanceLock(pool, config.cluster ? 'cluster' : 'alone', logger, (why) => logger.error(why)).catch(
+      (err: unknown) => {
+        throw err instanceof InstanceLockTaken ? new StartupError('SYNCV3_DB', err.message, { cause: err }) : err;
+      },
+    );
+    lifecycle.onStop('instance lock', () => instanceLock.release());
     const migrations = await loadMigrations(opts.migrationsDir);
     const applied = await migrate(pool, migrations);
     logger.info({ applied, schemaVersion: migrations.length }, applied.length ? 'database migrated' : 'database schema is current');
 
-    const bus = createInProcessBus(logger, telemetry);
+    // In a cluster the bus listens before anything reads the stream position, so nothing committed is missed.
+    const bus: Bus = config.cluster
+      ? await startClusterBus(config.cluster.processId, pool, logger, telemetry, lifecycle)
+      : createInProcessBus(logger, telemetry);
     const homeserver = createHomeserverClient(config.server, telemetry);
     lifecycle.onStop('homeserver client', () => homeserver.close());
     const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs, trustedProxies: config.trustedProxies });
     lifecycle.onStop('forwarder', () => forwarder.close());
     const cipher = createTokenCipher(secret);
     const accumulator = createAccumulator({ pool, bus, logger, telemetry });
+    // The leases tell the pollers when the lease connection is lost; the pollers need the leases to start.
+    let leasesLost = () => {};
+    const leases = config.cluster
+      ? new DeviceLeases(pool, logger.child({ component: 'leases' }), { ...DEFAULT_LEASE_OPTIONS, ...opts.cluster }, () => leasesLost())
+      : undefined;
     const pollers = new PollerManager(
-      { homeserver, accumulator, pool, bus, cipher, logger: logger.child({ component: 'poller' }), telemetry },
+      { homeserver, accumulator, pool, bus, cipher, logger: logger.child({ component: 'poller' }), telemetry, leases },
       {
         ...DEFAULT_POLLER_OPTIONS,
         httpTimeoutMs: config.httpTimeoutMs,
@@ -207,8 +234,10 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
         ...opts.poller,
         idleDays: 30,
         firstPollConcurrency: 16,
+        rebalanceMs: opts.cluster?.rebalanceMs,
       },
     );
+    leasesLost = () => pollers.leasesLost();
     lifecycle.onStop('pollers', () => pollers.stopAll());
     const auth = new Authenticator(
       { pool, homeserver, cipher, pollers, logger: logger.child({ component: 'auth' }) },
@@ -236,10 +265,17 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       },
       { ...DEFAULT_HISTORY_FETCH_OPTIONS, ...opts.history },
     );
-    const { engine, connections, users, metas } = await createSyncService(
-      { pool, bus, logger, metrics, prevBatches, history: { fetch: fetchHistory }, onWait: opts.onWait },
-      { maxConnectionsPerDevice: config.maxConnectionsPerDevice, maxConnectionsInMemory: 10_000 },
-    );
+    const createService = () =>
+      createSyncService(
+        { pool, bus, logger, metrics, prevBatches, history: { fetch: fetchHistory }, onWait: opts.onWait },
+        {
+          maxConnectionsPerDevice: config.maxConnectionsPerDevice,
+          maxConnectionsInMemory: 10_000,
+          sharedConnections: Boolean(config.cluster),
+        },
+      );
+    // Other processes' pollers run already: the stream position read at start must be a committed one.
+    const { engine, connections, users, metas } = config.cluster ? await whileNoIngest(pool, createService) : await createService();
     bus.subscribe('device.token_expired', ({ userId, deviceId }) => {
       void connections.dropDevice(userId, deviceId).catch((err) => logger.warn({ err }, 'dropping connections failed'));
     });

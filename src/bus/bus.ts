@@ -8,10 +8,20 @@ import type { BusMessages, BusTopic } from './messages.js';
 
 export type Handler<T extends BusTopic> = (message: BusMessages[T]) => void;
 
+/** One message, as kept while a transaction decides whether it is sent. */
+export type Envelope = { [T in BusTopic]: { topic: T; message: BusMessages[T] } }[BusTopic];
+
 export interface Bus {
   publish<T extends BusTopic>(topic: T, message: BusMessages[T]): void;
   /** Returns the unsubscribe function. */
   subscribe<T extends BusTopic>(topic: T, handler: Handler<T>): () => void;
+  /**
+   * A bus across processes: sends messages to the other processes as part of the transaction
+   * `tx`, so they are delivered when it commits; the publisher then calls deliverLocal for this
+   * process's own subscribers. Absent: publish after commit.
+   */
+  sendInTransaction?(tx: unknown, messages: readonly Envelope[]): Promise<void>;
+  deliverLocal?(messages: readonly Envelope[]): void;
 }
 
 export function createInProcessBus(logger: Logger, telemetry?: Pick<Telemetry, 'metrics' | 'errors'>): Bus {

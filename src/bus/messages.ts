@@ -25,6 +25,11 @@ export interface BusMessages {
   'room.typing': { roomId: string; userIds: string[] };
   /** To-device messages, device list changes or key counts for one device. */
   'device.data': { userId: string; deviceId: string; pos: number; toDevice: number; deviceLists: boolean; keys: boolean };
+  /**
+   * A device's first v2 sync is stored (or skipped past): processes serving the device while
+   * another polls it let its waiting requests proceed (SYNCV3_CLUSTER).
+   */
+  'device.initial_sync_done': { userId: string; deviceId: string };
   /** The homeserver rejected the device's token: end its connections. */
   'device.token_expired': { userId: string; deviceId: string; softLogout: boolean };
 }

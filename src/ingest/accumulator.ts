@@ -2,7 +2,7 @@
 // transaction, together with the device's new `since`. Either all of it is stored and the
 // homeserver's position advances, or none of it is and the same response is fetched again.
 // After commit, the bus hears what changed (ids and positions only).
-import type { Bus } from '../bus/bus.js';
+import type { Bus, Envelope } from '../bus/bus.js';
 import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
 import { type Pool, withTransaction } from '../store/db.js';
 import {
@@ -69,6 +69,11 @@ export interface IngestOptions {
   initial?: boolean;
   /** The response leaves rooms out by filter (a to-device-only first sync): the device's stream has a gap. */
   roomsOmitted?: boolean;
+  /**
+   * The `since` the response was fetched from (null: none). Given, the response is stored only
+   * if the device's stored `since` is still that (else SinceMoved): the arbiter between pollers.
+   */
+  since?: string | null;
 }
 
 export interface Accumulator {
@@ -116,8 +121,13 @@ export function createAccumulator(
     queue = run.catch(() => undefined);
     return run;
   };
-  const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean) => {
+  const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean, since?: string | null) => {
     const committed: Published[] = [];
+    // The transaction's bus messages, recorded as its publish steps run: a bus across processes
+    // sends them inside the transaction, so the other processes hear of them on commit.
+    const messages: Envelope[] = [];
+    const recorder: Bus = { publish: (topic, message) => messages.push({ topic, message } as Envelope), subscribe: () => () => false };
+    const bus = deps.bus;
     return serially(async () => {
       // Events many pollers bring are recognised here, in memory, when this response's turn
       // comes (so also those that the responses queued before it stored), before any database work.
@@ -127,13 +137,28 @@ export function createAccumulator(
         if (known) cached.set(id, known);
       }
       const started = performance.now();
-      const summary = await withTransaction(deps.pool, (tx) =>
-        ingestInTransaction(tx, ctx, device, response, cached, { last, initial }, committed),
-      );
+      const remember: Published[] = [];
+      const summary = await withTransaction(deps.pool, async (tx) => {
+        const s = await ingestInTransaction(
+          tx,
+          { ...ctx, bus: recorder },
+          device,
+          response,
+          cached,
+          { last, initial, since },
+          committed,
+          remember,
+        );
+        for (const p of committed) p();
+        await bus.sendInTransaction?.(tx, messages);
+        return s;
+      });
       const done = performance.now();
       // Still in turn: the next ingest sees this one's events and anchors, and bus messages
       // go out in commit order.
-      for (const p of committed) p();
+      for (const p of remember) p();
+      if (bus.deliverLocal) bus.deliverLocal(messages);
+      else for (const m of messages) bus.publish(m.topic, m.message as never);
       deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
       deps.telemetry?.metrics.busLag.observe(secondsSince(done));
       return summary;
@@ -143,7 +168,8 @@ export function createAccumulator(
     const chunks = splitResponse(response, chunkEvents);
     const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
     for (let i = 0; i < chunks.length; i++) {
-      const summary = await storeChunk(device, chunks[i] as SyncResponse, i === chunks.length - 1, opts?.initial ?? false);
+      const last = i === chunks.length - 1;
+      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since);
       total.pos = Math.max(total.pos, summary.pos);
       total.newEvents += summary.newEvents;
       total.rooms += summary.rooms;
@@ -265,8 +291,10 @@ async function ingestInTransaction(
   device: DeviceRef,
   response: SyncResponse,
   cached: Map<string, KnownEvent>,
-  { last, initial }: { last: boolean; initial: boolean },
+  { last, initial, since }: { last: boolean; initial: boolean; since?: string | null },
   publish: Published[],
+  /** Memory to update once committed (what the next ingests recognise). */
+  remember: Published[],
 ): Promise<IngestSummary> {
   const bus = ctx.bus;
   const blocks = roomBlocks(response);
@@ -359,7 +387,7 @@ async function ingestInTransaction(
   await applyStateChanges(tx, stateChanges);
   // Every new redaction applies, in the timeline or not (a late poller's too).
   await applyRedactions(tx, blocks, new Set(inserted.values()), nidOf);
-  publish.push(() => {
+  remember.push(() => {
     for (const e of plan.inserts) {
       const nid = inserted.get(e.eventId) as number;
       ctx.known.set(e.eventId, { nid, inTimeline: newTimelineNids.has(nid), gapBefore: e.gapBefore });
@@ -396,7 +424,7 @@ async function ingestInTransaction(
     response.device_unused_fallback_key_types && JSON.stringify(response.device_unused_fallback_key_types),
     pos,
   );
-  if (last) await advanceSince(tx, device, response.next_batch);
+  if (last) await advanceSince(tx, device, response.next_batch, since);
 
   // After commit: tell the serving side, room by room and user by user.
   blocks.forEach(({ roomId, room }, i) => {

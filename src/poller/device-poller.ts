@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accumulator } from '../ingest/accumulator.js';
 import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js';
 import type { Pool } from '../store/db.js';
+import { SinceMoved } from '../store/device-inbox-table.js';
 import { recordPollerProblem, skipTo } from '../store/devices-table.js';
 import type { Logger } from '../telemetry/logger.js';
 import { type Metrics, secondsSince } from '../telemetry/metrics.js';
@@ -55,6 +56,8 @@ export interface PollerDeps {
    * stored (so the user's rooms are), and this device's first sync need only fetch to-device.
    */
   toDeviceOnlyFirst?(): boolean;
+  /** The initial sync is behind the device (stored or skipped past): told to other processes. */
+  onInitialSyncDone?(): void;
   /** Bounds how many first polls (possibly huge initial syncs) run at once. */
   firstPollSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Metrics, a span per poll, and failed polls reported with the user and device. */
@@ -199,6 +202,7 @@ export class DevicePoller {
     if (this.#initialIsDone) return;
     this.#initialIsDone = true;
     for (const waiter of [...this.#initialWaiters]) waiter.resolve();
+    this.deps.onInitialSyncDone?.();
   }
 
   /** Releases the requests waiting for the initial sync with why, and answers later ones with it. */
@@ -275,6 +279,7 @@ export class DevicePoller {
     const summary = await this.deps.accumulator.ingest({ userId: this.userId, deviceId: this.deviceId }, response, {
       roomsOmitted: filter === TO_DEVICE_ONLY,
       initial,
+      since: this.#since ?? null,
     });
     if (initial) log.info({ rooms: summary.rooms, events: summary.newEvents }, 'initial sync stored');
     this.#since = response.next_batch;
@@ -302,6 +307,14 @@ export class DevicePoller {
       return Math.round(capped / 2 + Math.random() * (capped / 2));
     };
     const metrics = this.deps.telemetry?.metrics;
+    if (err instanceof SinceMoved) {
+      // Another poller of this device stored from here first (this one started from a stale
+      // row, or another process took the device over): go on from where it got to.
+      log.info({ from: err.from, current: err.current }, 'the device moved on without this poll; continuing from its position');
+      this.#since = err.current ?? undefined;
+      if (err.current !== null) this.#markInitialDone();
+      return 0;
+    }
     if (!(err instanceof UpstreamError)) {
       // Most likely the database (restart, network): the same response is fetched again later.
       log.warn({ err, failures }, 'storing a /sync response failed; retrying');

@@ -30,6 +30,19 @@ export async function findConnection(db: Queryable, k: ConnectionKey): Promise<C
   return rows[0];
 }
 
+/** The row's identity and positions, to check a copy held in memory against (several processes). */
+export async function connectionPositions(
+  db: Queryable,
+  k: ConnectionKey,
+): Promise<{ id: number; confirmedPos: number; pendingPos: number | null } | undefined> {
+  const { rows } = await db.query(
+    `SELECT id, confirmed_pos AS "confirmedPos", pending_pos AS "pendingPos" FROM connections
+      WHERE user_id = $1 AND device_id = $2 AND conn_id = $3`,
+    [k.userId, k.deviceId, k.connId],
+  );
+  return rows[0];
+}
+
 export async function connectionRooms(db: Queryable, id: number): Promise<{ room_id: string; sent: string }[]> {
   const { rows } = await db.query('SELECT room_id, sent FROM connection_rooms WHERE connection_id = $1', [id]);
   return rows;

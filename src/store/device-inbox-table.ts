@@ -111,11 +111,39 @@ export async function keyCounts(
 }
 
 /** Stores the device's new position upstream; marks its initial sync done. */
-export async function advanceSince(db: Queryable, device: DeviceRef, since: string): Promise<void> {
-  await db.query(
-    'UPDATE devices SET since = $3, initial_sync_at = COALESCE(initial_sync_at, now()) WHERE user_id = $1 AND device_id = $2',
-    [device.userId, device.deviceId, since],
+export async function advanceSince(db: Queryable, device: DeviceRef, since: string, from?: string | null): Promise<void> {
+  if (from === undefined) {
+    await db.query(
+      'UPDATE devices SET since = $3, initial_sync_at = COALESCE(initial_sync_at, now()) WHERE user_id = $1 AND device_id = $2',
+      [device.userId, device.deviceId, since],
+    );
+    return;
+  }
+  // Only from the position the poll started at: when another process (or a poller started
+  // from a stale row) got there first, this response is not stored twice.
+  const { rowCount } = await db.query(
+    `UPDATE devices SET since = $3, initial_sync_at = COALESCE(initial_sync_at, now())
+      WHERE user_id = $1 AND device_id = $2 AND since IS NOT DISTINCT FROM $4`,
+    [device.userId, device.deviceId, since, from],
   );
+  if (rowCount) return;
+  const { rows } = await db.query<{ since: string | null }>('SELECT since FROM devices WHERE user_id = $1 AND device_id = $2', [
+    device.userId,
+    device.deviceId,
+  ]);
+  throw new SinceMoved(from, rows[0]?.since ?? null);
+}
+
+/** The device's stored `since` is no longer the one a poll started from: its response is not stored. */
+export class SinceMoved extends Error {
+  override name = 'SinceMoved';
+
+  constructor(
+    readonly from: string | null,
+    readonly current: string | null,
+  ) {
+    super(`the device's since moved from ${from ?? '(none)'} to ${current ?? '(none)'} while its poll was out`);
+  }
 }
 
 /** Takes the next stream position (for facts that are not events). */

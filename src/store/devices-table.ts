@@ -114,7 +114,7 @@ export async function latestToken(db: Queryable, userId: string, deviceId: strin
   return rows[0]?.token_encrypted;
 }
 
-async function getDevice(db: Queryable, userId: string, deviceId: string): Promise<DeviceRow | undefined> {
+export async function getDevice(db: Queryable, userId: string, deviceId: string): Promise<DeviceRow | undefined> {
   const { rows } = await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.user_id = $1 AND d.device_id = $2`, [
     userId,
     deviceId,

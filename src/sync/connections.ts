@@ -9,6 +9,7 @@ import {
   type ConnectionRow,
   clearPending,
   confirmPending,
+  connectionPositions,
   connectionRooms,
   createConnection,
   deleteConnection,
@@ -109,6 +110,8 @@ export interface ConnectionOptions {
   farBehindRooms?: number;
   farBehindIdleMs?: number;
   counters?: ConnectionCounters;
+  /** Other processes serve these connections too (SYNCV3_CLUSTER): memory is trusted only while the row agrees. */
+  shared?: boolean;
 }
 
 export const FAR_BEHIND_ROOMS = 100;
@@ -168,7 +171,13 @@ export class ConnectionManager {
   async resolve(key: ConnectionKey, pos: string | undefined): Promise<Connection> {
     if (pos === undefined) return this.#create(key);
     const n = /^\d{1,15}$/.test(pos) ? Number(pos) : Number.NaN;
-    let conn = this.#memory.get(keyString(key)) ?? (await this.#load(key));
+    let conn = this.#memory.get(keyString(key));
+    if (conn && this.opts.shared && !(await this.#current(conn))) {
+      // Another process advanced or replaced it since: what the store holds decides.
+      this.#forget(conn);
+      conn = undefined;
+    }
+    conn ??= await this.#load(key);
     if (!conn) throw await this.#gone(key);
     if (Number.isNaN(n)) throw unknownPos();
     if (!(await this.#accept(conn, n))) {
@@ -184,6 +193,11 @@ export class ConnectionManager {
     conn.lastUsedAt = now;
     this.#touch(conn);
     return conn;
+  }
+
+  async #current(conn: Connection): Promise<boolean> {
+    const row = await connectionPositions(this.pool, conn.key);
+    return row?.id === conn.id && row.confirmedPos === conn.pos && row.pendingPos === (conn.pending?.pos ?? null);
   }
 
   /**

@@ -33,7 +33,7 @@ export async function createSyncService(
     history?: EngineDeps['history'];
     onWait?: EngineDeps['onWait'];
   },
-  opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
+  opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number; sharedConnections?: boolean },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
   const stream = new StreamTracker(bus, await currentStreamPos(pool));
@@ -44,6 +44,7 @@ export async function createSyncService(
     maxPerDevice: opts.maxConnectionsPerDevice,
     maxInMemory: opts.maxConnectionsInMemory,
     counters,
+    shared: opts.sharedConnections,
   });
   const typing = new TypingCache(bus);
   typing.onChange((roomId) => users.roomChanged(roomId));

@@ -39,6 +39,8 @@ export interface Metrics {
   busDelivered: Counter<'payload_type'>;
   /** syncv3_bus_lag_seconds: from an ingest commit until every subscriber has handled its messages. */
   busLag: Histogram;
+  /** syncv3_bus_remote_lag_seconds (SYNCV3_CLUSTER): from another process sending a bus message until it arrives here. */
+  busRemoteLag: Histogram;
   /** syncv3_ingest_duration_seconds: the accumulator's transaction for one v2 response. */
   ingestDuration: Histogram;
   /** sliding_sync_api_setup_duration_secs: authentication and waiting for the device's initial sync. */
@@ -212,6 +214,12 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     buckets: LAG_BUCKETS,
     registers,
   });
+  const busRemoteLag = new Histogram({
+    name: 'syncv3_bus_remote_lag_seconds',
+    help: 'Time from another process sending bus messages (with its ingest commit) until they arrive here (SYNCV3_CLUSTER)',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
   const ingestDuration = new Histogram({
     name: 'syncv3_ingest_duration_seconds',
     help: 'Duration of the ingest transaction storing one sync v2 response',
@@ -312,6 +320,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     busPublished,
     busDelivered,
     busLag,
+    busRemoteLag,
     ingestDuration,
     apiSetupDuration,
     apiProcessDuration,

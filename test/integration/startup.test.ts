@@ -89,6 +89,30 @@ describe('startup', () => {
     assert.doesNotMatch(proc.out(), /\n\s+at /, 'no stack trace');
   });
 
+  it('refuses to start beside another process on the same database, until that one stops', async (t) => {
+    const db = await createTestDatabase(t, { dropManually: true });
+    t.after(() => db.drop());
+    const first = await startTestProxy(t, {}, { db });
+    const proc = startMain({
+      SYNCV3_SERVER: 'http://127.0.0.1:1',
+      SYNCV3_DB: db.url,
+      SYNCV3_SECRET: 's',
+      SYNCV3_BINDADDR: '127.0.0.1:0',
+    });
+    t.after(() => proc.child.kill('SIGKILL'));
+    assert.equal(await proc.exit, 1, proc.out());
+    assert.match(
+      proc.out(),
+      /failed to start: SYNCV3_DB: another syncv3 process is using this database \(it holds PostgreSQL advisory lock \d+\)/,
+    );
+    assert.match(proc.out(), /run every process with SYNCV3_CLUSTER=1/);
+    assert.doesNotMatch(proc.out(), /\n\s+at /, 'no stack trace');
+    // The lock goes with its holder: once the first process stops, another may start.
+    await first.stop();
+    const next = await startTestProxy(t, {}, { db });
+    assert.equal((await fetch(`${next.url}/ready`)).status, 200);
+  });
+
   it('names SYNCV3_BINDADDR when the port is taken or the socket directory is missing', async (t) => {
     const taken = net.createServer();
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));

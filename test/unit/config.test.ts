@@ -254,6 +254,22 @@ describe('config', () => {
   });
 });
 
+describe('SYNCV3_CLUSTER', () => {
+  const withDb = { ...external, SYNCV3_DB: 'postgres://x/y' };
+  it('is off unless set, 0 included', () => {
+    assert.equal(loadConfig(withDb).cluster, undefined);
+    assert.equal(loadConfig({ ...withDb, SYNCV3_CLUSTER: '0' }).cluster, undefined);
+  });
+  it('names the process after the host and pid for 1, or takes the name given', () => {
+    assert.equal(loadConfig({ ...withDb, SYNCV3_CLUSTER: '1' }).cluster?.processId, `${os.hostname()}-${process.pid}`);
+    assert.equal(loadConfig({ ...withDb, SYNCV3_CLUSTER: 'syncv3-a' }).cluster?.processId, 'syncv3-a');
+  });
+  it('refuses a name with other characters, and the embedded database', () => {
+    assert.match(problems({ ...withDb, SYNCV3_CLUSTER: 'a b' }).join('\n'), /SYNCV3_CLUSTER must be 0, 1, or a process name/);
+    assert.match(problems({ ...external, SYNCV3_CLUSTER: '1' }).join('\n'), /SYNCV3_CLUSTER needs SYNCV3_DB/);
+  });
+});
+
 describe('unknown SYNCV3_ variables', () => {
   it('warns about each, suggesting the variable meant and what replaces a Go-proxy-only one', () => {
     const { warnings } = loadConfig({
