@@ -8,8 +8,14 @@ export interface Keyed {
   readonly key: number;
 }
 
+interface Queued<T, R> {
+  item: T;
+  resolve: (r: R | undefined) => void;
+  reject: (e: unknown) => void;
+}
+
 export class GroupCommit<T extends Keyed, R> {
-  #queue: { item: T; resolve: (r: R | undefined) => void; reject: (e: unknown) => void }[] = [];
+  #queue: Queued<T, R>[] = [];
   #running = false;
 
   /** `write(items)` stores a batch (distinct keys) and returns each stored item's result by key. */
@@ -30,8 +36,8 @@ export class GroupCommit<T extends Keyed, R> {
     this.#running = true;
     try {
       while (this.#queue.length) {
-        const batch: typeof this.#queue = [];
-        const rest: typeof this.#queue = [];
+        const batch: Queued<T, R>[] = [];
+        const rest: Queued<T, R>[] = [];
         const keys = new Set<number>();
         for (const entry of this.#queue) {
           if (batch.length < this.maxBatch && !keys.has(entry.item.key)) {
