@@ -571,7 +571,9 @@ async function benchFanOut(serverUrl: string) {
       engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
         answered.push(performance.now() - start);
         if (!r.rooms['!room0:bench'])
-          throw new Error(`live event not delivered to ${d.userId} (${start ? 'after' : 'before'} the ingest): ${Object.keys(r.rooms).join(",")} ${toJson({ ...r, lists: undefined }).slice(0, 600)}`);
+          throw new Error(
+            `live event not delivered to ${d.userId} (${start ? 'after' : 'before'} the ingest): ${Object.keys(r.rooms).join(',')} ${toJson({ ...r, lists: undefined }).slice(0, 600)}`,
+          );
       }),
     );
     await everyoneParked;

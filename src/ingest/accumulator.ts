@@ -292,8 +292,15 @@ async function ingestInTransaction(
       .map((e) => e.event_id),
   );
   await healGaps(tx, followers);
-  await healGapsAfterAnchors(tx, anchorProofs(ctx.views, device, blocks, knownBefore));
+  const proofs = anchorProofs(ctx.views, device, blocks, knownBefore);
+  await healGapsAfterAnchors(tx, proofs);
   const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
+  // Stored events changed in place (cached copies must go): said of every room of the chunk.
+  const redacts = plan.inserts.some((e) => e.type === 'm.room.redaction');
+  if (plan.gapsAfter.length || followers.length || proofs.length || promoted.length || redacts) {
+    const roomIds = blocks.map((b) => b.roomId);
+    publish.push(() => bus.publish('room.rewritten', { roomIds }));
+  }
   await markInTimeline(
     tx,
     promoted,

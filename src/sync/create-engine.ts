@@ -2,11 +2,15 @@
 // top of them. Call it before any poller runs, so the sequence's current value is a committed
 // position.
 import type { Bus } from '../bus/bus.js';
+import { AccountDataPositions } from '../cache/account-data-positions.js';
 import { BumpCache } from '../cache/bump-cache.js';
 import { RoomMetaCache } from '../cache/room-meta-cache.js';
+import { RoomStates } from '../cache/room-states.js';
+import { RoomTimelines } from '../cache/room-timelines.js';
 import { StreamTracker } from '../cache/stream-tracker.js';
 import { TypingCache } from '../cache/typing-cache.js';
 import { UserCaches } from '../cache/user-cache.js';
+import { VisibilityHistories } from '../cache/visibility-histories.js';
 import type { Pool } from '../store/db.js';
 import { currentStreamPos } from '../store/room-reads.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -20,6 +24,7 @@ export interface SyncService {
   connections: ConnectionManager;
   users: UserCaches;
   metas: RoomMetaCache;
+  timelines: RoomTimelines;
 }
 
 export async function createSyncService(
@@ -34,7 +39,9 @@ export async function createSyncService(
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
-  const stream = new StreamTracker(bus, await currentStreamPos(pool));
+  const committed = await currentStreamPos(pool);
+  const stream = new StreamTracker(bus, committed);
+  const accountData = new AccountDataPositions(bus, committed);
   const metas = new RoomMetaCache(pool, bus);
   const users = new UserCaches(pool, bus, metas);
   const counters = deps.metrics && { expiredIdle: deps.metrics.connsExpiredIdle, destroyed: deps.metrics.connsDestroyed };
@@ -45,8 +52,11 @@ export async function createSyncService(
   });
   const typing = new TypingCache(bus);
   typing.onChange((roomId) => users.roomChanged(roomId));
-  const extensions = new Extensions(typing);
+  const extensions = new Extensions(typing, accountData);
   const bumps = new BumpCache(pool, metas);
+  const histories = new VisibilityHistories(pool, metas);
+  const timelines = new RoomTimelines(pool, bus);
+  const states = new RoomStates(pool, bus, metas);
   const engine = new SyncEngine({
     pool,
     bus,
@@ -57,6 +67,9 @@ export async function createSyncService(
     connections,
     extensions,
     bumps,
+    histories,
+    timelines,
+    states,
     exactPrevBatch: deps.exactPrevBatch,
     onWait: deps.onWait,
   });
@@ -66,6 +79,9 @@ export async function createSyncService(
   users.onRoomsDropped((roomIds) => {
     metas.forget(roomIds);
     bumps.forget(roomIds);
+    histories.forget(roomIds);
+    timelines.forget(roomIds);
+    states.forget(roomIds);
   });
-  return { engine, connections, users, metas };
+  return { engine, connections, users, metas, timelines };
 }

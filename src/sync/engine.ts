@@ -5,8 +5,11 @@
 import type { Bus } from '../bus/bus.js';
 import type { BumpCache } from '../cache/bump-cache.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { RoomStates } from '../cache/room-states.js';
+import type { RoomTimelines } from '../cache/room-timelines.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
+import type { VisibilityHistories } from '../cache/visibility-histories.js';
 import { superseded, unknownPos, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -55,6 +58,10 @@ export interface EngineDeps {
   connections: ConnectionManager;
   extensions: Extensions;
   bumps: BumpCache;
+  /** Shared in-memory reads for live deltas (absent: from the store). */
+  histories?: VisibilityHistories;
+  timelines?: RoomTimelines;
+  states?: RoomStates;
   /**
    * Called each time a request starts waiting for news (its latest computation had nothing to
    * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
@@ -313,6 +320,9 @@ export class SyncEngine {
       from,
       protocol: req.protocol,
       timestamps: msc3575 ? await this.#timestamps(plans, configs, upTo) : new Map(),
+      histories: this.deps.histories,
+      timelines: this.deps.timelines,
+      states: this.deps.states,
       exactPrevBatch:
         this.deps.exactPrevBatch && ((roomId, event) => this.deps.exactPrevBatch?.(device, roomId, event) ?? Promise.resolve(undefined)),
     };
