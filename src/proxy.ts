@@ -219,6 +219,7 @@ export async function startProxy(config: Config, logger: Logger, opts: ProxyOpti
       pool,
       logger: logger.child({ component: 'prev_batch' }),
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
+      bus,
       onTokenRefused: (token, softLogout) => registry.tokenRefused(token, softLogout),
     });
     const { engine, connections, users, metas } = await createSyncService(

@@ -6,6 +6,8 @@
 // (base, top] and grows by loading (top, upTo] when a response reads past top. Stored events
 // changed in place (room.rewritten) drop the room's ring. Bounded: `perRoom` events per room,
 // `maxRooms` rooms (least recently used go first), and rooms no cached user holds are forgotten.
+// Retention (store/retention.ts) keeps the newest 1,000 events of a room, far more than a ring
+// holds, so it never deletes or marks an event a ring has.
 import type { Bus } from '../bus/bus.js';
 import type { Queryable } from '../store/db.js';
 import { latestTimelines, type TimelineQuery, type TimelineRow } from '../store/room-reads.js';
