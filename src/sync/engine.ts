@@ -32,6 +32,7 @@ import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js'
 import { sortedRooms } from './sort.js';
 import { applySticky, type StickyState } from './sticky.js';
 import type { RoomConfig, SyncRequest, SyncResponse } from './types.js';
+import { WakePacer } from './wake-pacer.js';
 
 /** MSC3575 connections are kept apart from MSC4186 ones with the same conn_id. */
 const MSC3575_CONN_PREFIX = '\u0001msc3575:';
@@ -133,6 +134,7 @@ export class SyncEngine {
   /** Aborted on shutdown: waiting long-polls end as at their timeout, so clients resume elsewhere. */
   readonly #stopping = new AbortController();
   readonly #dispatcher: Dispatcher;
+  readonly #pacer = new WakePacer();
 
   constructor(private readonly deps: EngineDeps) {
     this.#dispatcher = new Dispatcher(deps.bus, (roomId) => deps.users.usersOf(roomId));
@@ -545,7 +547,8 @@ export class SyncEngine {
       },
       wake: (why) => {
         if (pending !== 'expired') pending = why;
-        wake?.(why);
+        // A turn later at most, a few at a time (see wake-pacer.ts).
+        if (wake) this.#pacer.defer(() => wake?.(why));
       },
     });
     return {
