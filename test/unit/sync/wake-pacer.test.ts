@@ -11,7 +11,7 @@ describe('WakePacer', () => {
     const pacer = new WakePacer(4);
     const log: string[] = [];
     for (let i = 0; i < 10; i++) pacer.defer(() => void Promise.resolve().then(() => log.push(`w${i}`)));
-    assert.deepEqual(log, [], 'nothing runs synchronously');
+    assert.equal(log.length, 0, 'nothing runs synchronously');
     await turn();
     assert.deepEqual(log, ['w0', 'w1', 'w2', 'w3']);
     await turn();
