@@ -17,7 +17,10 @@ describe('WakePacer', () => {
     await turn();
     assert.equal(log.length, 8);
     await turn();
-    assert.deepEqual(log, Array.from({ length: 10 }, (_, i) => `w${i}`));
+    assert.deepEqual(
+      log,
+      Array.from({ length: 10 }, (_, i) => `w${i}`),
+    );
     pacer.defer(() => log.push('later'));
     await turn();
     assert.equal(log.at(-1), 'later', 'an idle pacer starts again');
