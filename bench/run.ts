@@ -531,8 +531,8 @@ const FANOUT_ROOMS_PER_USER = 200;
 /**
  * Fan-out: N users long-polling (each their own connection, 200 rooms each, one room shared by
  * all); one live event in the shared room is ingested: how long until every long-poll is
- * answered, and how long the event loop stalls meanwhile. Self-contained (no engine hook), so
- * the same scenario measures older code too: the waits are given a pause to settle.
+ * answered, and how long the event loop stalls meanwhile. The event is ingested once every
+ * long-poll has said it waits (the engine's onWait hook).
  */
 async function benchFanOut(serverUrl: string) {
   console.log('\n== fan-out (live event in a room shared by every waiting user) ==');
@@ -549,7 +549,17 @@ async function benchFanOut(serverUrl: string) {
     }
     if (!process.env.BENCH_NO_ANALYZE) await pool.query('ANALYZE');
     const setup = ms(t0);
-    const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 });
+    // The long-polls are parked once each has called onWait (its computation found nothing).
+    const parked = new Set<string>();
+    let allParked: (() => void) | undefined;
+    const onWait = (d: { userId: string }) => {
+      parked.add(d.userId);
+      if (parked.size === users) allParked?.();
+    };
+    const { engine } = await createSyncService(
+      { pool, bus, logger, onWait },
+      { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 },
+    );
     const signal = new AbortController().signal;
     t0 = performance.now();
     const positions: string[] = [];
@@ -557,21 +567,29 @@ async function benchFanOut(serverUrl: string) {
     const firstResponses = ms(t0);
     const answered: number[] = [];
     let start = 0;
+    const everyoneParked = new Promise<void>((resolve) => {
+      allParked = resolve;
+    });
     const waits = devices.map((d, i) =>
       engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
         answered.push(performance.now() - start);
-        if (!r.rooms['!room0:bench']) throw new Error('live event not delivered');
+        if (!r.rooms['!room0:bench'])
+          throw new Error(
+            `live event not delivered to ${d.userId} (${start ? 'after' : 'before'} the ingest): ${Object.keys(r.rooms).join(',')} ${toJson({ ...r, lists: undefined }).slice(0, 600)}`,
+          );
       }),
     );
-    // Long enough for every request to compute its (empty) first answer and start waiting.
-    await new Promise((r) => setTimeout(r, 2_000 + users));
+    await everyoneParked;
     const lag = monitorEventLoopDelay({ resolution: 10 });
     const queries = countQueries(pool);
     let ingested = 0;
     await profiled(`fanout-${users}`, async () => {
       lag.enable();
       start = performance.now();
-      await acc.ingest(devices[0] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
+      // Through the poller of the last user to join: its view of the shared room ends at the
+      // latest stored event (the others' pollers never saw the later joins, so a message they
+      // bring would be recorded as following a gap, out of the timeline).
+      await acc.ingest(devices[users - 1] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
       ingested = ms(start);
       await Promise.all(waits);
       lag.disable();

@@ -14,6 +14,9 @@ import type { Telemetry } from './telemetry/telemetry.js';
 export function catchUpMessages(after: number, c: ChangesSince): Envelope[] {
   const pos = c.pos;
   const out: Envelope[] = [{ topic: 'stream.advanced', message: { pos } }];
+  // A rewrite in place (a redaction, a gap healed) missed while the listener was down would leave
+  // this process's in-memory copies of the room stale: every room that changed drops them.
+  if (c.rooms.length) out.push({ topic: 'room.rewritten', message: { roomIds: c.rooms.map((r) => r.roomId) } });
   for (const r of c.rooms) {
     out.push({
       topic: 'room.changed',

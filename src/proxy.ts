@@ -251,6 +251,7 @@ export async function startProxy(config: Config, rootLogger: Logger, opts: Proxy
       pool,
       logger: logger.child({ component: 'prev_batch' }),
       timeoutMs: PREV_BATCH_TIMEOUT_MS,
+      bus,
       onTokenRefused: (token, softLogout) => auth.tokenRefused(token, softLogout),
     });
     const fetchHistory = historyFetcher(

@@ -15,6 +15,11 @@ export interface BusMessages {
     latestNid: number;
     bump: { nid: number; ts: number } | undefined;
   };
+  /**
+   * Stored events of these rooms were changed in place (redacted, moved into the timeline, gap
+   * marks set or cleared), perhaps with no room.changed: copies of them in memory are stale.
+   */
+  'room.rewritten': { roomIds: string[] };
   /** A user's room set or per-room data changed: membership, invite, unread counts, heroes, room account data. */
   'user.rooms_changed': { userId: string; roomIds: string[]; pos: number };
   /** Global account data of a user changed. */

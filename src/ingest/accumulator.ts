@@ -207,8 +207,12 @@ export function createAccumulator(
     storeHistory(device, chunk) {
       return serially(async () => {
         const outcome = await withTransaction(deps.pool, (tx) => storeHistory(tx, device, chunk));
-        // Moved events have new positions: what the memory held of them is stale.
-        if (outcome.stored) for (const [id, known] of outcome.known) ctx.known.set(id, known);
+        // Moved events have new positions: what the memory held of them (here, and in the
+        // read side's copies of the room's timeline, state and visibility) is stale.
+        if (outcome.stored) {
+          for (const [id, known] of outcome.known) ctx.known.set(id, known);
+          deps.bus.publish('room.rewritten', { roomIds: [chunk.roomId] });
+        }
         return outcome;
       });
     },
@@ -349,8 +353,15 @@ async function ingestInTransaction(
       .map((e) => e.event_id),
   );
   await healGaps(tx, followers);
-  await healGapsAfterAnchors(tx, anchorProofs(ctx.views, device, blocks, knownBefore));
+  const proofs = anchorProofs(ctx.views, device, blocks, knownBefore);
+  await healGapsAfterAnchors(tx, proofs);
   const promoted = plan.promote.map((p) => nidOf(p.eventId) as number);
+  // Stored events changed in place (cached copies must go): said of every room of the chunk.
+  const redacts = plan.inserts.some((e) => e.type === 'm.room.redaction');
+  if (plan.gapsAfter.length || followers.length || proofs.length || promoted.length || redacts) {
+    const roomIds = blocks.map((b) => b.roomId);
+    publish.push(() => bus.publish('room.rewritten', { roomIds }));
+  }
   await markInTimeline(
     tx,
     promoted,

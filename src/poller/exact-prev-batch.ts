@@ -4,6 +4,7 @@
 // /context (no events around) with the device's own token gives the exact one, which is then
 // stored with the event for every later response and user (pagination tokens are positions in
 // the room, not per user). A homeserver that cannot answer leaves the nearest token in use.
+import type { Bus } from '../bus/bus.js';
 import type { Pool } from '../store/db.js';
 import type { DeviceRef } from '../store/device-inbox-table.js';
 import { setPrevBatch } from '../store/events-table.js';
@@ -22,6 +23,8 @@ export interface ExactPrevBatchDeps {
   logger: Logger;
   /** Kept short: a response waits for it. */
   timeoutMs: number;
+  /** Told that the event was rewritten (its token stored), so in-memory copies drop. */
+  bus?: Pick<Bus, 'publish'>;
   /** The homeserver said the device's token is dead: it is refused from then on. */
   onTokenRefused?: (token: string, softLogout: boolean) => Promise<void>;
 }
@@ -33,8 +36,10 @@ export function exactPrevBatches(deps: ExactPrevBatchDeps) {
   const lookUp = async (token: string, roomId: string, event: { nid: number; eventId: string }) => {
     try {
       const start = await deps.homeserver.tokenBefore(token, roomId, event.eventId, { timeoutMs: deps.timeoutMs });
-      if (start) await setPrevBatch(deps.pool, event.nid, start);
-      else remember(event.nid);
+      if (start) {
+        await setPrevBatch(deps.pool, event.nid, start);
+        deps.bus?.publish('room.rewritten', { roomIds: [roomId] });
+      } else remember(event.nid);
       return start;
     } catch (err) {
       deps.logger.debug({ err, roomId, eventId: event.eventId }, 'no exact prev_batch from the homeserver; serving the nearest');

@@ -74,14 +74,23 @@ export async function createConnection(db: Queryable, k: ConnectionKey): Promise
   return { row, replaced };
 }
 
-/** Records the response just computed; returns its pos, or undefined when the connection is gone. */
-export async function setPending(db: Queryable, id: number, stream: number, pending: string): Promise<number | undefined> {
-  const { rows } = await db.query<{ pos: number }>(
-    `UPDATE connections SET pending_pos = nextval('connection_pos'), pending_stream = $2, pending = $3, last_used_at = now()
-      WHERE id = $1 RETURNING pending_pos AS pos`,
-    [id, stream, pending],
+/**
+ * Records the responses just computed on several connections (distinct ids) in one statement: each row's own pos,
+ * undefined in the map for a connection that is gone. Many long-polls answered at once then
+ * cost one round trip, and each is still recorded before its pos goes out.
+ */
+export async function setPendingMany(
+  db: Queryable,
+  items: readonly { id: number; stream: number; pending: string }[],
+): Promise<Map<number, number>> {
+  const { rows } = await db.query<{ id: string; pos: string }>(
+    `UPDATE connections c SET pending_pos = nextval('connection_pos'), pending_stream = u.stream, pending = u.pending, last_used_at = now()
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(id, stream, pending)
+      WHERE c.id = u.id
+      RETURNING c.id, c.pending_pos AS pos`,
+    [items.map((i) => i.id), items.map((i) => i.stream), items.map((i) => i.pending)],
   );
-  return rows[0]?.pos;
+  return new Map(rows.map((r) => [Number(r.id), Number(r.pos)]));
 }
 
 /**

@@ -315,6 +315,41 @@ export async function visibilityHistory(
 }
 
 /**
+ * visibilityHistory for every member at once: each room's history_visibility changes and all
+ * its members' own membership changes, oldest first (one read serves every user of the room).
+ */
+export async function roomVisibilityHistories(
+  db: Queryable,
+  roomIds: string[],
+): Promise<Map<string, { visibility: { pos: number; value: string }[]; members: Map<string, { pos: number; value: string }[]> }>> {
+  const out = new Map<string, { visibility: { pos: number; value: string }[]; members: Map<string, { pos: number; value: string }[]> }>();
+  if (roomIds.length === 0) return out;
+  for (const id of roomIds) out.set(id, { visibility: [], members: new Map() });
+  const { rows } = await db.query<{ room_id: string; member: string | null; pos: number; value: string | null }>(
+    `SELECT sc.room_id, CASE WHEN sc.type = 'm.room.member' THEN sc.state_key END AS member, sc.pos,
+            (SELECT e.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END
+               FROM events e WHERE e.nid = sc.event_nid) AS value
+       FROM state_changes sc
+      WHERE sc.room_id = ANY($1::text[])
+        AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '') OR sc.type = 'm.room.member')
+      ORDER BY sc.room_id, sc.pos`,
+    [roomIds],
+  );
+  for (const r of rows) {
+    const entry = out.get(r.room_id);
+    if (!entry) continue;
+    if (r.member === null) {
+      entry.visibility.push({ pos: r.pos, value: r.value ?? 'shared' });
+      continue;
+    }
+    const list = entry.members.get(r.member) ?? [];
+    entry.members.set(r.member, list);
+    list.push({ pos: r.pos, value: r.value ?? 'leave' });
+  }
+  return out;
+}
+
+/**
  * A room's member summary as of stream position `pos` (a room the user left, as of the leave):
  * joined and invited counts, and up to `limit` members other than `except` to make heroes of
  * (joined and invited first, earliest first, as fallbackHeroes picks them now).

@@ -16,11 +16,12 @@ import {
   deleteConnectionsOfDevice,
   deleteIdleConnections,
   findConnection,
-  setPending,
+  setPendingMany,
   trimConnections,
 } from '../store/connections-table.js';
 import type { Pool } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
+import { GroupCommit } from './group-commit.js';
 import type { ResponseMemo } from './incremental.js';
 import type { RoomConfig } from './types.js';
 
@@ -129,6 +130,10 @@ export class ConnectionManager {
   #memory = new Map<string, Connection>();
   /** The tail of each key's exclusive() queue. */
   #locks = new Map<string, Promise<void>>();
+  /** Responses computed at once (a fan-out) record their pending positions in shared statements. */
+  readonly #pendingWrites = new GroupCommit<{ key: number; id: number; stream: number; pending: string }, number>((items) =>
+    setPendingMany(this.pool, items),
+  );
 
   constructor(
     private readonly pool: Pool,
@@ -250,7 +255,7 @@ export class ConnectionManager {
     memo?: ResponseMemo,
   ): Promise<string> {
     const pending = JSON.stringify({ rooms: [...rooms], ext });
-    const pos = await setPending(this.pool, conn.id, stream, pending);
+    const pos = await this.#pendingWrites.submit({ key: conn.id, id: conn.id, stream, pending });
     if (pos === undefined) throw await this.#lost(conn);
     conn.pending = { pos, stream, rooms, ext, memo };
     conn.lastUsedAt = Date.now();

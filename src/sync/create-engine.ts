@@ -2,10 +2,14 @@
 // top of them. Call it before any poller runs, so the sequence's current value is a committed
 // position.
 import type { Bus } from '../bus/bus.js';
+import { AccountDataPositions } from '../cache/account-data-positions.js';
 import { RoomMetaCache } from '../cache/room-meta-cache.js';
+import { RoomStates } from '../cache/room-states.js';
+import { RoomTimelines } from '../cache/room-timelines.js';
 import { StreamTracker } from '../cache/stream-tracker.js';
 import { TypingCache } from '../cache/typing-cache.js';
 import { UserCaches } from '../cache/user-cache.js';
+import { VisibilityHistories } from '../cache/visibility-histories.js';
 import type { Pool } from '../store/db.js';
 import { currentStreamPos } from '../store/room-reads.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -21,6 +25,7 @@ export interface SyncService {
   connections: ConnectionManager;
   users: UserCaches;
   metas: RoomMetaCache;
+  timelines: RoomTimelines;
 }
 
 export async function createSyncService(
@@ -36,7 +41,9 @@ export async function createSyncService(
   opts: { maxConnectionsPerDevice: number; maxConnectionsInMemory: number; sharedConnections?: boolean },
 ): Promise<SyncService> {
   const { pool, bus, logger } = deps;
-  const stream = new StreamTracker(bus, await currentStreamPos(pool));
+  const committed = await currentStreamPos(pool);
+  const stream = new StreamTracker(bus, committed);
+  const accountData = new AccountDataPositions(bus, committed);
   const metas = new RoomMetaCache(pool, bus);
   const users = new UserCaches(pool, bus, metas);
   const counters = deps.metrics && { expiredIdle: deps.metrics.connsExpiredIdle, destroyed: deps.metrics.connsDestroyed };
@@ -48,8 +55,11 @@ export async function createSyncService(
   });
   const typing = new TypingCache(bus);
   typing.onChange((roomId) => users.roomChanged(roomId));
-  const extensions = new Extensions(typing);
+  const extensions = new Extensions(typing, accountData);
   const msc3575 = createMsc3575(pool, metas);
+  const histories = new VisibilityHistories(pool, metas);
+  const timelines = new RoomTimelines(pool, bus);
+  const states = new RoomStates(pool, bus, metas);
   const engine = new SyncEngine({
     pool,
     bus,
@@ -62,6 +72,9 @@ export async function createSyncService(
     protocols: { msc4186: createMsc4186(metas), msc3575 },
     prevBatches: deps.prevBatches,
     history: deps.history,
+    histories,
+    timelines,
+    states,
     onWait: deps.onWait,
   });
   // Bounded memory: users idle with nothing waiting are dropped, and with them the rooms that no
@@ -70,6 +83,9 @@ export async function createSyncService(
   users.onRoomsDropped((roomIds) => {
     metas.forget(roomIds);
     msc3575.forget(roomIds);
+    histories.forget(roomIds);
+    timelines.forget(roomIds);
+    states.forget(roomIds);
   });
-  return { engine, connections, users, metas };
+  return { engine, connections, users, metas, timelines };
 }

@@ -4,8 +4,11 @@
 
 import type { Bus } from '../bus/bus.js';
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { RoomStates } from '../cache/room-states.js';
+import type { RoomTimelines } from '../cache/room-timelines.js';
 import type { StreamTracker } from '../cache/stream-tracker.js';
 import type { UserCache, UserCaches } from '../cache/user-cache.js';
+import type { VisibilityHistories } from '../cache/visibility-histories.js';
 import { superseded, unknownPos, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -27,6 +30,7 @@ import {
 } from './required-state.js';
 import { type BuildContext, buildRooms, type RoomPlan } from './room-builder.js';
 import type { Protocol, RoomConfig, SyncRequest, SyncResponse } from './types.js';
+import { WakePacer } from './wake-pacer.js';
 
 export interface Device {
   userId: string;
@@ -49,6 +53,10 @@ export interface EngineDeps {
   extensions: Extensions;
   /** Each protocol's rules (sync/msc4186/, sync/msc3575/), one chosen per request. */
   protocols: Record<Protocol, SyncProtocol>;
+  /** Shared in-memory reads for live deltas (absent: from the store). */
+  histories?: VisibilityHistories;
+  timelines?: RoomTimelines;
+  states?: RoomStates;
   /**
    * Called each time a request starts waiting for news (its latest computation had nothing to
    * send): tests use it to act exactly when a long-poll is parked, instead of sleeping.
@@ -105,6 +113,7 @@ export class SyncEngine {
   /** Aborted on shutdown: waiting long-polls end as at their timeout, so clients resume elsewhere. */
   readonly #stopping = new AbortController();
   readonly #dispatcher: Dispatcher;
+  readonly #pacer = new WakePacer();
 
   constructor(private readonly deps: EngineDeps) {
     this.#dispatcher = new Dispatcher(deps.bus, (roomId) => deps.users.usersOf(roomId));
@@ -269,6 +278,9 @@ export class SyncEngine {
       from,
       rules: await protocol.roomRules(user, plans, configs, upTo),
       history: this.deps.history && { fetch: (wants) => this.deps.history?.fetch(device, wants) ?? Promise.resolve(NO_HISTORY) },
+      histories: this.deps.histories,
+      timelines: this.deps.timelines,
+      states: this.deps.states,
       exactPrevBatch:
         this.deps.prevBatches &&
         ((roomId, event) => this.deps.prevBatches?.exactPrevBatch(device, roomId, event) ?? Promise.resolve(undefined)),
@@ -400,7 +412,8 @@ export class SyncEngine {
       },
       wake: (why) => {
         if (pending !== 'expired') pending = why;
-        wake?.(why);
+        // A turn later at most, a few at a time (see wake-pacer.ts).
+        if (wake) this.#pacer.defer(() => wake?.(why));
       },
     });
     return {

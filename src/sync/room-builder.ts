@@ -2,7 +2,10 @@
 // since the position the connection sent the room up to, or expanded (timeline_limit or
 // required_state grew). Reads are batched over rooms; events go out as their stored JSON.
 import type { RoomMetaCache } from '../cache/room-meta-cache.js';
+import type { RoomStates } from '../cache/room-states.js';
+import type { RoomTimelines } from '../cache/room-timelines.js';
 import type { UserCache, UserRoom } from '../cache/user-cache.js';
+import type { VisibilityHistories } from '../cache/visibility-histories.js';
 import type { Pool } from '../store/db.js';
 import {
   currentMembers,
@@ -57,6 +60,10 @@ export interface BuildContext {
   rules: RoomRules;
   /** History before rooms' stored timelines, fetched where a timeline asks for more (see history.ts). */
   history?: TimelineHistory;
+  /** Shared in-memory reads (absent: every read goes to the store). */
+  histories?: VisibilityHistories;
+  timelines?: RoomTimelines;
+  states?: RoomStates;
   /** The exact pagination token from just before an event no v2 chunk started at, if it can be had. */
   exactPrevBatch?: (roomId: string, event: { nid: number; eventId: string }) => Promise<string | undefined>;
 }
@@ -152,11 +159,8 @@ export async function buildRooms(ctx: BuildContext, plans: RoomPlan[]): Promise<
 
 /** What the user may see of each room being sent with events (see visibility.ts). */
 async function loadViews(ctx: BuildContext, plans: RoomPlan[]): Promise<Map<string, RoomView>> {
-  const history = await visibilityHistory(
-    ctx.pool,
-    ctx.userId,
-    plans.map((p) => p.roomId),
-  );
+  const roomIds = plans.map((p) => p.roomId);
+  const history = await (ctx.histories ? ctx.histories.get(ctx.userId, roomIds) : visibilityHistory(ctx.pool, ctx.userId, roomIds));
   return new Map(
     plans.map((p) => [
       p.roomId,
@@ -185,7 +189,7 @@ async function loadTimelines(ctx: BuildContext, plans: RoomPlan[], views: Map<st
         visible: view.visible,
       };
     });
-  return latestTimelines(ctx.pool, queries);
+  return ctx.timelines ? ctx.timelines.latest(queries) : latestTimelines(ctx.pool, queries);
 }
 
 /** Rooms sent from scratch whose timeline stops at the stored history's start get it fetched, then read again. */
@@ -258,7 +262,8 @@ async function loadLazyMembers(
     out.set(r.plan.roomId, r.entry);
     if (r.room.membership === 'join') for (const userId of r.missing) joinedPairs.push({ roomId: r.plan.roomId, userId });
   }
-  for (const row of await currentMembers(ctx.pool, joinedPairs)) out.get(row.roomId)?.rows.push(row);
+  const members = ctx.states ? await ctx.states.members(joinedPairs) : await currentMembers(ctx.pool, joinedPairs);
+  for (const row of members) out.get(row.roomId)?.rows.push(row);
   return out;
 }
 
@@ -279,7 +284,11 @@ async function loadScratchState(ctx: BuildContext, plans: RoomPlan[]): Promise<S
       g.roomIds.push(plan.roomId);
     }
   }
-  return Promise.all([...groups.values()].map((g) => currentState(ctx.pool, g.roomIds, toSelector(g.cfg))));
+  return Promise.all(
+    [...groups.values()].map((g) =>
+      ctx.states ? ctx.states.current(g.roomIds, toSelector(g.cfg)) : currentState(ctx.pool, g.roomIds, toSelector(g.cfg)),
+    ),
+  );
 }
 
 async function loadState(

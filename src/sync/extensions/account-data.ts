@@ -12,13 +12,13 @@ export async function accountDataExtension(ctx: ExtensionContext): Promise<Exten
   if (!req) return undefined;
   const globalSince = ctx.positions.accountData ?? 0;
   const scope = roomsToExamine(ctx, req);
-  const due = scope.filter((id) => {
-    const from = ctx.roomsSent.get(id)?.ad;
-    return from === undefined || (ctx.user.rooms.get(id)?.accountDataPos ?? 0) > from;
-  });
+  // A room never sent is due only if it has room account data at all (the user cache knows).
+  const due = scope.filter((id) => (ctx.user.rooms.get(id)?.accountDataPos ?? 0) > (ctx.roomsSent.get(id)?.ad ?? 0));
+  // Global account data known unchanged since it was last delivered costs no query.
+  const globalUnchanged = globalSince > 0 && ctx.accountData?.unchangedSince(ctx.device.userId, globalSince) === true;
   // Independent reads: one round trip, not two.
   const [globalRows, rows] = await Promise.all([
-    accountDataSince(ctx.pool, ctx.device.userId, globalSince),
+    globalUnchanged ? [] : accountDataSince(ctx.pool, ctx.device.userId, globalSince),
     roomAccountData(ctx.pool, ctx.device.userId, due),
   ]);
   const global = globalRows.filter((r) => r.roomId === '');

@@ -1,6 +1,7 @@
 // Extensions: extra streams in the same response, shared by MSC4186 and MSC3575. Each module
 // computes its part from the same context and returns its data plus the positions to
 // remember; the engine merges per-room positions into the connection's room memory.
+import type { AccountDataPositions } from '../../cache/account-data-positions.js';
 import type { RoomMetaCache } from '../../cache/room-meta-cache.js';
 import type { TypingCache } from '../../cache/typing-cache.js';
 import type { UserCache } from '../../cache/user-cache.js';
@@ -16,6 +17,8 @@ import { typingExtension } from './typing.js';
 export interface ExtensionContext {
   pool: Pool;
   typing: TypingCache;
+  /** Where users' global account data last changed (absent: always asked of the store). */
+  accountData: AccountDataPositions | undefined;
   device: { userId: string; deviceId: string };
   user: UserCache;
   metas: RoomMetaCache;
@@ -129,10 +132,13 @@ const MODULES: Record<string, (ctx: ExtensionContext) => Promise<ExtensionOutput
 };
 
 export class Extensions {
-  constructor(private readonly typing: TypingCache) {}
+  constructor(
+    private readonly typing: TypingCache,
+    private readonly accountData?: AccountDataPositions,
+  ) {}
 
-  async compute(ctx: Omit<ExtensionContext, 'typing' | 'scopeCache'>): Promise<ExtensionResult> {
-    const full: ExtensionContext = { ...ctx, typing: this.typing, scopeCache: new Map() };
+  async compute(ctx: Omit<ExtensionContext, 'typing' | 'scopeCache' | 'accountData'>): Promise<ExtensionResult> {
+    const full: ExtensionContext = { ...ctx, typing: this.typing, accountData: this.accountData, scopeCache: new Map() };
     const result: ExtensionResult = { data: {}, positions: { ...ctx.positions }, rooms: new Map(), wakes: false };
     // Independent of each other: their queries run concurrently, results merge in a fixed order.
     const outputs = await Promise.all(Object.values(MODULES).map((compute) => compute(full)));

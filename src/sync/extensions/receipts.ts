@@ -32,8 +32,11 @@ export async function receiptsExtension(ctx: ExtensionContext): Promise<Extensio
     const room = sentNow.size ? sentNow.get(roomId) : undefined;
     const from = ctx.roomsSent.get(roomId)?.rc;
     if (from === undefined || room?.initial || room?.unstable_expanded_timeline) {
-      scratch.push(roomId);
-      for (const e of room?.timeline ?? []) timelineEvents.push((JSON.parse(e.text) as { event_id: string }).event_id);
+      // A room with no receipt at all (its metadata says so) has none to send: no query.
+      if (ctx.metas.get(roomId)?.receiptPos !== 0) {
+        scratch.push(roomId);
+        for (const e of room?.timeline ?? []) timelineEvents.push((JSON.parse(e.text) as { event_id: string }).event_id);
+      }
     } else if ((ctx.metas.get(roomId)?.receiptPos ?? 0) > from && followsActivity(ctx.user.rooms.get(roomId))) {
       // Only rooms whose receipts moved since we last sent them cost a query; a room the user
       // is no longer in gets none of its members' later receipts.
