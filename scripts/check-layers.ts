@@ -31,6 +31,7 @@ const ALLOWED: Record<string, string[]> = {
 const SHARED_ROOT_FILES: Record<string, string[] | undefined> = {
   'config.ts': undefined,
   'initial-sync.ts': ['poller', 'auth'],
+  'timeline-history.ts': ['poller', 'sync'],
   // Errors for clients are raised where a client is answered, not by pollers, ingest or caches.
   'matrix-error.ts': ['auth', 'sync', 'http'],
 };

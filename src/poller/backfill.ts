@@ -10,23 +10,11 @@ import { timelineStart } from '../store/backfill-table.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
+import type { HistoryAnswer, HistoryWant } from '../timeline-history.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Homeserver } from '../upstream/homeserver-client.js';
 import type { PollerManager } from './poller-manager.js';
 import { Semaphore } from './semaphore.js';
-
-/** A room whose stored timeline starts at a gap (with its token, if any) and is `missing` events short of what is asked. */
-export interface HistoryWant {
-  roomId: string;
-  gap: { eventId: string; prevBatch: string | undefined };
-  missing: number;
-}
-
-/** `grown`: rooms whose stored timeline grew; `complete`: rooms whose history this user may see is all stored. */
-export interface HistoryAnswer {
-  grown: Set<string>;
-  complete: Set<string>;
-}
 
 /** Resolves within the budget. */
 export type FetchHistory = (device: { userId: string; deviceId: string }, wants: HistoryWant[]) => Promise<HistoryAnswer>;

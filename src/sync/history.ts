@@ -4,23 +4,8 @@
 // middle of the stored timeline is left as it is: the timeline stops there, `limited`, with
 // the exact token to paginate from.
 import type { TimelineRow } from '../store/room-reads.js';
+import type { HistoryAnswer, HistoryWant } from '../timeline-history.js';
 import { timelineWindow } from './timeline-window.js';
-
-/** A room whose stored timeline starts at `gap` (with its token, if any) and is `missing` visible events short. */
-export interface HistoryWant {
-  roomId: string;
-  gap: { eventId: string; prevBatch: string | undefined };
-  missing: number;
-}
-
-/**
- * `grown`: rooms whose stored timeline grew; `complete`: rooms whose history the user may see
- * is all stored (the homeserver has nothing older for them, though it may for others).
- */
-export interface HistoryAnswer {
-  grown: Set<string>;
-  complete: Set<string>;
-}
 
 /**
  * Fetches history before rooms' stored timelines and stores it for everyone (implemented in

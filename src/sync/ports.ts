@@ -4,7 +4,7 @@
 // sync/ by a module that never imports it (TypeScript checks the shape where src/proxy.ts
 // wires the two), and optional: without it, the engine serves what it has.
 
-import type { HistoryAnswer, HistoryWant } from './history.js';
+import type { HistoryAnswer, HistoryWant } from '../timeline-history.js';
 
 /**
  * The homeserver's exact pagination token from just before an event no v2 chunk started at,
