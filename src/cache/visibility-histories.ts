@@ -4,6 +4,9 @@
 // state, so a room whose state position is where it was at the read has the same history.
 // Many users woken by one event in a room they share then need no query each. Rooms too big
 // to hold every member's changes, or without cached metadata, are read per user as before.
+// Changes stored below every stream position (fetched history, room.rewritten) move no state
+// position, so that message drops the room's copy.
+import type { Bus } from '../bus/bus.js';
 import type { Queryable } from '../store/db.js';
 import { roomVisibilityHistories, visibilityHistory } from '../store/room-reads.js';
 import type { RoomMetaCache } from './room-meta-cache.js';
@@ -32,9 +35,12 @@ export class VisibilityHistories {
 
   constructor(
     private readonly pool: Queryable,
+    bus: Bus,
     private readonly metas: RoomMetaCache,
     private readonly maxRooms = 10_000,
-  ) {}
+  ) {
+    bus.subscribe('room.rewritten', ({ roomIds }) => this.forget(roomIds));
+  }
 
   /** Each room's history for the user, from memory where it is fresh. */
   async get(userId: string, roomIds: string[]): Promise<Map<string, RoomHistory>> {

@@ -281,12 +281,38 @@ export async function visibilityHistory(
   db: Queryable,
   userId: string,
   roomIds: string[],
-): Promise<Map<string, { visibility: { pos: number; value: string }[]; membership: { pos: number; value: string }[] }>> {
-  const out = new Map<string, { visibility: { pos: number; value: string }[]; membership: { pos: number; value: string }[] }>();
+): Promise<Map<string, { visibility: Change[]; membership: Change[] }>> {
+  const out = new Map<string, { visibility: Change[]; membership: Change[] }>();
+  for (const [roomId, h] of await visibilityChanges(db, roomIds, userId))
+    out.set(roomId, { visibility: h.visibility, membership: h.members.get(userId) ?? [] });
+  return out;
+}
+
+/**
+ * visibilityHistory for every member at once: each room's history_visibility changes and all
+ * its members' own membership changes, oldest first (one read serves every user of the room).
+ */
+export function roomVisibilityHistories(db: Queryable, roomIds: string[]): Promise<Map<string, RoomVisibilityChanges>> {
+  return visibilityChanges(db, roomIds, undefined);
+}
+
+type Change = { pos: number; value: string };
+interface RoomVisibilityChanges {
+  visibility: Change[];
+  members: Map<string, Change[]>;
+}
+
+/** The changes of visibilityHistory, of one member (`userId`) or of all (undefined). */
+async function visibilityChanges(
+  db: Queryable,
+  roomIds: string[],
+  userId: string | undefined,
+): Promise<Map<string, RoomVisibilityChanges>> {
+  const out = new Map<string, RoomVisibilityChanges>();
   if (roomIds.length === 0) return out;
-  for (const id of roomIds) out.set(id, { visibility: [], membership: [] });
-  const { rows } = await db.query<{ room_id: string; member: boolean; pos: number; value: string | null; before_contact: boolean }>(
-    `SELECT sc.room_id, sc.type = 'm.room.member' AS member, sc.pos, e.value,
+  for (const id of roomIds) out.set(id, { visibility: [], members: new Map() });
+  const { rows } = await db.query<{ room_id: string; member: string | null; pos: number; value: string | null; before_contact: boolean }>(
+    `SELECT sc.room_id, CASE WHEN sc.type = 'm.room.member' THEN sc.state_key END AS member, sc.pos, e.value,
             (sc.pos > 0 AND NOT e.in_timeline AND NOT EXISTS (
                SELECT 1 FROM events x WHERE x.room_id = sc.room_id AND x.in_timeline AND x.nid > 0 AND x.nid < sc.pos)) AS before_contact
        FROM state_changes sc
@@ -295,57 +321,28 @@ export async function visibilityHistory(
                 ev.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END AS value
            FROM events ev WHERE ev.nid = sc.event_nid) e
       WHERE sc.room_id = ANY($1::text[])
-        AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '') OR (sc.type = 'm.room.member' AND sc.state_key = $2))
+        AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '')
+             OR (sc.type = 'm.room.member' AND ($2::text IS NULL OR sc.state_key = $2)))
       ORDER BY sc.room_id, sc.pos`,
-    [roomIds, userId],
+    [roomIds, userId ?? null],
   );
-  const base = new Map<string, { member?: string; visibility?: string }>();
-  for (const r of rows) {
-    const entry = out.get(r.room_id);
-    if (r.member) entry?.membership.push({ pos: r.pos, value: r.value ?? 'leave' });
-    else entry?.visibility.push({ pos: r.pos, value: r.value ?? 'shared' });
-    if (r.before_contact) base.set(r.room_id, { ...base.get(r.room_id), [r.member ? 'member' : 'visibility']: r.value ?? undefined });
-  }
-  for (const [roomId, b] of base) {
-    const entry = out.get(roomId);
-    if (b.member !== undefined) entry?.membership.unshift({ pos: HISTORY_START, value: b.member });
-    if (b.visibility !== undefined) entry?.visibility.unshift({ pos: HISTORY_START, value: b.visibility });
-  }
-  return out;
-}
-
-/**
- * visibilityHistory for every member at once: each room's history_visibility changes and all
- * its members' own membership changes, oldest first (one read serves every user of the room).
- */
-export async function roomVisibilityHistories(
-  db: Queryable,
-  roomIds: string[],
-): Promise<Map<string, { visibility: { pos: number; value: string }[]; members: Map<string, { pos: number; value: string }[]> }>> {
-  const out = new Map<string, { visibility: { pos: number; value: string }[]; members: Map<string, { pos: number; value: string }[]> }>();
-  if (roomIds.length === 0) return out;
-  for (const id of roomIds) out.set(id, { visibility: [], members: new Map() });
-  const { rows } = await db.query<{ room_id: string; member: string | null; pos: number; value: string | null }>(
-    `SELECT sc.room_id, CASE WHEN sc.type = 'm.room.member' THEN sc.state_key END AS member, sc.pos,
-            (SELECT e.json::jsonb -> 'content' ->> CASE WHEN sc.type = 'm.room.member' THEN 'membership' ELSE 'history_visibility' END
-               FROM events e WHERE e.nid = sc.event_nid) AS value
-       FROM state_changes sc
-      WHERE sc.room_id = ANY($1::text[])
-        AND ((sc.type = 'm.room.history_visibility' AND sc.state_key = '') OR sc.type = 'm.room.member')
-      ORDER BY sc.room_id, sc.pos`,
-    [roomIds],
-  );
+  // The latest value each list had from the first contact's state block alone (see above).
+  const held = new Map<Change[], string>();
   for (const r of rows) {
     const entry = out.get(r.room_id);
     if (!entry) continue;
-    if (r.member === null) {
-      entry.visibility.push({ pos: r.pos, value: r.value ?? 'shared' });
-      continue;
+    let list = entry.visibility;
+    if (r.member !== null) {
+      list = entry.members.get(r.member) ?? [];
+      entry.members.set(r.member, list);
     }
-    const list = entry.members.get(r.member) ?? [];
-    entry.members.set(r.member, list);
-    list.push({ pos: r.pos, value: r.value ?? 'leave' });
+    const value = r.value ?? (r.member === null ? 'shared' : 'leave');
+    list.push({ pos: r.pos, value });
+    if (!r.before_contact) continue;
+    if (r.value === null) held.delete(list);
+    else held.set(list, r.value);
   }
+  for (const [list, value] of held) list.unshift({ pos: HISTORY_START, value });
   return out;
 }
 

@@ -57,7 +57,7 @@ export async function createSyncService(
   typing.onChange((roomId) => users.roomChanged(roomId));
   const extensions = new Extensions(typing, accountData);
   const msc3575 = createMsc3575(pool, metas);
-  const histories = new VisibilityHistories(pool, metas);
+  const histories = new VisibilityHistories(pool, bus, metas);
   const timelines = new RoomTimelines(pool, bus);
   const states = new RoomStates(pool, bus, metas);
   const engine = new SyncEngine({

@@ -127,7 +127,7 @@ describe('live caches', () => {
   it('room state and visibility histories from memory equal the store, through state changes and a redacted state event', async (t) => {
     const { pool, bus, ingest, metas, counted, queries } = await setup(t);
     const states = new RoomStates(counted, bus, metas);
-    const histories = new VisibilityHistories(counted, metas);
+    const histories = new VisibilityHistories(counted, bus, metas);
     const selectors: StateSelector[] = [
       { all: false, types: ['m.room.name'], keys: [], pairTypes: ['m.room.member'], pairKeys: ['@bob:fake'] },
       { all: false, types: [], keys: [''], pairTypes: [], pairKeys: [] },
