@@ -50,7 +50,7 @@ export interface RoomSent {
   ty?: string;
 }
 
-/** Connection-wide extension positions and sticky room subscriptions. */
+/** Connection-wide extension positions, and the room subscriptions that last (MSC3575's). */
 export interface ExtensionPositions {
   /** Global account data delivered up to. */
   accountData?: number;
