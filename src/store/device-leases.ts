@@ -133,14 +133,16 @@ export class DeviceLeases {
     if (limit <= 0) return [];
     const client = await this.#connection();
     const { rows } = await client.query<{ userId: string; deviceId: string }>(
-      `SELECT d.user_id AS "userId", d.device_id AS "deviceId" FROM devices d
+      // The held locks are read once (pg_locks is a function, not a table), then anti-joined.
+      `WITH held AS MATERIALIZED (
+         SELECT l.objid::int8 AS k FROM pg_locks l
+          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::int8 = $3
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       )
+       SELECT d.user_id AS "userId", d.device_id AS "deviceId" FROM devices d
         WHERE d.last_seen_at > now() - make_interval(days => $1)
           AND EXISTS (SELECT 1 FROM tokens t WHERE t.user_id = d.user_id AND t.device_id = d.device_id)
-          AND NOT EXISTS (
-            SELECT 1 FROM pg_locks l
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND l.classid::int8 = $3 AND l.objid::int8 = (hashtext(d.user_id || E'\\n' || d.device_id)::int8 & 4294967295))
+          AND NOT EXISTS (SELECT 1 FROM held WHERE held.k = (hashtext(d.user_id || E'\\n' || d.device_id)::int8 & 4294967295))
         ORDER BY random() LIMIT $2`,
       [maxIdleDays, limit, DEVICE_LOCK_CLASS],
     );
