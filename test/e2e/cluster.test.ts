@@ -33,18 +33,22 @@ interface Exchange {
 }
 
 /**
- * A round-robin reverse proxy over `upstreams`. As nginx does by default, a request whose
+ * A round-robin reverse proxy over `upstreams`, alternating each client's requests. As nginx does by default, a request whose
  * connection is refused goes to the next upstream (it was never sent), while one that fails after
  * it was sent (a process killed under a long-poll) is answered 502: the client must retry it.
  */
 async function roundRobin(upstreams: string[]) {
   const exchanges: Exchange[] = [];
-  let next = 0;
+  // Per client (access token), so each client's consecutive requests alternate whatever
+  // the others send in between.
+  const next = new Map<string, number>();
   const server = http.createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks);
-    const first = next++ % upstreams.length;
+    const client = req.headers.authorization ?? '';
+    const first = (next.get(client) ?? 0) % upstreams.length;
+    next.set(client, first + 1);
     for (let attempt = 0; attempt < upstreams.length; attempt++) {
       const upstream = upstreams[(first + attempt) % upstreams.length] as string;
       const outcome = await forward(upstream, req, body);
