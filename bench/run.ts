@@ -1,14 +1,16 @@
-// `npm run bench -- [ingest|history|msc4186|fanout]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|history|msc4186|fanout|load|notify]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { createInProcessBus } from '../src/bus/bus.js';
+import { type Bus, createInProcessBus } from '../src/bus/bus.js';
+import { createClusterBus } from '../src/bus/cluster-bus.js';
 import { createAccumulator } from '../src/ingest/accumulator.js';
 import { historyFetcher } from '../src/poller/backfill.js';
-import { createPool, type Pool } from '../src/store/db.js';
+import { listen, notify, notifyInTransaction } from '../src/store/bus-channel.js';
+import { createPool, type Pool, type Queryable } from '../src/store/db.js';
 import { insertToken } from '../src/store/devices-table.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { createSyncService } from '../src/sync/create-engine.js';
@@ -718,12 +720,108 @@ function roomOpenRequest(room: string): SyncRequest {
   };
 }
 
+/**
+ * What the cluster bus (SYNCV3_CLUSTER) adds to an ingest: live single-message ingests into 100
+ * rooms, alternately through an accumulator on the in-process bus and one on the cluster bus
+ * (its NOTIFYs sent inside the ingest transaction), same database, same run; a second cluster
+ * bus listening, as another process would, gives the lag from the start of an ingest to its
+ * room.changed arriving there.
+ */
+async function benchNotify(serverUrl: string) {
+  console.log('\n== notify (cluster bus cost per ingest) ==');
+  const pool = await freshDatabase(serverUrl, 'syncv3_bench_notify');
+  const rooms = 100;
+  const setup = createAccumulator({ pool, bus: createInProcessBus(logger), logger });
+  const d = await device(pool, userId(0));
+  await setup.ingest(
+    d,
+    parse(
+      initialSync(
+        Array.from({ length: rooms }, (_, i) => ({ index: i, members: [userId(0), userId(1)] })),
+        1,
+      ),
+    ),
+  );
+  let payloads = 0;
+  let payloadBytes = 0;
+  const transport = {
+    notifyInTransaction: (tx: unknown, batch: readonly string[]) => {
+      payloads += batch.length;
+      payloadBytes += batch.reduce((n, b) => n + Buffer.byteLength(b), 0);
+      return notifyInTransaction(tx as Queryable, batch);
+    },
+    notify: (batch: readonly string[]) => notify(pool, batch),
+    changesSince: async () => ({ pos: 0, messages: [] }),
+  };
+  const clusterBus = createClusterBus('bench-a', transport, logger);
+  const other = createClusterBus('bench-b', transport, logger);
+  const arrived = new Map<string, number>();
+  other.subscribe('room.changed', ({ roomId }) => arrived.set(roomId, performance.now()));
+  const listener = await listen(
+    pool,
+    logger,
+    (payload) => other.received(payload),
+    async () => undefined,
+  );
+  const buses: [string, Bus][] = [
+    ['in-process bus', createInProcessBus(logger)],
+    ['cluster bus (NOTIFY)', clusterBus],
+  ];
+  const accs = buses.map(([name, bus]) => ({
+    name,
+    acc: createAccumulator({ pool, bus, logger }),
+    times: [] as number[],
+    lag: [] as number[],
+  }));
+  const perRound = 200;
+  let n = 0;
+  const started = performance.now();
+  for (let round = 0; round < 5; round++) {
+    for (const a of accs) {
+      const clustered = a.acc !== accs[0]?.acc;
+      for (let i = 0; i < perRound; i++) {
+        const room = n++ % rooms;
+        const t0 = performance.now();
+        await a.acc.ingest(d, parse(liveMessage(room, userId(1), `live ${n}`)));
+        a.times.push(ms(t0));
+        if (!clustered) continue;
+        // Waits for the other process's delivery, so each ingest is measured alone.
+        const id = roomId(room);
+        while ((arrived.get(id) ?? 0) < t0) await new Promise((r) => setImmediate(r));
+        a.lag.push((arrived.get(id) as number) - t0);
+      }
+    }
+  }
+  const took = ms(started);
+  const rt = await roundTripMs(pool);
+  for (const a of accs) {
+    const total = a.times.reduce((x, y) => x + y, 0);
+    console.log(
+      `  ${a.name.padEnd(22)} ${a.times.length} ingests: p50 ${fmt(pct(a.times, 50))} ms, p99 ${fmt(pct(a.times, 99))} ms, ` +
+        `${fmt(a.times.length / (total / 1000))} ingests/s (${fmt(pct(a.times, 50) / rt)} round trips)`,
+    );
+  }
+  const [plain, cluster] = accs;
+  if (plain && cluster) {
+    const extra = pct(cluster.times, 50) - pct(plain.times, 50);
+    console.log(
+      `  NOTIFY cost per ingest: ${fmt(extra)} ms at p50 (${fmt(extra / rt)} round trips); ` +
+        `${fmt(payloads / cluster.times.length)} payloads, ${fmt(payloadBytes / cluster.times.length)} bytes per ingest; ` +
+        `lag to another process: p50 ${fmt(pct(cluster.lag, 50))} ms, p99 ${fmt(pct(cluster.lag, 99))} ms ` +
+        `(PostgreSQL round trip p50 ${fmt(rt)} ms; ${fmt(took / 1000)} s in all)`,
+    );
+  }
+  await listener.close();
+  await pool.end();
+}
+
 const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   ingest: benchIngest,
   history: benchHistory,
   msc4186: benchMsc4186,
   load: benchIngestLoad,
   fanout: benchFanOut,
+  notify: benchNotify,
 };
 
 const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);

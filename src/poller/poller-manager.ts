@@ -7,7 +7,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Accumulator } from '../ingest/accumulator.js';
 import type { Pool } from '../store/db.js';
 import type { DeviceLeases } from '../store/device-leases.js';
-import { deleteToken, devicesToPoll, idleDevices, latestToken } from '../store/devices-table.js';
+import { countDevicesToPoll, deleteToken, devicesToPoll, deviceToPoll, idleDevices, latestToken } from '../store/devices-table.js';
 import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
@@ -234,13 +234,16 @@ export class PollerManager {
    * up. Devices held beyond it are released (their initial sync stored, so no client waits on
    * them), for the others to claim; free ones are claimed up to it. A device dropped by a dead
    * process is free at once (its session ended), so it is claimed within one period.
+   *
+   * Every process runs this every `rebalanceMs`, so a settled one reads two counts and nothing
+   * else; devices and tokens are read only for what is claimed.
    */
   async rebalance(): Promise<void> {
     const leases = this.deps.leases;
     if (!leases || this.#stopped) return;
-    const devices = await devicesToPoll(this.deps.pool, this.opts.idleDays);
+    const devices = await countDevicesToPoll(this.deps.pool, this.opts.idleDays);
     const live = await leases.liveProcesses();
-    const fair = Math.ceil(devices.length / Math.max(1, live));
+    const fair = Math.ceil(devices / Math.max(1, live));
     const excess = this.#pollers.size - fair;
     if (excess > 0) {
       const shed = [...this.#pollers.values()].filter((p) => p.initialSyncStored).slice(0, excess);
@@ -251,22 +254,38 @@ export class PollerManager {
       if (shed.length) this.deps.logger.info({ released: shed.length, fair, live }, 'released devices beyond this process share');
     }
     if (this.#pollers.size >= fair) return;
-    const candidates = devices.filter((d) => !this.#pollers.has(key(d.userId, d.deviceId)));
-    const free = await leases.unheld(candidates);
-    // In a random order, so processes claiming at once mostly try different devices.
-    const order = candidates.filter((d) => free.has(key(d.userId, d.deviceId))).sort(() => Math.random() - 0.5);
     let claimed = 0;
-    for (const d of order) {
+    for (const d of await leases.freeDevices(this.opts.idleDays, fair - this.#pollers.size)) {
       if (this.#pollers.size >= fair || this.#stopped) break;
-      let token: string;
-      try {
-        token = this.deps.cipher.decrypt(d.tokenEncrypted);
-      } catch {
-        continue;
-      }
-      if (await this.#claim(d, token)) claimed++;
+      if (await this.#claimFree(leases, d.userId, d.deviceId)) claimed++;
     }
     if (claimed) this.deps.logger.info({ claimed, polled: this.#pollers.size, fair, live }, 'claimed devices');
+  }
+
+  /** Takes a free device's lease, then reads and decrypts its token and polls it here. */
+  async #claimFree(leases: DeviceLeases, userId: string, deviceId: string): Promise<boolean> {
+    if (!(await leases.tryAcquire(userId, deviceId))) return false;
+    let token: string | undefined;
+    const device = await deviceToPoll(this.deps.pool, userId, deviceId).catch(() => undefined);
+    if (device) {
+      try {
+        token = this.deps.cipher.decrypt(device.tokenEncrypted);
+      } catch {
+        this.deps.logger.warn(
+          { user: userId, device: deviceId },
+          'cannot decrypt a stored token (was SYNCV3_SECRET changed?); not polling it',
+        );
+      }
+    }
+    if (!device || token === undefined || this.#stopped || this.local(userId, deviceId)?.running) {
+      // Advisory locks count per session: a request's claim meanwhile took its own count, so
+      // this one is given back either way.
+      await leases.release(userId, deviceId);
+      return false;
+    }
+    this.#remote.delete(key(userId, deviceId));
+    this.#startLocal(device, token);
+    return true;
   }
 
   /** Cluster: the lease connection is gone, and with it every lease: stop polling at once. */

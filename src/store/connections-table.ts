@@ -76,19 +76,27 @@ export async function createConnection(db: Queryable, k: ConnectionKey): Promise
 
 /**
  * Records the responses just computed on several connections (distinct ids) in one statement: each row's own pos,
- * undefined in the map for a connection that is gone. Many long-polls answered at once then
+ * undefined in the map for a connection that is gone or no longer as its response was computed
+ * from (`confirmedPos` and `pendingPos` as loaded: another process's request on the connection
+ * wrote first, and its response must not be overwritten). Many long-polls answered at once then
  * cost one round trip, and each is still recorded before its pos goes out.
  */
 export async function setPendingMany(
   db: Queryable,
-  items: readonly { id: number; stream: number; pending: string }[],
+  items: readonly { id: number; confirmedPos: number; pendingPos: number | null; stream: number; pending: string }[],
 ): Promise<Map<number, number>> {
   const { rows } = await db.query<{ id: string; pos: string }>(
     `UPDATE connections c SET pending_pos = nextval('connection_pos'), pending_stream = u.stream, pending = u.pending, last_used_at = now()
-       FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(id, stream, pending)
-      WHERE c.id = u.id
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(id, stream, pending, confirmed, was_pending)
+      WHERE c.id = u.id AND c.confirmed_pos = u.confirmed AND c.pending_pos IS NOT DISTINCT FROM u.was_pending
       RETURNING c.id, c.pending_pos AS pos`,
-    [items.map((i) => i.id), items.map((i) => i.stream), items.map((i) => i.pending)],
+    [
+      items.map((i) => i.id),
+      items.map((i) => i.stream),
+      items.map((i) => i.pending),
+      items.map((i) => i.confirmedPos),
+      items.map((i) => i.pendingPos),
+    ],
   );
   return new Map(rows.map((r) => [Number(r.id), Number(r.pos)]));
 }

@@ -124,20 +124,29 @@ export class DeviceLeases {
     return rows[0]?.n ?? 1;
   }
 
-  /** Of these devices, those no process holds. */
-  async unheld(devices: readonly { userId: string; deviceId: string }[]): Promise<Set<string>> {
-    if (!devices.length) return new Set();
+  /**
+   * Up to `limit` devices seen within `maxIdleDays` that have a token and that no process holds,
+   * in a random order so that processes claiming at once mostly try different ones. Keys only:
+   * tokens are read for the devices actually claimed.
+   */
+  async freeDevices(maxIdleDays: number, limit: number): Promise<{ userId: string; deviceId: string }[]> {
+    if (limit <= 0) return [];
     const client = await this.#connection();
-    const { rows } = await client.query<{ i: number }>(
-      `SELECT d.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS d(u, dev, i)
-        WHERE NOT EXISTS (
-          SELECT 1 FROM pg_locks l
-           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-             AND l.classid::int8 = $3 AND l.objid::int8 = (hashtext(d.u || E'\\n' || d.dev)::int8 & 4294967295))`,
-      [devices.map((d) => d.userId), devices.map((d) => d.deviceId), DEVICE_LOCK_CLASS],
+    const { rows } = await client.query<{ userId: string; deviceId: string }>(
+      // The held locks are read once (pg_locks is a function, not a table), then anti-joined.
+      `WITH held AS MATERIALIZED (
+         SELECT l.objid::int8 AS k FROM pg_locks l
+          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::int8 = $3
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       )
+       SELECT d.user_id AS "userId", d.device_id AS "deviceId" FROM devices d
+        WHERE d.last_seen_at > now() - make_interval(days => $1)
+          AND EXISTS (SELECT 1 FROM tokens t WHERE t.user_id = d.user_id AND t.device_id = d.device_id)
+          AND NOT EXISTS (SELECT 1 FROM held WHERE held.k = (hashtext(d.user_id || E'\\n' || d.device_id)::int8 & 4294967295))
+        ORDER BY random() LIMIT $2`,
+      [maxIdleDays, limit, DEVICE_LOCK_CLASS],
     );
-    return new Set(rows.map((r) => `${devices[r.i - 1]?.userId}\0${devices[r.i - 1]?.deviceId}`));
+    return rows;
   }
 
   async close(): Promise<void> {

@@ -105,6 +105,32 @@ export async function devicesToPoll(db: Queryable, maxIdleDays: number): Promise
   return rows;
 }
 
+/**
+ * How many devices `devicesToPoll` would return, without reading them: what a clustered
+ * process's fair share is computed from every rebalance.
+ */
+export async function countDevicesToPoll(db: Queryable, maxIdleDays: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM devices d
+      WHERE d.last_seen_at > now() - make_interval(days => $1)
+        AND EXISTS (SELECT 1 FROM tokens t WHERE t.user_id = d.user_id AND t.device_id = d.device_id)`,
+    [maxIdleDays],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** One device as `devicesToPoll` returns it, with its newest token: read for a device being claimed. */
+export async function deviceToPoll(db: Queryable, userId: string, deviceId: string): Promise<DeviceWithToken | undefined> {
+  const { rows } = await db.query<DeviceWithToken>(
+    `SELECT ${DEVICE_COLUMNS}, t.token_encrypted AS "tokenEncrypted"
+       FROM devices d JOIN tokens t USING (user_id, device_id)
+      WHERE d.user_id = $1 AND d.device_id = $2
+      ORDER BY t.last_seen_at DESC LIMIT 1`,
+    [userId, deviceId],
+  );
+  return rows[0];
+}
+
 /** The newest token of one device. */
 export async function latestToken(db: Queryable, userId: string, deviceId: string): Promise<Buffer | undefined> {
   const { rows } = await db.query<{ token_encrypted: Buffer }>(

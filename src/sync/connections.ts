@@ -115,6 +115,11 @@ export interface ConnectionOptions {
   shared?: boolean;
 }
 
+/** The connection's row moved on (another process's request wrote first) while a response was computed from it. */
+export class ConnectionMoved extends Error {
+  override name = 'ConnectionMoved';
+}
+
 export const FAR_BEHIND_ROOMS = 100;
 export const FAR_BEHIND_IDLE_MS = 3_600_000;
 
@@ -131,9 +136,10 @@ export class ConnectionManager {
   /** The tail of each key's exclusive() queue. */
   #locks = new Map<string, Promise<void>>();
   /** Responses computed at once (a fan-out) record their pending positions in shared statements. */
-  readonly #pendingWrites = new GroupCommit<{ key: number; id: number; stream: number; pending: string }, number>((items) =>
-    setPendingMany(this.pool, items),
-  );
+  readonly #pendingWrites = new GroupCommit<
+    { key: number; id: number; confirmedPos: number; pendingPos: number | null; stream: number; pending: string },
+    number
+  >((items) => setPendingMany(this.pool, items));
 
   constructor(
     private readonly pool: Pool,
@@ -246,7 +252,13 @@ export class ConnectionManager {
     return expired.length;
   }
 
-  /** Records a response's changes as pending; returns the pos to give the client. */
+  /**
+   * Records a response's changes as pending; returns the pos to give the client. Only if the row
+   * is still as this copy holds it: when another process's request on the connection wrote its
+   * response first, this copy is forgotten and ConnectionMoved thrown (the caller answers as a
+   * retry of its pos would be answered now, or not at all), instead of overwriting a response
+   * whose pos a client may already hold.
+   */
   async commit(
     conn: Connection,
     stream: number,
@@ -255,8 +267,19 @@ export class ConnectionManager {
     memo?: ResponseMemo,
   ): Promise<string> {
     const pending = JSON.stringify({ rooms: [...rooms], ext });
-    const pos = await this.#pendingWrites.submit({ key: conn.id, id: conn.id, stream, pending });
-    if (pos === undefined) throw await this.#lost(conn);
+    const pos = await this.#pendingWrites.submit({
+      key: conn.id,
+      id: conn.id,
+      confirmedPos: conn.pos,
+      pendingPos: conn.pending?.pos ?? null,
+      stream,
+      pending,
+    });
+    if (pos === undefined) {
+      if ((await connectionPositions(this.pool, conn.key))?.id !== conn.id) throw await this.#lost(conn);
+      this.#forget(conn);
+      throw new ConnectionMoved();
+    }
     conn.pending = { pos, stream, rooms, ext, memo };
     conn.lastUsedAt = Date.now();
     return String(pos);

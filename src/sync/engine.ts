@@ -13,7 +13,7 @@ import { superseded, unknownPos, unknownToken } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { HistoryAnswer } from '../timeline-history.js';
-import type { Connection, ConnectionManager, ExtensionPositions, RoomSent } from './connections.js';
+import { type Connection, type ConnectionManager, ConnectionMoved, type ExtensionPositions, type RoomSent } from './connections.js';
 import { Dispatcher, type WakeReason } from './dispatcher.js';
 import type { Extensions } from './extensions/index.js';
 import { type ResponseMemo, responseShape, roomsToCheck, usableMemo } from './incremental.js';
@@ -130,6 +130,17 @@ export class SyncEngine {
   }
 
   async sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
+    try {
+      return await this.#sync(device, request, signal, timing);
+    } catch (err) {
+      // Another process's request on this connection recorded its response first: one whose
+      // client still listens answers as a retry of its pos now would (from the row, at once).
+      if (!(err instanceof ConnectionMoved) || signal.aborted) throw err;
+      return await this.#sync(device, { ...request, timeoutMs: 0 }, signal, timing);
+    }
+  }
+
+  async #sync(device: Device, request: SyncRequest, signal: AbortSignal, timing?: SyncTiming): Promise<SyncResponse> {
     const protocol = this.deps.protocols[request.protocol];
     // The protocols' connections never mix: one's pos is unknown to the other.
     const key = { ...device, connId: protocol.connectionId(request.connId) };

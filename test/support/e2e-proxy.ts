@@ -25,6 +25,8 @@ export interface E2eProxy {
   start(): Promise<void>;
   /** stop() (which must be clean), then start(). */
   restart(): Promise<void>;
+  /** SIGKILL, as a crashed or OOM-killed process: no shutdown, its connections just vanish. */
+  kill(): Promise<void>;
 }
 
 async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
@@ -56,29 +58,57 @@ export function failed(t: TestContext): boolean {
  * stopped and its database dropped when that test ends.
  */
 export async function startE2eProxy(t: TestContext, homeserverUrl: string, extraEnv: Record<string, string> = {}): Promise<E2eProxy> {
-  let child: ChildProcess | undefined;
-  let output = '';
-  // Registered before the database's own cleanup: hooks run in order, and the proxy must be gone
-  // before its database is dropped under it.
+  const [proxy] = await startE2eCluster(t, homeserverUrl, 1, extraEnv);
+  return proxy as E2eProxy;
+}
+
+/**
+ * Starts `count` proxy processes on one database and secret (with `count` > 1, pass
+ * SYNCV3_CLUSTER in `extraEnv`), each on a port of its own; all are stopped before the database
+ * is dropped.
+ */
+export async function startE2eCluster(
+  t: TestContext,
+  homeserverUrl: string,
+  count: number,
+  extraEnv: Record<string, string> = {},
+): Promise<E2eProxy[]> {
+  const stops: Array<() => Promise<number | null>> = [];
+  // Registered before the database's own cleanup: hooks run in order, and the proxies must be
+  // gone before their database is dropped under them.
   t.after(async () => {
-    await stop();
-    // The test's own body failed (e.g. during setup); failing subtests print their part below.
-    if (failed(t)) process.stderr.write(`\n--- proxy output (last 200 lines):\n${output.split('\n').slice(-200).join('\n')}\n`);
+    await Promise.all(stops.map((stop) => stop()));
   });
   const db = await createTestDatabase(t);
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const secret = randomBytes(32).toString('hex');
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
-  const env = {
-    ...inherited,
-    SYNCV3_SERVER: homeserverUrl,
-    SYNCV3_DB: db.url,
-    SYNCV3_SECRET: randomBytes(32).toString('hex'),
-    SYNCV3_BINDADDR: `127.0.0.1:${port}`,
-    SYNCV3_SHUTDOWN_GRACE_SECS: '2',
-    SYNCV3_LOG_LEVEL: process.env.SYNCV3_E2E_LOG_LEVEL ?? 'info',
-    ...extraEnv,
-  };
+  const proxies: E2eProxy[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = await freePort();
+    const env = {
+      ...inherited,
+      SYNCV3_SERVER: homeserverUrl,
+      SYNCV3_DB: db.url,
+      SYNCV3_SECRET: secret,
+      SYNCV3_BINDADDR: `127.0.0.1:${port}`,
+      SYNCV3_SHUTDOWN_GRACE_SECS: '2',
+      SYNCV3_LOG_LEVEL: process.env.SYNCV3_E2E_LOG_LEVEL ?? 'info',
+      ...extraEnv,
+    };
+    const proxy = await proxyProcess(t, `http://127.0.0.1:${port}`, env);
+    stops.push(proxy.stop);
+    proxies.push(proxy);
+  }
+  return proxies;
+}
+
+async function proxyProcess(t: TestContext, url: string, env: Record<string, string | undefined>): Promise<E2eProxy> {
+  let child: ChildProcess | undefined;
+  let output = '';
+  t.after(() => {
+    // The test's own body failed (e.g. during setup); failing subtests print their part below.
+    if (failed(t)) process.stderr.write(`\n--- proxy ${url} output (last 200 lines):\n${output.split('\n').slice(-200).join('\n')}\n`);
+  });
 
   const append = (chunk: Buffer | string) => {
     output += chunk.toString();
@@ -100,12 +130,12 @@ export async function startE2eProxy(t: TestContext, homeserverUrl: string, extra
     }
   }
 
-  async function stop(): Promise<number | null> {
+  async function stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<number | null> {
     const proc = child;
     child = undefined;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return proc?.exitCode ?? null;
     const exited = once(proc, 'exit');
-    proc.kill('SIGTERM');
+    proc.kill(signal);
     const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
     await exited;
     clearTimeout(timer);
@@ -121,7 +151,7 @@ export async function startE2eProxy(t: TestContext, homeserverUrl: string, extra
   t.afterEach((st) => {
     if (!failed(st)) return;
     const lines = output.slice(Math.min(mark, output.length)).split('\n');
-    process.stderr.write(`\n--- proxy output during "${st.name}" (last ${Math.min(lines.length, 200)} lines):\n`);
+    process.stderr.write(`\n--- proxy ${url} output during "${st.name}" (last ${Math.min(lines.length, 200)} lines):\n`);
     process.stderr.write(`${lines.slice(-200).join('\n')}\n`);
   });
 
@@ -129,12 +159,15 @@ export async function startE2eProxy(t: TestContext, homeserverUrl: string, extra
   return {
     url,
     output: () => output,
-    stop,
+    stop: () => stop(),
     start,
     async restart() {
       const code = await stop();
       if (code !== 0) throw new Error(`proxy did not stop cleanly (exit ${code}); output:\n${output.slice(-5000)}`);
       await start();
+    },
+    async kill() {
+      await stop('SIGKILL');
     },
   };
 }
