@@ -142,10 +142,6 @@ export function toSelector(cfg: StateConfig): StateSelector {
   return { all: cfg.all, types: [...cfg.types], keys: [...cfg.keys], pairTypes, pairKeys };
 }
 
-export function isEmptyStateConfig(cfg: StateConfig): boolean {
-  return !cfg.all && cfg.types.size === 0 && cfg.keys.size === 0 && cfg.pairs.size === 0;
-}
-
 /** Marks an excluded (type, key) in connection memory: three entries where an included one has two. */
 const EXCLUDED = '!';
 
