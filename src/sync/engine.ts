@@ -82,6 +82,26 @@ interface Computed {
   memo?: ResponseMemo;
 }
 
+/**
+ * What one request's computations share: a long-poll computes on arrival and again on each
+ * wake with the same request, and in a fan-out the wake's computation is what everyone waits
+ * for, so the configs compiled and the response shape are kept from the first computation.
+ */
+interface RequestMemo {
+  compiled: WeakMap<RoomConfig, EffectiveConfig>;
+  shape?: { subs: unknown; value: string };
+}
+const requestMemos = new WeakMap<SyncRequest, RequestMemo>();
+
+function requestMemo(req: SyncRequest): RequestMemo {
+  let m = requestMemos.get(req);
+  if (!m) {
+    m = { compiled: new WeakMap() };
+    requestMemos.set(req, m);
+  }
+  return m;
+}
+
 /** A room in several lists and subscriptions gets the union of their configs. */
 function mergeConfigs(a: EffectiveConfig, b: EffectiveConfig): EffectiveConfig {
   const merged = { ...a, includeHeroes: a.includeHeroes || b.includeHeroes, bumpEventTypes: a.bumpEventTypes ?? b.bumpEventTypes };
@@ -217,10 +237,23 @@ export class SyncEngine {
     const user = await this.deps.users.get(device.userId);
     const from = conn.stream;
 
-    // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
+    // Configs are compiled once per list, not per room (a window may hold thousands of rooms),
+    // and once per request (see RequestMemo). The configs are the request's own objects (or the
+    // connection's subscriptions, fixed for the request), only ever read.
+    const reqMemo = requestMemo(req);
     const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
+      const hit = reqMemo.compiled.get(cfg);
+      if (hit && hit.bumpEventTypes === bumpEventTypes) return hit;
       const state = compileRequiredState(cfg.requiredState, device.userId, cfg.requiredStateExclude);
-      return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state), includeHeroes: cfg.includeHeroes, bumpEventTypes };
+      const compiled = {
+        timelineLimit: cfg.timelineLimit,
+        state,
+        key: stateConfigKey(state),
+        includeHeroes: cfg.includeHeroes,
+        bumpEventTypes,
+      };
+      reqMemo.compiled.set(cfg, compiled);
+      return compiled;
     };
     const configs = new Map<string, EffectiveConfig>();
     const addConfig = (roomId: string, cfg: EffectiveConfig) => {
@@ -239,7 +272,9 @@ export class SyncEngine {
     let check: Set<string> | undefined;
     let memo: ResponseMemo | undefined;
     if (protocol.incremental) {
-      const shape = responseShape(req, conn.ext.subs);
+      if (!reqMemo.shape || reqMemo.shape.subs !== conn.ext.subs)
+        reqMemo.shape = { subs: conn.ext.subs, value: responseShape(req, conn.ext.subs) };
+      const shape = reqMemo.shape.value;
       const base = usableMemo(conn.memo, user, shape, req);
       const diff = roomsToCheck(base, user, windows.listRooms);
       check = diff.check;
