@@ -203,7 +203,7 @@ export class SyncEngine {
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline && !stopping.aborted) {
         const waitStart = performance.now();
         this.deps.onWait?.(device, req.connId);
-        const woke = await activity.next(deadline - Date.now(), AbortSignal.any([signal, stopping]));
+        const woke = await activity.next(deadline - Date.now(), [signal, stopping]);
         if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);
@@ -452,23 +452,26 @@ export class SyncEngine {
       },
     });
     return {
-      next: (ms: number, signal: AbortSignal): Promise<WakeReason | 'timeout'> => {
+      // Several signals rather than one AbortSignal.any: a composite signal per wait is costly
+      // when a thousand waits end at once.
+      next: (ms: number, signals: AbortSignal[]): Promise<WakeReason | 'timeout'> => {
         if (pending) {
           const why = pending;
           pending = undefined;
           return Promise.resolve(why);
         }
+        if (signals.some((s) => s.aborted)) return Promise.resolve('timeout');
         return new Promise((resolve) => {
           const finish = (why: WakeReason | 'timeout') => {
             clearTimeout(timer);
-            signal.removeEventListener('abort', onAbort);
+            for (const s of signals) s.removeEventListener('abort', onAbort);
             wake = undefined;
             pending = undefined;
             resolve(why);
           };
           const onAbort = () => finish('timeout');
           const timer = setTimeout(() => finish('timeout'), Math.max(0, ms));
-          signal.addEventListener('abort', onAbort, { once: true });
+          for (const s of signals) s.addEventListener('abort', onAbort, { once: true });
           wake = finish;
         });
       },
