@@ -232,9 +232,16 @@ export class SyncEngine {
     // The change log position before any cache is read: whatever is logged later is checked
     // again by the next response.
     const cached = this.deps.users.peek(device.userId);
-    const seq = cached?.changeSeq ?? 0;
-    const upTo = this.deps.stream.current;
+    let seq = cached?.changeSeq ?? 0;
+    let upTo = this.deps.stream.current;
     const user = await this.deps.users.get(device.userId);
+    if (cached !== user) {
+      // Loaded by get(): what the load logged is all in the cache, so both are read again, in
+      // the same order, once it is there (the next response then checks what is logged from
+      // here, not every room the load logged).
+      seq = user.changeSeq;
+      upTo = this.deps.stream.current;
+    }
     const from = conn.stream;
 
     // Configs are compiled once per list, not per room (a window may hold thousands of rooms),
@@ -278,7 +285,7 @@ export class SyncEngine {
       const base = usableMemo(conn.memo, user, shape, req);
       const diff = roomsToCheck(base, user, windows.listRooms);
       check = diff.check;
-      memo = { user, seq: cached === user ? seq : 0, shape, windows: diff.windows, touched: new Map() };
+      memo = { user, seq, shape, windows: diff.windows, touched: new Map() };
     }
     for (const [name, list] of req.lists) {
       const cfg = compile(list, list.bumpEventTypes);
