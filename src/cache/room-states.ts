@@ -13,6 +13,11 @@ interface Loaded {
   rows: StateRow[];
   /** "type\0stateKey" -> row */
   byKey: Map<string, StateRow>;
+  /** type -> indexes into rows, and state key -> indexes (built on first use). */
+  byType?: Map<string, number[]>;
+  byStateKey?: Map<string, number[]>;
+  /** row -> index into rows */
+  at?: Map<StateRow, number>;
 }
 
 interface Entry {
@@ -22,11 +27,38 @@ interface Entry {
 
 const ALL: StateSelector = { all: true, types: [], keys: [], pairTypes: [], pairKeys: [] };
 
-/** What currentState's SQL selects, in memory. */
-function selected(sel: StateSelector, row: StateRow): boolean {
-  if (sel.all || sel.types.includes(row.type) || sel.keys.includes(row.stateKey)) return true;
-  for (let i = 0; i < sel.pairTypes.length; i++) if (sel.pairTypes[i] === row.type && sel.pairKeys[i] === row.stateKey) return true;
-  return false;
+function indexBy(rows: StateRow[], field: (r: StateRow) => string): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (let i = 0; i < rows.length; i++) {
+    const k = field(rows[i] as StateRow);
+    const list = out.get(k);
+    if (list) list.push(i);
+    else out.set(k, [i]);
+  }
+  return out;
+}
+
+/**
+ * What currentState's SQL selects, in memory, in the held rows' order. Looked up through
+ * indexes rather than by testing every row: a room shared by a thousand users holds a thousand
+ * member events, and each woken connection that gets the room from scratch selects from it.
+ */
+function select(data: Loaded, sel: StateSelector, out: StateRow[]): void {
+  if (sel.all) {
+    for (const row of data.rows) out.push(row);
+    return;
+  }
+  data.byType ??= indexBy(data.rows, (r) => r.type);
+  data.byStateKey ??= indexBy(data.rows, (r) => r.stateKey);
+  data.at ??= new Map(data.rows.map((r, i) => [r, i]));
+  const picked = new Set<number>();
+  for (const type of sel.types) for (const i of data.byType.get(type) ?? []) picked.add(i);
+  for (const key of sel.keys) for (const i of data.byStateKey.get(key) ?? []) picked.add(i);
+  for (let j = 0; j < sel.pairTypes.length; j++) {
+    const row = data.byKey.get(`${sel.pairTypes[j]}\0${sel.pairKeys[j]}`);
+    if (row) picked.add(data.at.get(row) as number);
+  }
+  for (const i of [...picked].sort((a, b) => a - b)) out.push(data.rows[i] as StateRow);
 }
 
 export class RoomStates {
@@ -59,7 +91,7 @@ export class RoomStates {
     const loaded = await Promise.all([...held].map(async ([id, data]) => [id, await data] as const));
     for (const [id, data] of loaded) if (!data) direct.push(id);
     const out: StateRow[] = [];
-    for (const [, data] of loaded) if (data) for (const row of data.rows) if (selected(sel, row)) out.push(row);
+    for (const [, data] of loaded) if (data) select(data, sel, out);
     if (direct.length) out.push(...(await currentState(this.pool, direct, sel)));
     return out;
   }

@@ -5,6 +5,12 @@
 export type SortKey = readonly (number | string)[];
 
 function compareKeys(a: SortKey, b: SortKey): number {
+  // The common key is one number (recency): compared without the loop.
+  if (a.length === 1 && b.length === 1) {
+    const x = a[0] as number | string;
+    const y = b[0] as number | string;
+    return x === y ? 0 : x < y ? -1 : 1;
+  }
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     const x = a[i];
     const y = b[i];
@@ -23,6 +29,8 @@ export type KeyOf = (roomId: string) => SortKey | undefined;
 
 export class SortedRooms {
   #order: string[] = [];
+  /** #order's keys, index for index: a search reads keys without a map look-up per step. */
+  #orderKeys: SortKey[] = [];
   #keys = new Map<string, SortKey>();
 
   /** `keyOf` is the default; callers whose keys depend on per-call context pass their own. */
@@ -42,8 +50,7 @@ export class SortedRooms {
     let hi = this.#order.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const other = this.#order[mid] as string;
-      if (this.#compare(other, this.#keys.get(other) as SortKey, roomId, key) < 0) lo = mid + 1;
+      if (this.#compare(this.#order[mid] as string, this.#orderKeys[mid] as SortKey, roomId, key) < 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -53,7 +60,10 @@ export class SortedRooms {
     const key = this.#keys.get(roomId);
     if (key === undefined) return;
     const at = this.#search(roomId, key);
-    if (this.#order[at] === roomId) this.#order.splice(at, 1);
+    if (this.#order[at] === roomId) {
+      this.#order.splice(at, 1);
+      this.#orderKeys.splice(at, 1);
+    }
     this.#keys.delete(roomId);
   }
 
@@ -65,7 +75,9 @@ export class SortedRooms {
     this.#remove(roomId);
     if (!key) return;
     this.#keys.set(roomId, key);
-    this.#order.splice(this.#search(roomId, key), 0, roomId);
+    const at = this.#search(roomId, key);
+    this.#order.splice(at, 0, roomId);
+    this.#orderKeys.splice(at, 0, key);
   }
 
   /**
@@ -88,5 +100,6 @@ export class SortedRooms {
       if (key) this.#keys.set(id, key);
     }
     this.#order = [...this.#keys.keys()].sort((a, b) => this.#compare(a, this.#keys.get(a) as SortKey, b, this.#keys.get(b) as SortKey));
+    this.#orderKeys = this.#order.map((id) => this.#keys.get(id) as SortKey);
   }
 }

@@ -82,6 +82,26 @@ interface Computed {
   memo?: ResponseMemo;
 }
 
+/**
+ * What one request's computations share: a long-poll computes on arrival and again on each
+ * wake with the same request, and in a fan-out the wake's computation is what everyone waits
+ * for, so the configs compiled and the response shape are kept from the first computation.
+ */
+interface RequestMemo {
+  compiled: WeakMap<RoomConfig, EffectiveConfig>;
+  shape?: { subs: unknown; value: string };
+}
+const requestMemos = new WeakMap<SyncRequest, RequestMemo>();
+
+function requestMemo(req: SyncRequest): RequestMemo {
+  let m = requestMemos.get(req);
+  if (!m) {
+    m = { compiled: new WeakMap() };
+    requestMemos.set(req, m);
+  }
+  return m;
+}
+
 /** A room in several lists and subscriptions gets the union of their configs. */
 function mergeConfigs(a: EffectiveConfig, b: EffectiveConfig): EffectiveConfig {
   const merged = { ...a, includeHeroes: a.includeHeroes || b.includeHeroes, bumpEventTypes: a.bumpEventTypes ?? b.bumpEventTypes };
@@ -194,7 +214,7 @@ export class SyncEngine {
       while (!computed.hasData && req.pos !== undefined && Date.now() < deadline && !stopping.aborted) {
         const waitStart = performance.now();
         this.deps.onWait?.(device, req.connId);
-        const woke = await activity.next(deadline - Date.now(), AbortSignal.any([signal, stopping]));
+        const woke = await activity.next(deadline - Date.now(), [signal, stopping]);
         if (timing) timing.waitMs += performance.now() - waitStart;
         if (signal.aborted) throw stopReason(signal, abortedByNewer);
         if (woke === 'expired') throw unknownToken(false);
@@ -223,15 +243,35 @@ export class SyncEngine {
     // The change log position before any cache is read: whatever is logged later is checked
     // again by the next response.
     const cached = this.deps.users.peek(device.userId);
-    const seq = cached?.changeSeq ?? 0;
-    const upTo = this.deps.stream.current;
+    let seq = cached?.changeSeq ?? 0;
+    let upTo = this.deps.stream.current;
     const user = await this.deps.users.get(device.userId);
+    if (cached !== user) {
+      // Loaded by get(): what the load logged is all in the cache, so both are read again, in
+      // the same order, once it is there (the next response then checks what is logged from
+      // here, not every room the load logged).
+      seq = user.changeSeq;
+      upTo = this.deps.stream.current;
+    }
     const from = conn.stream;
 
-    // Configs are compiled once per list, not per room: a window may hold thousands of rooms.
+    // Configs are compiled once per list, not per room (a window may hold thousands of rooms),
+    // and once per request (see RequestMemo). The configs are the request's own objects (or the
+    // connection's subscriptions, fixed for the request), only ever read.
+    const reqMemo = requestMemo(req);
     const compile = (cfg: RoomConfig, bumpEventTypes?: string[]): EffectiveConfig => {
+      const hit = reqMemo.compiled.get(cfg);
+      if (hit && hit.bumpEventTypes === bumpEventTypes) return hit;
       const state = compileRequiredState(cfg.requiredState, device.userId, cfg.requiredStateExclude);
-      return { timelineLimit: cfg.timelineLimit, state, key: stateConfigKey(state), includeHeroes: cfg.includeHeroes, bumpEventTypes };
+      const compiled = {
+        timelineLimit: cfg.timelineLimit,
+        state,
+        key: stateConfigKey(state),
+        includeHeroes: cfg.includeHeroes,
+        bumpEventTypes,
+      };
+      reqMemo.compiled.set(cfg, compiled);
+      return compiled;
     };
     const configs = new Map<string, EffectiveConfig>();
     const addConfig = (roomId: string, cfg: EffectiveConfig) => {
@@ -250,11 +290,13 @@ export class SyncEngine {
     let check: Set<string> | undefined;
     let memo: ResponseMemo | undefined;
     if (protocol.incremental) {
-      const shape = responseShape(req, conn.ext.subs);
+      if (!reqMemo.shape || reqMemo.shape.subs !== conn.ext.subs)
+        reqMemo.shape = { subs: conn.ext.subs, value: responseShape(req, conn.ext.subs) };
+      const shape = reqMemo.shape.value;
       const base = usableMemo(conn.memo, user, shape, req);
       const diff = roomsToCheck(base, user, windows.listRooms);
       check = diff.check;
-      memo = { user, seq: cached === user ? seq : 0, shape, windows: diff.windows, touched: new Map() };
+      memo = { user, seq, shape, windows: diff.windows, touched: new Map() };
     }
     for (const [name, list] of req.lists) {
       const cfg = compile(list, list.bumpEventTypes);
@@ -428,23 +470,26 @@ export class SyncEngine {
       },
     });
     return {
-      next: (ms: number, signal: AbortSignal): Promise<WakeReason | 'timeout'> => {
+      // Several signals rather than one AbortSignal.any: a composite signal per wait is costly
+      // when a thousand waits end at once.
+      next: (ms: number, signals: AbortSignal[]): Promise<WakeReason | 'timeout'> => {
         if (pending) {
           const why = pending;
           pending = undefined;
           return Promise.resolve(why);
         }
+        if (signals.some((s) => s.aborted)) return Promise.resolve('timeout');
         return new Promise((resolve) => {
           const finish = (why: WakeReason | 'timeout') => {
             clearTimeout(timer);
-            signal.removeEventListener('abort', onAbort);
+            for (const s of signals) s.removeEventListener('abort', onAbort);
             wake = undefined;
             pending = undefined;
             resolve(why);
           };
           const onAbort = () => finish('timeout');
           const timer = setTimeout(() => finish('timeout'), Math.max(0, ms));
-          signal.addEventListener('abort', onAbort, { once: true });
+          for (const s of signals) s.addEventListener('abort', onAbort, { once: true });
           wake = finish;
         });
       },

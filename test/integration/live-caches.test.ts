@@ -131,6 +131,8 @@ describe('live caches', () => {
     const selectors: StateSelector[] = [
       { all: false, types: ['m.room.name'], keys: [], pairTypes: ['m.room.member'], pairKeys: ['@bob:fake'] },
       { all: false, types: [], keys: [''], pairTypes: [], pairKeys: [] },
+      // Overlapping parts select each row once.
+      { all: false, types: ['m.room.member'], keys: [''], pairTypes: ['m.room.member', 'm.room.create'], pairKeys: ['@bob:fake', ''] },
       { all: true, types: [], keys: [], pairTypes: [], pairKeys: [] },
     ];
     const compare = async (label: string) => {
