@@ -8,26 +8,12 @@ import { USER_IDLE_MS } from '../../src/cache/user-cache.js';
 import { createAccumulator } from '../../src/ingest/accumulator.js';
 import { insertToken } from '../../src/store/devices-table.js';
 import { createSyncService } from '../../src/sync/create-engine.js';
-import type { SyncRequest } from '../../src/sync/types.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
-import { createRoomState, message, syncResponse } from '../support/builders.js';
+import { createRoomState, engineRequest, message, syncResponse } from '../support/builders.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
 
 const ALICE = { userId: '@alice:x', deviceId: 'A' };
 const BOB = { userId: '@bob:x', deviceId: 'B' };
-
-function request(pos: string | undefined, timeoutMs = 0): SyncRequest {
-  return {
-    protocol: 'msc4186',
-    connId: 'main',
-    pos,
-    timeoutMs,
-    lists: new Map([['all', { ranges: [[0, 9]], timelineLimit: 1, requiredState: [], filters: {} }]]),
-    roomSubscriptions: new Map(),
-    unsubscribeRooms: [],
-    extensions: {},
-  } as SyncRequest;
-}
 
 describe('bounded caches', () => {
   it('drops idle users and their rooms, but keeps a user whose request waits', async (t) => {
@@ -56,13 +42,13 @@ describe('bounded caches', () => {
       { maxConnectionsPerDevice: 10, maxConnectionsInMemory: 100 },
     );
     const signal = new AbortController().signal;
-    await engine.sync(BOB, request(undefined), signal);
-    const first = await engine.sync(ALICE, request(undefined), signal);
+    await engine.sync(BOB, engineRequest(undefined), signal);
+    const first = await engine.sync(ALICE, engineRequest(undefined), signal);
     assert.equal(users.size, 2);
     assert.equal(metas.size, 2);
 
     const hangUp = new AbortController();
-    const poll = engine.sync(ALICE, request(first.pos, 60_000), hangUp.signal).catch(() => undefined);
+    const poll = engine.sync(ALICE, engineRequest(first.pos, 60_000), hangUp.signal).catch(() => undefined);
     await waiting;
     const later = Date.now() + USER_IDLE_MS + 1;
     assert.equal(users.sweep(later), 1, 'only Bob is dropped');
@@ -75,7 +61,7 @@ describe('bounded caches', () => {
     assert.equal(users.sweep(later), 1, 'Alice goes once nothing of hers waits');
     assert.equal(metas.size, 0);
     // Coming back reloads everything.
-    const again = await engine.sync(BOB, request(undefined), signal);
+    const again = await engine.sync(BOB, engineRequest(undefined), signal);
     assert.deepEqual(Object.keys(again.rooms).sort(), ['!bobs:x', '!shared:x']);
   });
 

@@ -13,28 +13,15 @@ import { insertToken } from '../../src/store/devices-table.js';
 import { ConnectionManager, ConnectionMoved } from '../../src/sync/connections.js';
 import { createSyncService } from '../../src/sync/create-engine.js';
 import type { Device } from '../../src/sync/engine.js';
-import type { SyncRequest } from '../../src/sync/types.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
-import { createRoomState, message, syncResponse } from '../support/builders.js';
+import { createRoomState, engineRequest, message, syncResponse } from '../support/builders.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
 
 const ALICE = '@alice:x';
 const PHONE: Device = { userId: ALICE, deviceId: 'PHONE' };
 const KEY = { ...PHONE, connId: 'main' };
+const request = (pos: string | undefined, timeoutMs = 0) => engineRequest(pos, timeoutMs, 'main', 5);
 const isUnknownPos = (err: unknown) => (err as MatrixError).errcode === 'M_UNKNOWN_POS';
-
-function request(pos: string | undefined, timeoutMs = 0): SyncRequest {
-  return {
-    protocol: 'msc4186',
-    connId: 'main',
-    pos,
-    timeoutMs,
-    lists: new Map([['all', { ranges: [[0, 9]], timelineLimit: 5, requiredState: [], filters: {} }]]),
-    roomSubscriptions: new Map(),
-    unsubscribeRooms: [],
-    extensions: {},
-  } as SyncRequest;
-}
 
 async function setUp(t: TestContext) {
   const { pool } = await createTestDatabase(t);

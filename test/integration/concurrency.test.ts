@@ -12,27 +12,14 @@ import { insertToken } from '../../src/store/devices-table.js';
 import { ConnectionManager } from '../../src/sync/connections.js';
 import { createSyncService } from '../../src/sync/create-engine.js';
 import type { Device } from '../../src/sync/engine.js';
-import type { SyncRequest, SyncResponse } from '../../src/sync/types.js';
+import type { SyncResponse } from '../../src/sync/types.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
-import { createRoomState, member, message, stripped, syncResponse } from '../support/builders.js';
+import { createRoomState, engineRequest, member, message, stripped, syncResponse } from '../support/builders.js';
 import { createTestDatabase, testLogger } from '../support/db.js';
 
 const ALICE = '@alice:x';
 const PHONE: Device = { userId: ALICE, deviceId: 'PHONE' };
 const DESKTOP: Device = { userId: ALICE, deviceId: 'DESKTOP' };
-
-function request(pos: string | undefined, timeoutMs = 0, connId = 'main'): SyncRequest {
-  return {
-    protocol: 'msc4186',
-    connId,
-    pos,
-    timeoutMs,
-    lists: new Map([['all', { ranges: [[0, 9]], timelineLimit: 1, requiredState: [], filters: {} }]]),
-    roomSubscriptions: new Map(),
-    unsubscribeRooms: [],
-    extensions: {},
-  } as SyncRequest;
-}
 
 async function setUp(t: TestContext) {
   const { pool } = await createTestDatabase(t);
@@ -82,8 +69,8 @@ describe('concurrent requests of one user', () => {
     );
     const polls = [];
     for (const d of [PHONE, DESKTOP]) {
-      const first = await engine.sync(d, request(undefined), signal);
-      polls.push(engine.sync(d, request(first.pos, 20_000), signal));
+      const first = await engine.sync(d, engineRequest(undefined), signal);
+      polls.push(engine.sync(d, engineRequest(first.pos, 20_000), signal));
     }
     await bothParked;
     const invite = [...createRoomState('!inv:x', '@bob:x'), member(ALICE, 'invite', { sender: '@bob:x' })].map(stripped);
@@ -100,9 +87,12 @@ describe('concurrent requests of one user', () => {
   it('answers the same pos sent twice at once without a 5xx, 20 rounds', async (t) => {
     const { engine } = await setUp(t);
     const signal = new AbortController().signal;
-    let pos = (await engine.sync(PHONE, request(undefined), signal)).pos;
+    let pos = (await engine.sync(PHONE, engineRequest(undefined), signal)).pos;
     for (let round = 0; round < 20; round++) {
-      const [first, retry] = await settleAll([engine.sync(PHONE, request(pos), signal), engine.sync(PHONE, request(pos), signal)]);
+      const [first, retry] = await settleAll([
+        engine.sync(PHONE, engineRequest(pos), signal),
+        engine.sync(PHONE, engineRequest(pos), signal),
+      ]);
       // The retry arrived last: it takes over the connection and answers; the first either
       // answered already or is told it was superseded.
       assert.ok(!(retry instanceof MatrixError), `round ${round}: the retry is answered (${String(retry)})`);
@@ -110,16 +100,19 @@ describe('concurrent requests of one user', () => {
       pos = retry.pos;
     }
     // The chain goes on from the last answer.
-    await engine.sync(PHONE, request(pos), signal);
+    await engine.sync(PHONE, engineRequest(pos), signal);
   });
 
   it('starts two pos-less requests on one conn_id at once without a 5xx, 20 rounds', async (t) => {
     const { engine } = await setUp(t);
     const signal = new AbortController().signal;
     for (let round = 0; round < 20; round++) {
-      const [, second] = await settleAll([engine.sync(PHONE, request(undefined), signal), engine.sync(PHONE, request(undefined), signal)]);
+      const [, second] = await settleAll([
+        engine.sync(PHONE, engineRequest(undefined), signal),
+        engine.sync(PHONE, engineRequest(undefined), signal),
+      ]);
       assert.ok(!(second instanceof MatrixError), `round ${round}: the later start is answered (${String(second)})`);
-      const next = await engine.sync(PHONE, request(second.pos), signal);
+      const next = await engine.sync(PHONE, engineRequest(second.pos), signal);
       assert.ok(next.pos, `round ${round}: its pos continues the connection`);
     }
   });
@@ -127,8 +120,8 @@ describe('concurrent requests of one user', () => {
   it('lets one of two processes confirm a pos and the other serve it as the confirmed one', async (t) => {
     const { pool, engine } = await setUp(t);
     const signal = new AbortController().signal;
-    const first = await engine.sync(PHONE, request(undefined), signal);
-    const pending = (await engine.sync(PHONE, request(first.pos), signal)).pos;
+    const first = await engine.sync(PHONE, engineRequest(undefined), signal);
+    const pending = (await engine.sync(PHONE, engineRequest(first.pos), signal)).pos;
     // Two other processes load the connection with `pending` still pending, then both confirm it.
     const key = { ...PHONE, connId: 'main' };
     const a = new ConnectionManager(pool, { maxPerDevice: 10, maxInMemory: 10 });

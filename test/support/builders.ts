@@ -2,6 +2,8 @@
 // https://spec.matrix.org/v1.12/client-server-api/#get_matrixclientv3sync
 // Ids and timestamps come from one counter so that a test's output is the same on every run.
 
+import type { SyncRequest } from '../../src/sync/types.js';
+
 export type JsonObject = Record<string, unknown>;
 
 /** A room event as /sync delivers it (the sync format carries no room_id). */
@@ -214,4 +216,21 @@ export function syncResponse(input: SyncInput = {}): JsonObject {
   if (input.fallbackKeyTypes) out.device_unused_fallback_key_types = input.fallbackKeyTypes;
   if (input.nextBatch !== undefined) out.next_batch = input.nextBatch;
   return out;
+}
+
+/**
+ * An engine request as the MSC4186 adapter makes it: one list of the ten most recent rooms,
+ * for tests that drive `SyncEngine.sync` directly.
+ */
+export function engineRequest(pos: string | undefined, timeoutMs = 0, connId = 'main', timelineLimit = 1): SyncRequest {
+  return {
+    protocol: 'msc4186',
+    connId,
+    pos,
+    timeoutMs,
+    lists: new Map([['all', { ranges: [[0, 9]], timelineLimit, requiredState: [], filters: {} }]]),
+    roomSubscriptions: new Map(),
+    unsubscribeRooms: [],
+    extensions: {},
+  } as SyncRequest;
 }
