@@ -515,9 +515,7 @@ async function benchIngestLoad(serverUrl: string) {
         pending.push(
           Promise.all([
             waiting[u] as Promise<{ at: number }>,
-            acc
-              .ingest(devices[u] as Device, parse(liveMessage(mineRoom, userId(1), `during ${i}`)))
-              .then(() => liveIngest.push(ms(t3))),
+            acc.ingest(devices[u] as Device, parse(liveMessage(mineRoom, userId(1), `during ${i}`))).then(() => liveIngest.push(ms(t3))),
           ]).then(([{ at }]) => {
             live.push(at - t3);
           }),
