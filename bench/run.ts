@@ -414,6 +414,8 @@ async function benchIngestLoad(serverUrl: string) {
   console.log('\n== ingest under load (many waiting connections) ==');
   const perUser = Number(process.env.BENCH_LOAD_ROOMS ?? 20);
   const parts = process.env.BENCH_LOAD_PARTS ?? 'b,c';
+  // BENCH_LOAD_BIG_ROOMS: the size of (b)'s big initial sync (smaller ones to iterate on).
+  const bigRooms = Number(process.env.BENCH_LOAD_BIG_ROOMS ?? 10_000);
   const shared = 100_000;
   const request = (pos: string | undefined, timeoutMs: number) => ({ ...roomListRequest([0, perUser], pos, timeoutMs), connId: 'load' });
   for (const users of (process.env.BENCH_LOAD_USERS ?? '200,1000').split(',').map(Number)) {
@@ -422,7 +424,9 @@ async function benchIngestLoad(serverUrl: string) {
     const signal = stop.signal;
     const pool = await freshDatabase(serverUrl, `syncv3_bench_load_${users}`);
     const bus = createInProcessBus(logger);
-    const acc = createAccumulator({ pool, bus, logger });
+    // BENCH_LOAD_CHUNK_EVENTS: the accumulator's part size for big responses (its default when unset).
+    const chunkEvents = process.env.BENCH_LOAD_CHUNK_EVENTS ? Number(process.env.BENCH_LOAD_CHUNK_EVENTS) : undefined;
+    const acc = createAccumulator({ pool, bus, logger, chunkEvents });
     const everyone = Array.from({ length: users }, (_, u) => userId(u));
     const devices: Device[] = [];
     const t0 = performance.now();
@@ -480,12 +484,13 @@ async function benchIngestLoad(serverUrl: string) {
           `p99 ${fmt(pct(answered, 99))} ms, max ${fmt(Math.max(...answered))} ms; ingest of all copies p50 ${fmt(pct(ingestAll, 50))} ms`,
       );
 
-    if (users >= 1_000 && parts.includes('b')) {
+    // (b) runs at 1,000 users and up, or at any size when BENCH_LOAD_PARTS asks for it.
+    if ((users >= 1_000 || process.env.BENCH_LOAD_PARTS) && parts.includes('b')) {
       // (b) a big initial sync while everyone waits, with live events for waiting users meanwhile.
       const big = await device(pool, 'big-account');
       const body = parse(
         initialSync(
-          Array.from({ length: 10_000 }, (_, i) => ({ index: 200_000 + i, members: ['big-account', userId(1), userId(2)] })),
+          Array.from({ length: bigRooms }, (_, i) => ({ index: 200_000 + i, members: ['big-account', userId(1), userId(2)] })),
           1,
         ),
       );
@@ -495,10 +500,11 @@ async function benchIngestLoad(serverUrl: string) {
       lag.enable();
       const t2 = performance.now();
       let done = false;
-      const bigIngest = acc.ingest(big, body, { initial: true }).then(() => {
+      const bigIngest = profiled(`load-b-${users}`, () => acc.ingest(big, body, { initial: true })).then(() => {
         done = true;
       });
       const live: number[] = [];
+      const liveIngest: number[] = [];
       const pending: Promise<void>[] = [];
       for (let i = 0; !done; i++) {
         await new Promise((r) => setTimeout(r, 50));
@@ -509,7 +515,7 @@ async function benchIngestLoad(serverUrl: string) {
         pending.push(
           Promise.all([
             waiting[u] as Promise<{ at: number }>,
-            acc.ingest(devices[u] as Device, parse(liveMessage(mineRoom, userId(1), `during ${i}`))),
+            acc.ingest(devices[u] as Device, parse(liveMessage(mineRoom, userId(1), `during ${i}`))).then(() => liveIngest.push(ms(t3))),
           ]).then(([{ at }]) => {
             live.push(at - t3);
           }),
@@ -520,9 +526,10 @@ async function benchIngestLoad(serverUrl: string) {
       lag.disable();
       await Promise.all(pending);
       console.log(
-        `  (b) 10,000-room initial sync of another user while ${users} wait: ${fmt(took / 1000)} s; event-loop delay p99 ` +
+        `  (b) ${bigRooms.toLocaleString('en')}-room initial sync of another user while ${users} wait: ${fmt(took / 1000)} s; event-loop delay p99 ` +
           `${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ${live.length} live events for waiting users ` +
-          `answered p50 ${fmt(pct(live, 50))} ms, p99 ${fmt(pct(live, 99))} ms, max ${fmt(Math.max(0, ...live))} ms`,
+          `answered p50 ${fmt(pct(live, 50))} ms, p99 ${fmt(pct(live, 99))} ms, max ${fmt(Math.max(0, ...live))} ms ` +
+          `(their ingest committed p50 ${fmt(pct(liveIngest, 50))} ms, p99 ${fmt(pct(liveIngest, 99))} ms)`,
       );
     }
     stop.abort();
