@@ -24,6 +24,16 @@ const FAST_CLUSTER = { rebalanceMs: 100, heartbeatMs: 200, leaseMs: 1000 };
 const REQ = { lists: { all: { ranges: [[0, 9]], timeline_limit: 5, required_state: [] } } };
 const TD = (since?: string) => ({ ...REQ, extensions: { to_device: { enabled: true, since } } });
 
+/** A fake homeserver and one database that the test's processes share, and each process's environment. */
+async function sharedDatabase(t: TestContext) {
+  const fake = await startFakeHomeserver({ maxWaitMs: 300 });
+  t.after(() => fake.close());
+  const db = await createTestDatabase(t, { dropManually: true });
+  t.after(() => db.drop());
+  const env = (id: string) => ({ SYNCV3_SERVER: fake.url, SYNCV3_CLUSTER: id });
+  return { fake, db, env };
+}
+
 /** Which process (application_name "syncv3 <id>") holds each device's lease; absent: none. */
 async function owners(db: TestDatabase): Promise<Map<string, string>> {
   const { rows } = await db.pool.query<{ device: string; app: string }>(
@@ -83,11 +93,7 @@ describe('several processes on one database', () => {
   });
 
   it('spread devices, take over a killed one within seconds, and serve its clients with their pos', async (t) => {
-    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
-    t.after(() => fake.close());
-    const db = await createTestDatabase(t, { dropManually: true });
-    t.after(() => db.drop());
-    const env = (id: string) => ({ SYNCV3_SERVER: fake.url, SYNCV3_CLUSTER: id });
+    const { fake, db, env } = await sharedDatabase(t);
     const p1 = await startTestProxy(t, env('p1'), { db, poller: FAST_POLLER, cluster: FAST_CLUSTER });
     const p2 = await startTestProxy(t, env('p2'), { db, poller: FAST_POLLER, cluster: FAST_CLUSTER });
     const p3 = await startChild(t, { ...env('p3'), SYNCV3_DB: db.url, SYNCV3_SECRET: 'test-secret' });
@@ -159,11 +165,7 @@ describe('several processes on one database', () => {
   });
 
   it('answer any request on any process: alternating requests keep their pos, woken by the other process ingests', async (t) => {
-    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
-    t.after(() => fake.close());
-    const db = await createTestDatabase(t, { dropManually: true });
-    t.after(() => db.drop());
-    const env = (id: string) => ({ SYNCV3_SERVER: fake.url, SYNCV3_CLUSTER: id });
+    const { fake, db, env } = await sharedDatabase(t);
     let waiting = Promise.withResolvers<void>();
     const onWait = () => waiting.resolve();
     const procs = [
@@ -230,10 +232,7 @@ describe('several processes on one database', () => {
   });
 
   it('catch up when the bus listener drops: a long-poll wakes for what was stored while it was away', async (t) => {
-    const fake = await startFakeHomeserver({ maxWaitMs: 300 });
-    t.after(() => fake.close());
-    const db = await createTestDatabase(t, { dropManually: true });
-    t.after(() => db.drop());
+    const { fake, db } = await sharedDatabase(t);
     const waits = { a: Promise.withResolvers<void>(), b: Promise.withResolvers<void>() };
     const start = (id: 'a' | 'b') =>
       startTestProxy(
