@@ -1,7 +1,9 @@
-// `npm run bench -- [ingest|history|msc4186|fanout|load|notify]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|history|msc4186|fanout|load|notify|tokens]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import pg from 'pg';
@@ -21,6 +23,8 @@ import { createLogger } from '../src/telemetry/logger.js';
 import { createHomeserverClient } from '../src/upstream/homeserver-client.js';
 import { parseSyncResponse } from '../src/upstream/sync-response.js';
 import { type RoomHistory, startFakeHomeserver } from '../test/support/fake-homeserver.js';
+import { freePort } from '../test/support/ports.js';
+import { waitFor } from '../test/support/processes.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
 import { eventCount, fanOutInitialSync, initialSync, liveMessage, roomId, userId } from './generate.js';
 
@@ -79,6 +83,15 @@ function printSqlStats(phase: string) {
   for (const [text, st] of [...sqlStats].sort((a, b) => b[1].ms - a[1].ms).slice(0, 15))
     console.log(`    ${String(st.n).padStart(6)} ${fmt(st.ms).padStart(7)} ms ${fmt(st.bytes / 1024).padStart(8)} KiB  ${text}`);
   sqlStats.clear();
+}
+
+/** A fresh database's URL, migrated by whoever opens it first. */
+async function freshDatabaseUrl(serverUrl: string, name: string): Promise<string> {
+  const pool = await freshDatabase(serverUrl, name);
+  await pool.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return url.href;
 }
 
 async function roundTripMs(pool: Pool): Promise<number> {
@@ -827,6 +840,98 @@ async function benchNotify(serverUrl: string) {
   await pool.end();
 }
 
+/** BENCH_TOKEN_ROTATIONS: how many refreshes the token scenario makes (default 10,000). */
+const TOKEN_ROTATIONS = Number(process.env.BENCH_TOKEN_ROTATIONS ?? 10_000);
+
+/**
+ * Token rotation (issue 16, bounded memory): one device whose access token is refreshed N times
+ * (MAS/OIDC rotates them every few minutes), each new token making a sliding sync request, against
+ * the same number of requests with one token (the baseline). Each runs in a proxy process of its
+ * own, as operators run it: resident memory from /proc before and after, then the live heap.
+ */
+async function benchTokenRotation(serverUrl: string) {
+  console.log('\n== token rotation (one device, its access token refreshed again and again) ==');
+  const n = TOKEN_ROTATIONS.toLocaleString('en');
+  const same = await rotationRun(serverUrl, () => 'token-0');
+  const rotated = await rotationRun(serverUrl, (i) => `token-${i + 1}`);
+  for (const [label, r] of [
+    [`${n} requests with one token (baseline)`, same],
+    [`${n} requests, a new token each`, rotated],
+  ] as const)
+    console.log(
+      `  ${label}: RSS ${fmt(r.rssBefore)} -> ${fmt(r.rssAfter)} MiB, live heap after ${fmt(r.heap)} MiB; ` +
+        `${fmt(r.perRequest)} ms per request; tokens stored ${r.stored}`,
+    );
+  console.log(
+    `  rotation against baseline: RSS growth ${fmt(rotated.rssAfter - rotated.rssBefore)} vs ${fmt(same.rssAfter - same.rssBefore)} MiB, ` +
+      `live heap ${fmt(rotated.heap / same.heap)}x, time per request ${fmt(rotated.perRequest / same.perRequest)}x ` +
+      '(a homeserver whoami and a token write each)',
+  );
+}
+
+async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
+  const fake = await startFakeHomeserver({ maxWaitMs: 1_000 });
+  const dbUrl = await freshDatabaseUrl(serverUrl, 'syncv3_bench_tokens');
+  const [port, promPort, pprofPort] = [await freePort(), await freePort(), await freePort()];
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCV3_')));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: {
+      ...clean,
+      SYNCV3_SERVER: fake.url,
+      SYNCV3_DB: dbUrl,
+      SYNCV3_SECRET: 'bench-secret',
+      SYNCV3_BINDADDR: `127.0.0.1:${port}`,
+      SYNCV3_LOG_LEVEL: 'warn',
+      SYNCV3_PROM: `127.0.0.1:${promPort}`,
+      SYNCV3_PPROF: `127.0.0.1:${pprofPort}`,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const rss = async () => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
+  // A heap snapshot (SYNCV3_PPROF) collects all garbage first, so the heap size the metrics
+  // report right after it is what is really held. It inflates RSS, so it comes last.
+  const liveHeap = async () => {
+    await (await fetch(`http://127.0.0.1:${pprofPort}/debug/pprof/heap`)).arrayBuffer();
+    const metrics = await (await fetch(`http://127.0.0.1:${promPort}/metrics`)).text();
+    return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(metrics)?.[1]) / 1024 / 1024;
+  };
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor(`${url}/health`, 30_000);
+    const device = { userId: '@rotating:bench', deviceId: 'PHONE' };
+    fake.queueSync(tokenOf(0), initialSync([{ index: 0, members: [device.userId, userId(1)] }], 1) as Record<string, unknown>);
+    let pos: string | undefined;
+    const request = async (token: string) => {
+      fake.addToken(token, device.userId, device.deviceId);
+      const query = pos === undefined ? 'timeout=0' : `timeout=0&pos=${encodeURIComponent(pos)}`;
+      const res = await fetch(`${url}/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?${query}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ conn_id: 'phone', lists: { all: { ranges: [[0, 19]], timeline_limit: 1, required_state: [] } } }),
+      });
+      const body = (await res.json()) as { pos?: string };
+      if (!body.pos) throw new Error(`sliding sync answered ${res.status} ${JSON.stringify(body)}`);
+      pos = body.pos;
+    };
+    // Warm-up with the first token: the first requests load code, caches and the pool.
+    for (let i = 0; i < 500; i++) await request(tokenOf(0));
+    const rssBefore = await rss();
+    const t0 = performance.now();
+    for (let i = 0; i < TOKEN_ROTATIONS; i++) await request(tokenOf(i));
+    const perRequest = ms(t0) / TOKEN_ROTATIONS;
+    const rssAfter = await rss();
+    const check = new pg.Client({ connectionString: dbUrl });
+    await check.connect();
+    const stored = (await check.query<{ n: number }>('SELECT count(*)::int AS n FROM tokens')).rows[0]?.n;
+    await check.end();
+    return { rssBefore, rssAfter, heap: await liveHeap(), perRequest, stored };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await fake.close();
+  }
+}
+
 const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   ingest: benchIngest,
   history: benchHistory,
@@ -834,6 +939,7 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   load: benchIngestLoad,
   fanout: benchFanOut,
   notify: benchNotify,
+  tokens: benchTokenRotation,
 };
 
 const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);
