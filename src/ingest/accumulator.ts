@@ -52,6 +52,7 @@ import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
 import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
 import { KnownEvents } from './known-events.js';
+import { interleaveArrivals, membershipArrivals } from './membership-arrivals.js';
 import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
 import { planEvents, planStateChanges, type RoomBlock } from './room-events.js';
@@ -334,11 +335,14 @@ async function ingestInTransaction(
       .filter((b) => b.room.state.length || b.room.timeline.events.some((e) => e.state_key !== undefined && isNew(e)))
       .map((b) => b.roomId),
   );
-  // One position for the state blocks (before every timeline), then one per new event.
-  const needsStatePos = plan.inserts.length > 0 || blocks.some((b) => b.room.state.length);
-  const stateBlockPos = needsStatePos ? await reservePositions(tx, 1 + plan.inserts.length) : 0;
+  // One position for the state blocks (before every timeline), then one per new event and one
+  // per invite or knock, these placed among the events by time (membership-arrivals.ts).
+  const arrivals = membershipArrivals(response, device.userId);
+  const needsStatePos = plan.inserts.length > 0 || arrivals.length > 0 || blocks.some((b) => b.room.state.length);
+  const stateBlockPos = needsStatePos ? await reservePositions(tx, 1 + plan.inserts.length + arrivals.length) : 0;
+  const { eventNids, arrivalPos } = interleaveArrivals(plan.inserts, arrivals, stateBlockPos + 1);
   await markGapsAfter(tx, plan.gapsAfter);
-  const inserted = await insertEvents(tx, plan.inserts, stateBlockPos + 1);
+  const inserted = await insertEvents(tx, plan.inserts, eventNids);
   const nidOf = (id: string) => inserted.get(id) ?? knownBefore.get(id)?.nid;
   // Every event after the first of a chunk follows its predecessor directly: no gap before it
   // when that predecessor is in the stored timeline; nor has the first, when it directly
@@ -417,7 +421,7 @@ async function ingestInTransaction(
   });
   // Everything else of this response takes one position after all its events.
   const pos = await nextPosition(tx);
-  const membershipChanged = await storeMemberships(tx, device.userId, response, blocks, nidOf, pos);
+  const membershipChanged = await storeMemberships(tx, device.userId, response, blocks, nidOf, arrivalPos, pos);
   const countsChanged = await storeRoomCounts(tx, device.userId, response, pos);
   const accountData = accountDataRows(device.userId, response, pos);
   await upsertAccountData(tx, accountData);
@@ -571,6 +575,8 @@ async function storeMemberships(
   response: SyncResponse,
   blocks: RoomBlock[],
   nidOf: (id: string) => number | undefined,
+  /** Positions of the invites and knocks. */
+  arrivalPos: Map<string, number>,
   pos: number,
 ): Promise<string[]> {
   const { join, leave, invite, knock } = response.rooms;
@@ -593,11 +599,25 @@ async function storeMemberships(
   }
   for (const [roomId, room] of Object.entries(invite)) {
     if (before.get(roomId) !== 'invite')
-      updates.push({ userId, roomId, membership: 'invite', pos, inviteState: JSON.stringify(room.invite_state), kicked: false });
+      updates.push({
+        userId,
+        roomId,
+        membership: 'invite',
+        pos: arrivalPos.get(roomId) ?? pos,
+        inviteState: JSON.stringify(room.invite_state),
+        kicked: false,
+      });
   }
   for (const [roomId, room] of Object.entries(knock)) {
     if (before.get(roomId) !== 'knock')
-      updates.push({ userId, roomId, membership: 'knock', pos, inviteState: JSON.stringify(room.knock_state), kicked: false });
+      updates.push({
+        userId,
+        roomId,
+        membership: 'knock',
+        pos: arrivalPos.get(roomId) ?? pos,
+        inviteState: JSON.stringify(room.knock_state),
+        kicked: false,
+      });
   }
   await upsertMemberships(tx, updates);
   return updates.map((u) => u.roomId);

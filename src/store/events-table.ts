@@ -36,13 +36,14 @@ export async function findEvents(db: Queryable, eventIds: string[]): Promise<Map
 }
 
 /**
- * Inserts with the positions `firstNid`, `firstNid + 1`, ... in the given order (reserved
- * with `reservePositions`, under the ingest lock), so positions follow the homeserver's order.
+ * Inserts with the positions `at`, `at + 1`, ... in the given order, or with each event's own
+ * position when `at` lists them (reserved with `reservePositions`, under the ingest lock), so
+ * positions follow the homeserver's order.
  * The caller has already left out known events (`findEvents` under the same lock), so a
  * duplicate event id here is a bug and fails the transaction rather than shifting positions.
  * Returns event id -> nid.
  */
-export async function insertEvents(db: Queryable, events: NewEvent[], firstNid: number): Promise<Map<string, number>> {
+export async function insertEvents(db: Queryable, events: NewEvent[], at: number | readonly number[]): Promise<Map<string, number>> {
   const nids = new Map<string, number>();
   if (events.length === 0) return nids;
   const n = events.length;
@@ -57,8 +58,10 @@ export async function insertEvents(db: Queryable, events: NewEvent[], firstNid: 
   const gap = new Array<boolean>(n);
   const json = new Array<string>(n);
   const chunkEnd = new Array<string | null>(n);
+  const nidOf = new Array<number>(n);
   for (let i = 0; i < n; i++) {
     const e = events[i] as NewEvent;
+    nidOf[i] = typeof at === 'number' ? at + i : (at[i] as number);
     eventIds[i] = e.eventId;
     roomIds[i] = e.roomId;
     types[i] = e.type;
@@ -70,17 +73,17 @@ export async function insertEvents(db: Queryable, events: NewEvent[], firstNid: 
     gap[i] = e.gapBefore;
     json[i] = e.json;
     chunkEnd[i] = e.chunkEndToken ?? null;
-    nids.set(e.eventId, firstNid + i);
+    nids.set(e.eventId, nidOf[i] as number);
   }
   await db.query(
     `INSERT INTO events (nid, event_id, room_id, type, state_key, sender, origin_server_ts, in_timeline, prev_batch, gap_before, json, chunk_end_token)
-     SELECT $1::bigint + ord - 1, e, r, t, sk, s, ts, tl, pb, gap, j::text, ce
-       FROM ROWS FROM (unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), unnest($5::text[]), unnest($6::text[]),
-                       unnest($7::bigint[]), unnest($8::boolean[]), unnest($9::text[]), unnest($10::boolean[]),
+     SELECT nid, e, r, t, sk, s, ts, tl, pb, gap, j::text, ce
+       FROM ROWS FROM (unnest($1::bigint[]), unnest($2::text[]), unnest($3::text[]), unnest($4::text[]), unnest($5::text[]),
+                       unnest($6::text[]), unnest($7::bigint[]), unnest($8::boolean[]), unnest($9::text[]), unnest($10::boolean[]),
                        json_array_elements($11::json), unnest($12::text[]))
-            WITH ORDINALITY AS u(e, r, t, sk, s, ts, tl, pb, gap, j, ce, ord)`,
+            AS u(nid, e, r, t, sk, s, ts, tl, pb, gap, j, ce)`,
     [
-      firstNid,
+      numberArray(nidOf),
       textArray(eventIds),
       textArray(roomIds),
       textArray(types),

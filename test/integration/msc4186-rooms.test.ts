@@ -2,8 +2,8 @@
 // is_dm, required_state (wildcards, $ME, $LAZY), timelines, bump_stamp and unread counts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createRoomState, event, member, message, stateEvent, syncResponse } from '../support/builders.js';
-import { addUser, bodies, pushSync, type SsEvent, slidingSync, startStack } from '../support/sliding-sync-client.js';
+import { createRoomState, event, member, message, stateEvent, stripped, syncResponse } from '../support/builders.js';
+import { addUser, bodies, listIds, pushSync, type SsEvent, slidingSync, startStack } from '../support/sliding-sync-client.js';
 
 const ME = '@alice:fake';
 const BOB = '@bob:fake';
@@ -226,6 +226,53 @@ describe('MSC4186 room fields', () => {
     await pushSync(fake, alice, syncResponse({ join: { '!b:fake': { timeline: [message('second')] } } }));
     const afterMessage = await slidingSync(proxy, alice.token, req, { pos: afterReaction.body.pos, timeout: 0 });
     assert.ok((afterMessage.body.rooms['!b:fake']?.bump_stamp ?? 0) > (stamp ?? 0), 'a message bumps');
+  });
+
+  it('orders the rooms of one v2 response as they happened, invites and knocks by their member event', async (t) => {
+    // A busy poller gets many changes in one response (a homeserver lists its rooms in no
+    // order). Synapse stamps an invited or knocked room with its member event's stream
+    // position; the proxy had given every invite and knock of a response one position after all
+    // its events, so these tied with each other and came before a kick or a message newer
+    // than them. Built in the order they happen: the builders' timestamps follow.
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', syncResponse({}));
+    const first = await slidingSync(proxy, alice.token, { lists: { all: list() } });
+    const oldState = createRoomState('!old:fake', ME, { name: 'Old' });
+    const newState = createRoomState('!new:fake', BOB, { joined: [ME] });
+    const oldMessage = message('before all', BOB);
+    // Synapse ends the stripped state with the user's own invite or knock event, whole, with its timestamp.
+    const own = (membership: string, sender: string) => ({ ...member(ME, membership, { sender }), state_key: ME });
+    const invite = (sender: string) => [stripped(stateEvent('m.room.name', '', { name: 'Invitation' }, sender)), own('invite', sender)];
+    const invitedFirst = invite(BOB);
+    const knockState = [stripped(stateEvent('m.room.join_rules', '', { join_rule: 'knock' }, BOB)), own('knock', ME)];
+    const kickState = createRoomState('!kick:fake', BOB);
+    const kick = [member(ME, 'join'), member(ME, 'leave', { sender: BOB, reason: 'out' })];
+    const invitedLast = invite(CAROL);
+    const newest = message('after all', BOB);
+    await pushSync(
+      fake,
+      alice,
+      syncResponse({
+        // The last invite first: the response's order says nothing.
+        invite: { '!inv2:fake': invitedLast, '!inv1:fake': invitedFirst },
+        knock: { '!kn:fake': knockState },
+        leave: { '!kick:fake': { state: kickState, timeline: kick } },
+        join: {
+          '!new:fake': { state: newState, timeline: [newest] },
+          '!old:fake': { state: oldState, timeline: [oldMessage] },
+        },
+      }),
+    );
+    const res = await slidingSync(proxy, alice.token, { lists: { all: list() } }, { pos: first.body.pos, timeout: 0 });
+    const expected = ['!new:fake', '!inv2:fake', '!kick:fake', '!kn:fake', '!inv1:fake', '!old:fake'];
+    assert.deepEqual(listIds(res.body, 'all'), expected, 'most recent first');
+    const stamps = expected.map((id) => res.body.rooms[id]?.bump_stamp as number);
+    assert.deepEqual(
+      stamps,
+      [...stamps].sort((a, b) => b - a),
+      `bump_stamps follow the same order: ${stamps}`,
+    );
+    assert.equal(new Set(stamps).size, stamps.length, `no two rooms share a bump_stamp: ${stamps}`);
   });
 
   it('sends the real unread counts from the v2 unread_notifications', async (t) => {
