@@ -157,6 +157,14 @@ test('connections: the proxy answers as Synapse does over time', { skip: hs.skip
     const joinedOnly = { type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'joined' } };
     const room = await bob.createRoom({ name: 'Members only', preset: 'public_chat', initial_state: [joinedOnly] });
     await bob.sendMessage(room, 'before alice joined');
+    // Bob's poller stores the room up to here before Alice joins. Otherwise, on a loaded
+    // machine, Alice's poller may store her join first (her v2 timeline leaves out the message
+    // she may not see), and Bob's then brings that message after her join: the proxy stores it
+    // out of the timeline and marks a gap before her join (for Bob, a real hole), so Alice's
+    // timeline stops there, `limited`, where Synapse goes on to the room's creation. That answer
+    // is the proxy's designed one for a lagging poller (test/integration/history-visibility.test.ts);
+    // this test is about what history visibility hides.
+    await settle(proxy.url, bob);
     await alice.join(room);
     await bob.sendMessage(room, 'after alice joined');
     await settle(proxy.url, alice);

@@ -251,6 +251,41 @@ describe('history visibility', () => {
   }
 });
 
+describe('history visibility with a lagging poller', () => {
+  it('a hidden event brought after the join it precedes: the timeline stops at the gap, limited, and never shows it', async (t) => {
+    // As on a loaded machine (seen in e2e oracle-live): Alice's poller stores her join (her v2
+    // timeline leaves out what she may not see) before Bob's brings the message sent before it.
+    // That message takes a position after her join, out of the timeline, and her join is
+    // marked as following a gap: a real hole for Bob. Synapse, with the whole room at hand,
+    // gives Alice the room from its creation, unlimited; the proxy stops at the gap with a
+    // token to paginate from (the designed answer, never a silent hole), for both of them.
+    const { fake, proxy } = await startStack(t);
+    const bob = addUser(fake, BOB, 'B', syncResponse({}));
+    const alice = addUser(fake, ME, 'A', syncResponse({}));
+    const sub = { room_subscriptions: { [ROOM]: { timeline_limit: 10, required_state: [] } } };
+    for (const user of [bob, alice]) assert.equal((await slidingSync(proxy, user.token, sub)).status, 200);
+    const state = createRoomState(ROOM, BOB, { historyVisibility: 'joined' });
+    const hidden = message('before alice joined', BOB);
+    const join = member(ME, 'join');
+    const after = message('after alice joined', BOB);
+    await pushSync(fake, alice, syncResponse({ join: { [ROOM]: { timeline: [...state, join, after] } } }));
+    await pushSync(fake, bob, syncResponse({ join: { [ROOM]: { timeline: [...state, hidden, join, after] } } }));
+    for (const [who, user] of [
+      ['alice', alice],
+      ['bob', bob],
+    ] as const) {
+      const room = (await slidingSync(proxy, user.token, { ...sub, conn_id: 'fresh' }, { timeout: 0 })).body.rooms?.[ROOM];
+      assert.deepEqual(
+        room?.timeline?.map((e) => e.event_id),
+        [join.event_id, after.event_id],
+        `${who}: from the gap on`,
+      );
+      assert.equal(room?.limited, true, `${who}: limited`);
+      assert.ok(room?.prev_batch, `${who}: with a token to paginate from`);
+    }
+  });
+});
+
 describe('transaction ids', () => {
   it("go to the sending device only, whoever's poller stored the event first", async (t) => {
     const { fake, proxy } = await startStack(t);
