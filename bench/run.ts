@@ -29,17 +29,40 @@ const ms = (t0: number) => performance.now() - t0;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0;
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
-async function freshDatabase(serverUrl: string, name: string): Promise<Pool> {
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const pool = createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+/**
+ * BENCH_DB_PREFIX: prepended to every database name, so that runs sharing one PostgreSQL server
+ * (two branches measured side by side) do not drop each other's databases.
+ */
+const DB_PREFIX = process.env.BENCH_DB_PREFIX ?? '';
+
+/** `template`: a database to copy instead of starting empty (see BENCH_FANOUT_TEMPLATE). */
+async function freshDatabase(serverUrl: string, baseName: string, template?: string): Promise<Pool> {
+  const name = `${DB_PREFIX}${baseName}`;
+  await adminQuery(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await adminQuery(serverUrl, template ? `CREATE DATABASE ${name} TEMPLATE ${template}` : `CREATE DATABASE ${name}`);
+  const pool = openDatabase(serverUrl, name);
   await migrate(pool, await loadMigrations());
   return pool;
+}
+
+function openDatabase(serverUrl: string, name: string): Pool {
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+}
+
+async function adminQuery(serverUrl: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    return await admin.query(sql, params);
+  } finally {
+    await admin.end();
+  }
+}
+
+async function databaseExists(serverUrl: string, name: string): Promise<boolean> {
+  return (await adminQuery(serverUrl, 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1;
 }
 
 /**
@@ -541,6 +564,20 @@ async function benchIngestLoad(serverUrl: string) {
 /** BENCH_FANOUT=1000,5000: how many long-polling users the fan-out scenario runs with. */
 const FANOUT_USERS = (process.env.BENCH_FANOUT ?? '1000,5000').split(',').map(Number);
 const FANOUT_ROOMS_PER_USER = 200;
+/**
+ * BENCH_FANOUT_TEMPLATE=name: the set-up (every user's initial sync, minutes at 5,000 users) is
+ * kept as database `name_<users>` and copied by later runs, which then measure only the
+ * fan-out. Only for runs whose migrations and ingest are the same as the run that made it.
+ */
+const FANOUT_TEMPLATE = process.env.BENCH_FANOUT_TEMPLATE || undefined;
+
+/** Copies the set-up database; returns a new pool on it (a database being copied takes no connections). */
+async function saveTemplate(serverUrl: string, pool: Pool, baseName: string, template: string): Promise<Pool> {
+  await pool.end();
+  await adminQuery(serverUrl, `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`);
+  await adminQuery(serverUrl, `CREATE DATABASE ${template} TEMPLATE ${DB_PREFIX}${baseName}`);
+  return openDatabase(serverUrl, `${DB_PREFIX}${baseName}`);
+}
 
 /**
  * Fan-out: N users long-polling (each their own connection, 200 rooms each, one room shared by
@@ -551,18 +588,30 @@ const FANOUT_ROOMS_PER_USER = 200;
 async function benchFanOut(serverUrl: string) {
   console.log('\n== fan-out (live event in a room shared by every waiting user) ==');
   for (const users of FANOUT_USERS) {
-    const pool = await freshDatabase(serverUrl, `syncv3_bench_fanout_${users}`);
+    const template = FANOUT_TEMPLATE && `${FANOUT_TEMPLATE}_${users}`;
+    const reuse = template !== undefined && (await databaseExists(serverUrl, template));
+    let pool = await freshDatabase(serverUrl, `syncv3_bench_fanout_${users}`, reuse ? template : undefined);
     const bus = createInProcessBus(logger);
-    const acc = createAccumulator({ pool, bus, logger });
+    // A fresh accumulator on a copied database is one after a restart: its pollers have no
+    // views yet, so the live event continues the stored timeline as on the first run.
+    let acc = createAccumulator({ pool, bus, logger });
     let t0 = performance.now();
     const devices: { userId: string; deviceId: string }[] = [];
     for (let u = 0; u < users; u++) {
+      if (reuse) {
+        devices.push({ userId: userId(u), deviceId: 'BENCH' });
+        continue;
+      }
       const d = await device(pool, userId(u));
       devices.push(d);
       await acc.ingest(d, parse(fanOutInitialSync(u, FANOUT_ROOMS_PER_USER, Math.max(FANOUT_ROOMS_PER_USER, users / 2))));
     }
     if (!process.env.BENCH_NO_ANALYZE) await pool.query('ANALYZE');
     const setup = ms(t0);
+    if (template && !reuse) {
+      pool = await saveTemplate(serverUrl, pool, `syncv3_bench_fanout_${users}`, template);
+      acc = createAccumulator({ pool, bus, logger });
+    }
     // The long-polls are parked once each has called onWait (its computation found nothing).
     const parked = new Set<string>();
     let allParked: (() => void) | undefined;
@@ -610,7 +659,7 @@ async function benchFanOut(serverUrl: string) {
     });
     printSqlStats(`fan-out to ${users}`);
     console.log(
-      `${users} users waiting (setup ${fmt(setup / 1000)} s; first responses ${fmt(firstResponses / users)} ms each): ` +
+      `${users} users waiting (setup ${reuse ? `copied from ${template}` : `${fmt(setup / 1000)} s`}; first responses ${fmt(firstResponses / users)} ms each): ` +
         `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
         `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
         `${fmt(queries.n / users)} queries per answer`,
