@@ -266,13 +266,6 @@ export class ConnectionManager {
     ext: ExtensionPositions,
     memo?: ResponseMemo,
   ): Promise<string> {
-    // Only the positions that differ from the confirmed ones, which confirming merges this over
-    // (they are stored, see #confirm): a live update then serialises and writes a fraction of
-    // the bytes. subs always: the request sets it on the connection before it is confirmed.
-    const changed: Record<string, unknown> = {};
-    const confirmed = conn.ext as Record<string, unknown>;
-    for (const [k, v] of Object.entries(ext)) if (k === 'subs' || v !== confirmed[k]) changed[k] = v;
-    ext = changed as ExtensionPositions;
     const pending = JSON.stringify({ rooms: [...rooms], ext });
     const pos = await this.#pendingWrites.submit({
       key: conn.id,

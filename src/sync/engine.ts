@@ -374,19 +374,13 @@ export class SyncEngine {
       const base = sent.get(roomId) ?? conn.rooms.get(roomId);
       if (base) sent.set(roomId, { ...base, ...update });
     }
-    // A new object only when this response adds a config: otherwise the confirmed one, which
-    // the pending record then leaves out (see ConnectionManager.commit).
-    let usedConfigs: ExtensionPositions['configs'];
-    for (const cfg of configs.values()) {
-      if ((usedConfigs ?? conn.ext.configs)?.[cfg.key]) continue;
-      usedConfigs ??= { ...conn.ext.configs };
-      usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
-    }
+    const usedConfigs = { ...conn.ext.configs };
+    for (const cfg of configs.values()) if (!usedConfigs[cfg.key]) usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
     if (memo) memo.touched = sent;
     return {
       response: { lists: windows.lists, rooms, extensions: ext.data },
       sent,
-      ext: { ...ext.positions, ...(usedConfigs && { configs: usedConfigs }), ...windows.memory },
+      ext: { ...ext.positions, configs: usedConfigs, ...windows.memory },
       stream: upTo,
       hasData: Object.keys(rooms).length > 0 || ext.wakes || windows.changed,
       roomsToSend: plans.length,
