@@ -33,17 +33,40 @@ const ms = (t0: number) => performance.now() - t0;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0;
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
-async function freshDatabase(serverUrl: string, name: string): Promise<Pool> {
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const pool = createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+/**
+ * BENCH_DB_PREFIX: prepended to every database name, so that runs sharing one PostgreSQL server
+ * (two branches measured side by side) do not drop each other's databases.
+ */
+const DB_PREFIX = process.env.BENCH_DB_PREFIX ?? '';
+
+/** `template`: a database to copy instead of starting empty (see BENCH_FANOUT_TEMPLATE). */
+async function freshDatabase(serverUrl: string, baseName: string, template?: string): Promise<Pool> {
+  const name = `${DB_PREFIX}${baseName}`;
+  await adminQuery(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await adminQuery(serverUrl, template ? `CREATE DATABASE ${name} TEMPLATE ${template}` : `CREATE DATABASE ${name}`);
+  const pool = openDatabase(serverUrl, name);
   await migrate(pool, await loadMigrations());
   return pool;
+}
+
+function openDatabase(serverUrl: string, name: string): Pool {
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+}
+
+async function adminQuery(serverUrl: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    return await admin.query(sql, params);
+  } finally {
+    await admin.end();
+  }
+}
+
+async function databaseExists(serverUrl: string, name: string): Promise<boolean> {
+  return (await adminQuery(serverUrl, 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1;
 }
 
 /**
@@ -554,6 +577,26 @@ async function benchIngestLoad(serverUrl: string) {
 /** BENCH_FANOUT=1000,5000: how many long-polling users the fan-out scenario runs with. */
 const FANOUT_USERS = (process.env.BENCH_FANOUT ?? '1000,5000').split(',').map(Number);
 const FANOUT_ROOMS_PER_USER = 200;
+/**
+ * BENCH_FANOUT_ROUNDS (default 2): live events, one after the other, each answered to everyone
+ * before the next. The first runs code paths no request ran before (only first responses did),
+ * so the JIT compiles them meanwhile; later rounds are what a running server sees.
+ */
+const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 2);
+/**
+ * BENCH_FANOUT_TEMPLATE=name: the set-up (every user's initial sync, minutes at 5,000 users) is
+ * kept as database `name_<users>` and copied by later runs, which then measure only the
+ * fan-out. Only for runs whose migrations and ingest are the same as the run that made it.
+ */
+const FANOUT_TEMPLATE = process.env.BENCH_FANOUT_TEMPLATE || undefined;
+
+/** Copies the set-up database; returns a new pool on it (a database being copied takes no connections). */
+async function saveTemplate(serverUrl: string, pool: Pool, baseName: string, template: string): Promise<Pool> {
+  await pool.end();
+  await adminQuery(serverUrl, `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`);
+  await adminQuery(serverUrl, `CREATE DATABASE ${template} TEMPLATE ${DB_PREFIX}${baseName}`);
+  return openDatabase(serverUrl, `${DB_PREFIX}${baseName}`);
+}
 
 /**
  * Fan-out: N users long-polling (each their own connection, 200 rooms each, one room shared by
@@ -564,18 +607,30 @@ const FANOUT_ROOMS_PER_USER = 200;
 async function benchFanOut(serverUrl: string) {
   console.log('\n== fan-out (live event in a room shared by every waiting user) ==');
   for (const users of FANOUT_USERS) {
-    const pool = await freshDatabase(serverUrl, `syncv3_bench_fanout_${users}`);
+    const template = FANOUT_TEMPLATE && `${FANOUT_TEMPLATE}_${users}`;
+    const reuse = template !== undefined && (await databaseExists(serverUrl, template));
+    let pool = await freshDatabase(serverUrl, `syncv3_bench_fanout_${users}`, reuse ? template : undefined);
     const bus = createInProcessBus(logger);
-    const acc = createAccumulator({ pool, bus, logger });
+    // A fresh accumulator on a copied database is one after a restart: its pollers have no
+    // views yet, so the live event continues the stored timeline as on the first run.
+    let acc = createAccumulator({ pool, bus, logger });
     let t0 = performance.now();
     const devices: { userId: string; deviceId: string }[] = [];
     for (let u = 0; u < users; u++) {
+      if (reuse) {
+        devices.push({ userId: userId(u), deviceId: 'BENCH' });
+        continue;
+      }
       const d = await device(pool, userId(u));
       devices.push(d);
       await acc.ingest(d, parse(fanOutInitialSync(u, FANOUT_ROOMS_PER_USER, Math.max(FANOUT_ROOMS_PER_USER, users / 2))));
     }
     if (!process.env.BENCH_NO_ANALYZE) await pool.query('ANALYZE');
     const setup = ms(t0);
+    if (template && !reuse) {
+      pool = await saveTemplate(serverUrl, pool, `syncv3_bench_fanout_${users}`, template);
+      acc = createAccumulator({ pool, bus, logger });
+    }
     // The long-polls are parked once each has called onWait (its computation found nothing).
     const parked = new Set<string>();
     let allParked: (() => void) | undefined;
@@ -592,42 +647,54 @@ async function benchFanOut(serverUrl: string) {
     const positions: string[] = [];
     for (const d of devices) positions.push((await engine.sync(d, roomListRequest([0, 19], undefined), signal)).pos);
     const firstResponses = ms(t0);
-    const answered: number[] = [];
-    let start = 0;
-    const everyoneParked = new Promise<void>((resolve) => {
-      allParked = resolve;
-    });
-    const waits = devices.map((d, i) =>
-      engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
-        answered.push(performance.now() - start);
-        if (!r.rooms['!room0:bench'])
-          throw new Error(
-            `live event not delivered to ${d.userId} (${start ? 'after' : 'before'} the ingest): ${Object.keys(r.rooms).join(',')} ${toJson({ ...r, lists: undefined }).slice(0, 600)}`,
-          );
-      }),
-    );
-    await everyoneParked;
-    const lag = monitorEventLoopDelay({ resolution: 10 });
-    const queries = countQueries(pool);
-    let ingested = 0;
-    await profiled(`fanout-${users}`, async () => {
-      lag.enable();
-      start = performance.now();
-      // Through the poller of the last user to join: its view of the shared room ends at the
-      // latest stored event (the others' pollers never saw the later joins, so a message they
-      // bring would be recorded as following a gap, out of the timeline).
-      await acc.ingest(devices[users - 1] as (typeof devices)[number], parse(liveMessage(0, userId(1), 'to everyone')));
-      ingested = ms(start);
-      await Promise.all(waits);
-      lag.disable();
-    });
-    printSqlStats(`fan-out to ${users}`);
-    console.log(
-      `${users} users waiting (setup ${fmt(setup / 1000)} s; first responses ${fmt(firstResponses / users)} ms each): ` +
-        `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
-        `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
-        `${fmt(queries.n / users)} queries per answer`,
-    );
+    for (let round = 1; round <= FANOUT_ROUNDS; round++) {
+      const answered: number[] = [];
+      let start = 0;
+      parked.clear();
+      const everyoneParked = new Promise<void>((resolve) => {
+        allParked = resolve;
+      });
+      const waits = devices.map((d, i) =>
+        engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
+          answered.push(performance.now() - start);
+          positions[i] = r.pos;
+          if (!r.rooms['!room0:bench'])
+            throw new Error(
+              `live event not delivered to ${d.userId} (${start ? 'after' : 'before'} the ingest): ${Object.keys(r.rooms).join(',')} ${toJson({ ...r, lists: undefined }).slice(0, 600)}`,
+            );
+        }),
+      );
+      await everyoneParked;
+      const lag = monitorEventLoopDelay({ resolution: 10 });
+      const queries = countQueries(pool);
+      let ingested = 0;
+      let cpu: NodeJS.CpuUsage = { user: 0, system: 0 };
+      await profiled(`fanout-${users}-${round}`, async () => {
+        lag.enable();
+        const cpu0 = process.cpuUsage();
+        start = performance.now();
+        // Through the poller of the last user to join: its view of the shared room ends at the
+        // latest stored event (the others' pollers never saw the later joins, so a message they
+        // bring would be recorded as following a gap, out of the timeline).
+        await acc.ingest(devices[users - 1] as (typeof devices)[number], parse(liveMessage(0, userId(1), `to everyone ${round}`)));
+        ingested = ms(start);
+        await Promise.all(waits);
+        cpu = process.cpuUsage(cpu0);
+        lag.disable();
+      });
+      printSqlStats(`fan-out to ${users}`);
+      const what =
+        round === 1
+          ? `setup ${reuse ? `copied from ${template}` : `${fmt(setup / 1000)} s`}; first responses ${fmt(firstResponses / users)} ms each`
+          : `round ${round}: the same long-polls again`;
+      console.log(
+        `${users} users waiting (${what}): ` +
+          `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
+          `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
+          `${fmt(queries.n / users)} queries per answer; process CPU ${fmt((cpu.user + cpu.system) / 1000 / users)} ms per answer ` +
+          '(user and system time of every thread, ingest included: less noisy than the latencies on a shared machine)',
+      );
+    }
     await pool.end();
   }
 }
