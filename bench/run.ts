@@ -45,6 +45,21 @@ async function freshDatabase(serverUrl: string, baseName: string, template?: str
   await adminQuery(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   await adminQuery(serverUrl, template ? `CREATE DATABASE ${name} TEMPLATE ${template}` : `CREATE DATABASE ${name}`);
   const pool = openDatabase(serverUrl, name);
+  if (process.env.BENCH_TX) transactionsOf.set(pool, timeTransactions(pool));
+  // BENCH_EXPLAIN_MS: statements slower than this write their plan, with actual times and
+  // buffers, to the PostgreSQL server's log (auto_explain, loaded per session: needs a superuser).
+  if (process.env.BENCH_EXPLAIN_MS) {
+    const settings = [
+      `LOAD 'auto_explain'`,
+      `SET auto_explain.log_min_duration = ${Number(process.env.BENCH_EXPLAIN_MS)}`,
+      'SET auto_explain.log_analyze = on',
+      'SET auto_explain.log_buffers = on',
+      `SET log_min_messages = 'log'`,
+    ].join('; ');
+    pool.on('connect', (client) => {
+      client.query(settings).catch((err: Error) => logger.warn({ err: err.message }, 'auto_explain not set'));
+    });
+  }
   await migrate(pool, await loadMigrations());
   return pool;
 }
@@ -98,6 +113,63 @@ function countQueries(pool: Pool): { readonly n: number } {
   wrap(pool);
   pool.on('connect', (client) => wrap(client));
   return counter;
+}
+
+/**
+ * BENCH_TX=1: times each transaction of a pool (BEGIN to COMMIT on one client) and its
+ * statements, to find what makes one transaction slower than the others.
+ */
+interface TxTiming {
+  started: number;
+  ms: number;
+  statements: { text: string; ms: number }[];
+}
+const transactionsOf = new Map<Pool, TxTiming[]>();
+function timeTransactions(pool: Pool): TxTiming[] {
+  const done: TxTiming[] = [];
+  pool.on('connect', (client) => {
+    const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+    let open: TxTiming | undefined;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      if (typeof args.at(-1) === 'function') return original(...args);
+      const text = String(args[0]).replace(/\s+/g, ' ').slice(0, 100);
+      const t0 = performance.now();
+      if (text === 'BEGIN') open = { started: t0, ms: 0, statements: [] };
+      const p = original(...args) as Promise<unknown>;
+      const tx = open;
+      const finish = () => {
+        if (!tx) return;
+        tx.statements.push({ text, ms: ms(t0) });
+        if (text === 'COMMIT' || text === 'ROLLBACK') {
+          tx.ms = performance.now() - tx.started;
+          done.push(tx);
+          open = undefined;
+        }
+      };
+      p.then(finish, finish);
+      return p;
+    };
+  });
+  return done;
+}
+
+function printTransactions(label: string, txs: TxTiming[], since: number) {
+  const mine = txs.filter((t) => t.started >= since);
+  if (!mine.length) return;
+  console.log(
+    `  transactions of ${label}: ${mine.length}, p50 ${fmt(
+      pct(
+        mine.map((t) => t.ms),
+        50,
+      ),
+    )} ms; the slowest, and the first few:`,
+  );
+  const slowest = [...mine].sort((a, b) => b.ms - a.ms).slice(0, 4);
+  for (const t of [...new Set([...mine.slice(0, 3), ...slowest])]) {
+    console.log(`    #${mine.indexOf(t)} at +${fmt(t.started - since)} ms: ${fmt(t.ms)} ms, ${t.statements.length} statements`);
+    for (const st of [...t.statements].sort((a, b) => b.ms - a.ms).slice(0, 6))
+      console.log(`      ${fmt(st.ms).padStart(7)} ms  ${st.text}`);
+  }
 }
 
 function printSqlStats(phase: string) {
@@ -437,6 +509,38 @@ async function benchSharedMemory(serverUrl: string) {
 }
 
 /**
+ * Tells when `users` long-polls (one per user) have all said they wait (the engine's onWait
+ * hook): `onWait` goes to the engine, `reset` before starting a round of long-polls, and
+ * `everyone` resolves once each user's long-poll has parked since.
+ */
+function parkedLongPolls(users: number) {
+  let parked = new Set<string>();
+  let all: (() => void) | undefined;
+  const waiters = new Map<string, (() => void)[]>();
+  return {
+    onWait: (d: { userId: string }) => {
+      parked.add(d.userId);
+      for (const resolve of waiters.get(d.userId) ?? []) resolve();
+      waiters.delete(d.userId);
+      if (parked.size === users) all?.();
+    },
+    reset: () => {
+      parked = new Set();
+    },
+    everyone: () =>
+      new Promise<void>((resolve) => {
+        all = resolve;
+        if (parked.size === users) resolve();
+      }),
+    /** Resolves when `userId`'s next long-poll says it waits. */
+    next: (userId: string) =>
+      new Promise<void>((resolve) => {
+        waiters.set(userId, [...(waiters.get(userId) ?? []), resolve]);
+      }),
+  };
+}
+
+/**
  * Ingest under load (issue 16 (b) ingest half and (c)): users each with a connection
  * long-polling (BENCH_LOAD_ROOMS rooms each, default 20, drawn from a pool shared by everyone,
  * plus one room shared by all).
@@ -453,7 +557,12 @@ async function benchIngestLoad(serverUrl: string) {
   // BENCH_LOAD_BIG_ROOMS: the size of (b)'s big initial sync (smaller ones to iterate on).
   const bigRooms = Number(process.env.BENCH_LOAD_BIG_ROOMS ?? 10_000);
   const shared = 100_000;
-  const request = (pos: string | undefined, timeoutMs: number) => ({ ...roomListRequest([0, perUser], pos, timeoutMs), connId: 'load' });
+  // A room of each user that no other user's poller brought: its live events wake that user alone.
+  const privateRoom = (u: number) => 300_000 + u;
+  const request = (pos: string | undefined, timeoutMs: number) => ({
+    ...roomListRequest([0, perUser + 1], pos, timeoutMs),
+    connId: 'load',
+  });
   for (const users of (process.env.BENCH_LOAD_USERS ?? '200,1000').split(',').map(Number)) {
     // Ends the long-polls still waiting when a size is done.
     const stop = new AbortController();
@@ -473,11 +582,16 @@ async function benchIngestLoad(serverUrl: string) {
         index: (u * 7 + k * 13) % 2_000,
         members: [userId(u), userId((u + 1) % users)],
       }));
-      await acc.ingest(d, parse(initialSync([...mine, { index: shared, members: everyone.slice(0, 8) }], 1)), { initial: true });
+      const own = { index: privateRoom(u), members: [userId(u), userId((u + 1) % users)] };
+      await acc.ingest(d, parse(initialSync([...mine, own, { index: shared, members: everyone.slice(0, 8) }], 1)), { initial: true });
     }
     await pool.query('ANALYZE');
     const setup = ms(t0);
-    const { engine } = await createSyncService({ pool, bus, logger }, { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 });
+    const parked = parkedLongPolls(users);
+    const { engine } = await createSyncService(
+      { pool, bus, logger, onWait: parked.onWait },
+      { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 },
+    );
     const pos = new Map<number, string>();
     for (let u = 0; u < users; u++) pos.set(u, (await engine.sync(devices[u] as Device, request(undefined, 0), signal)).pos);
     const waitFor = (u: number) =>
@@ -488,16 +602,26 @@ async function benchIngestLoad(serverUrl: string) {
         },
         () => ({ at: Number.NaN }),
       );
-    // Long-polls are waiting once they have read their state; the engine has no hook for it here.
-    // (They wait up to 5 minutes: a timed-out long-poll would count as answered.)
-    const settle = () => new Promise((r) => setTimeout(r, Math.max(200, users / 2)));
+    // Every user's long-poll, once each has said it waits (they wait up to 5 minutes: a timed-out
+    // long-poll would count as answered).
+    // A long-poll may answer before it ever waits (what it finds new since the first response);
+    // it is then made again, until every user's has said it waits.
+    let early = 0;
+    const parkedWait = async (u: number) => {
+      for (;;) {
+        const isParked = parked.next(userId(u)).then(() => true);
+        const answer = waitFor(u);
+        if (await Promise.race([isParked, answer.then(() => false)])) return { answer };
+        early++;
+      }
+    };
+    const everyoneWaiting = async () => (await Promise.all(everyone.map((_, u) => parkedWait(u)))).map((w) => w.answer);
 
     // (c) every poller brings the same event.
     const answered: number[] = [];
     const ingestAll: number[] = [];
     for (let m = 0; parts.includes('c') && m < 5; m++) {
-      const waiting = everyone.map((_, u) => waitFor(u));
-      await settle();
+      const waiting = await everyoneWaiting();
       const message = liveMessage(shared, userId(0), `to all ${m}`);
       const t1 = performance.now();
       await Promise.all(
@@ -513,7 +637,7 @@ async function benchIngestLoad(serverUrl: string) {
       ingestAll.push(ms(t1));
       for (const { at } of await Promise.all(waiting)) answered.push(at - t1);
     }
-    console.log(`${users} users, ${perUser + 1} rooms each (setup ${fmt(setup / 1000)} s):`);
+    console.log(`${users} users, ${perUser + 2} rooms each (setup ${fmt(setup / 1000)} s; ${early} long-polls answered before waiting):`);
     if (answered.length)
       console.log(
         `  (c) one event brought by all ${users} pollers -> every long-poll answered: p50 ${fmt(pct(answered, 50))} ms, ` +
@@ -530,8 +654,25 @@ async function benchIngestLoad(serverUrl: string) {
           1,
         ),
       );
-      const waiting = everyone.map((_, u) => waitFor(u));
-      await settle();
+      // Each user long-polls again as soon as answered; a live event counts as answered at the
+      // first answer to its user that carries its room (the user's own, shared with no one who polls).
+      const expecting = new Map<number, { roomId: string; answered: (at: number) => void }[]>();
+      const polling = everyone.map(async (_, u) => {
+        for (;;) {
+          const r = await engine.sync(devices[u] as Device, request(pos.get(u), 300_000), signal).catch(() => undefined);
+          if (!r) return;
+          const at = performance.now();
+          pos.set(u, r.pos);
+          const waiting = expecting.get(u) ?? [];
+          for (const e of waiting) if (e.roomId in r.rooms) e.answered(at);
+          expecting.set(
+            u,
+            waiting.filter((e) => !(e.roomId in r.rooms)),
+          );
+        }
+      });
+      parked.reset();
+      await parked.everyone();
       const lag = monitorEventLoopDelay({ resolution: 10 });
       lag.enable();
       const t2 = performance.now();
@@ -546,14 +687,17 @@ async function benchIngestLoad(serverUrl: string) {
         await new Promise((r) => setTimeout(r, 50));
         if (done) break;
         const u = i % users;
-        const mineRoom = (u * 7) % 2_000;
         const t3 = performance.now();
         pending.push(
-          Promise.all([
-            waiting[u] as Promise<{ at: number }>,
-            acc.ingest(devices[u] as Device, parse(liveMessage(mineRoom, userId(1), `during ${i}`))).then(() => liveIngest.push(ms(t3))),
-          ]).then(([{ at }]) => {
-            live.push(at - t3);
+          new Promise<void>((resolve) => {
+            const answered = (at: number) => {
+              live.push(at - t3);
+              resolve();
+            };
+            expecting.set(u, [...(expecting.get(u) ?? []), { roomId: roomId(privateRoom(u)), answered }]);
+            acc
+              .ingest(devices[u] as Device, parse(liveMessage(privateRoom(u), userId((u + 1) % users), `during ${i}`)))
+              .then(() => liveIngest.push(ms(t3)));
           }),
         );
       }
@@ -561,6 +705,9 @@ async function benchIngestLoad(serverUrl: string) {
       const took = ms(t2);
       lag.disable();
       await Promise.all(pending);
+      stop.abort();
+      await Promise.all(polling);
+      printTransactions('(b)', transactionsOf.get(pool) ?? [], t2);
       console.log(
         `  (b) ${bigRooms.toLocaleString('en')}-room initial sync of another user while ${users} wait: ${fmt(took / 1000)} s; event-loop delay p99 ` +
           `${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ${live.length} live events for waiting users ` +
@@ -632,14 +779,9 @@ async function benchFanOut(serverUrl: string) {
       acc = createAccumulator({ pool, bus, logger });
     }
     // The long-polls are parked once each has called onWait (its computation found nothing).
-    const parked = new Set<string>();
-    let allParked: (() => void) | undefined;
-    const onWait = (d: { userId: string }) => {
-      parked.add(d.userId);
-      if (parked.size === users) allParked?.();
-    };
+    const parked = parkedLongPolls(users);
     const { engine } = await createSyncService(
-      { pool, bus, logger, onWait },
+      { pool, bus, logger, onWait: parked.onWait },
       { maxConnectionsPerDevice: 10, maxConnectionsInMemory: users * 2 },
     );
     const signal = new AbortController().signal;
@@ -650,10 +792,7 @@ async function benchFanOut(serverUrl: string) {
     for (let round = 1; round <= FANOUT_ROUNDS; round++) {
       const answered: number[] = [];
       let start = 0;
-      parked.clear();
-      const everyoneParked = new Promise<void>((resolve) => {
-        allParked = resolve;
-      });
+      parked.reset();
       const waits = devices.map((d, i) =>
         engine.sync(d, roomListRequest([0, 19], positions[i], 60_000), signal).then((r) => {
           answered.push(performance.now() - start);
@@ -664,7 +803,7 @@ async function benchFanOut(serverUrl: string) {
             );
         }),
       );
-      await everyoneParked;
+      await parked.everyone();
       const lag = monitorEventLoopDelay({ resolution: 10 });
       const queries = countQueries(pool);
       let ingested = 0;

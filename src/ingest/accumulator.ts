@@ -316,8 +316,8 @@ async function ingestInTransaction(
   }
   // Events: dedup against the store (what the memory did not know), insert the new ones in the
   // homeserver's order. One query after the other: pg deprecates overlapping queries on one
-  // client (pg 9 will refuse them).
-  await lockIngest(tx);
+  // client (pg 9 will refuse them). Every read here is by key (see lockIngest).
+  await lockIngest(tx, { keyedOnly: true });
   const knownBefore = new Map([...cached, ...(await findEvents(tx, uncached))]);
   const isNew = (e: RoomEvent) => !knownBefore.has(e.event_id);
   // Where this poller stands in the rooms it brings new events for (and the rooms' tips).
