@@ -4,7 +4,6 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import pg from 'pg';
 import { type Bus, createInProcessBus } from '../src/bus/bus.js';
 import { createClusterBus } from '../src/bus/cluster-bus.js';
 import { createAccumulator } from '../src/ingest/accumulator.js';
@@ -22,22 +21,15 @@ import { createHomeserverClient } from '../src/upstream/homeserver-client.js';
 import { parseSyncResponse } from '../src/upstream/sync-response.js';
 import { type RoomHistory, startFakeHomeserver } from '../test/support/fake-homeserver.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
+import { ELEMENT_X_REQUIRED_STATE, emptyDatabase, fmt, ms, pct } from './figures.js';
 import { eventCount, fanOutInitialSync, initialSync, liveMessage, roomId, userId } from './generate.js';
+import { benchServer } from './server.js';
 
 const logger = createLogger({ level: 'warn', pretty: false });
-const ms = (t0: number) => performance.now() - t0;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0;
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 async function freshDatabase(serverUrl: string, name: string): Promise<Pool> {
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const pool = createPool({ connectionString: url.href, max: 10, idleTimeoutMs: 10_000 }, logger);
+  const url = await emptyDatabase(serverUrl, name);
+  const pool = createPool({ connectionString: url, max: 10, idleTimeoutMs: 10_000 }, logger);
   await migrate(pool, await loadMigrations());
   return pool;
 }
@@ -173,26 +165,6 @@ async function benchIngest(serverUrl: string) {
   );
   await pool.end();
 }
-
-const ELEMENT_X_REQUIRED_STATE: [string, string][] = [
-  ['m.room.name', ''],
-  ['m.room.encryption', ''],
-  ['m.room.member', '$LAZY'],
-  ['m.room.member', '$ME'],
-  ['m.room.topic', ''],
-  ['m.room.avatar', ''],
-  ['m.room.canonical_alias', ''],
-  ['m.room.power_levels', ''],
-  ['org.matrix.msc3401.call.member', '*'],
-  ['m.room.join_rules', ''],
-  ['m.room.tombstone', ''],
-  ['m.room.create', ''],
-  ['m.room.history_visibility', ''],
-  ['io.element.functional_members', ''],
-  ['m.space.parent', '*'],
-  ['m.space.child', '*'],
-  ['org.matrix.msc3672.beacon_info', '*'],
-];
 
 function roomListRequest(range: [number, number], pos: string | undefined, timeoutMs = 0): SyncRequest {
   return {
@@ -834,6 +806,7 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   load: benchIngestLoad,
   fanout: benchFanOut,
   notify: benchNotify,
+  server: benchServer,
 };
 
 const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);
