@@ -19,7 +19,8 @@
 //   the first phase, so in the native phase too the homeserver carries the pollers' long-polls and
 //   the proxy ingests every message (200 copies): both phases run with a deployed proxy's load.
 //   The bench's SYNCV3_* variables (say SYNCV3_MAX_DB_CONN) are passed on to it, except the
-//   SYNCV3_TEST_/BENCH_/E2E_ ones; during its message phase its /metrics are sampled.
+//   SYNCV3_TEST_/BENCH_/E2E_ ones; during its message phase its /metrics are sampled, and with
+//   BENCH_CPU_PROFILE=dir its CPU profile is saved there (via SYNCV3_PPROF).
 // Each phase opens a new connection per user (as an app does when it starts), then long-polls.
 //
 // SYNCV3_BENCH_SERVER: `local` starts the e2e tier's throwaway Synapse (scripts/synapse.sh; needs
@@ -29,6 +30,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -101,6 +103,8 @@ const BODY = roomListBody(20);
 interface ChildProxy {
   url: string;
   metricsUrl: string;
+  /** With BENCH_CPU_PROFILE set: its SYNCV3_PPROF CPU profile endpoint. */
+  profileUrl: string | undefined;
   /** The last lines it printed (warnings and errors). */
   tail(): string;
   stop(): Promise<void>;
@@ -108,6 +112,7 @@ interface ChildProxy {
 
 async function startProxyProcess(hsUrl: string, dbUrl: string): Promise<ChildProxy> {
   const [port, promPort] = [await freePort(), await freePort()];
+  const pprofPort = process.env.BENCH_CPU_PROFILE ? await freePort() : undefined;
   const passed = Object.entries(process.env).filter(([k]) => !/^SYNCV3_(TEST|BENCH|E2E)_/.test(k));
   const env = {
     ...Object.fromEntries(passed),
@@ -116,6 +121,7 @@ async function startProxyProcess(hsUrl: string, dbUrl: string): Promise<ChildPro
     SYNCV3_SECRET: randomBytes(32).toString('hex'),
     SYNCV3_BINDADDR: `127.0.0.1:${port}`,
     SYNCV3_PROM: `127.0.0.1:${promPort}`,
+    ...(pprofPort ? { SYNCV3_PPROF: `127.0.0.1:${pprofPort}` } : {}),
     SYNCV3_LOG_LEVEL: process.env.SYNCV3_LOG_LEVEL ?? 'warn',
   };
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
@@ -152,7 +158,21 @@ async function startProxyProcess(hsUrl: string, dbUrl: string): Promise<ChildPro
     }
     await sleep(200);
   }
-  return { url, metricsUrl: `http://127.0.0.1:${promPort}/metrics`, tail: () => output.split('\n').slice(-6).join('\n'), stop };
+  return {
+    url,
+    metricsUrl: `http://127.0.0.1:${promPort}/metrics`,
+    profileUrl: pprofPort ? `http://127.0.0.1:${pprofPort}/debug/pprof/profile` : undefined,
+    tail: () => output.split('\n').slice(-6).join('\n'),
+    stop,
+  };
+}
+
+/** BENCH_CPU_PROFILE=dir: the proxy's CPU profile of its message phase, as dir/<label>.cpuprofile. */
+async function saveProfile(url: string, label: string): Promise<void> {
+  const res = await fetch(url);
+  const file = path.join(process.env.BENCH_CPU_PROFILE as string, `${label}.cpuprofile`);
+  writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+  console.log(`  CPU profile of the proxy's message phase: ${file}`);
 }
 
 /** A Prometheus text page as series (name and labels) -> value, and one name summed over its series. */
@@ -224,7 +244,14 @@ interface PhaseResult {
  * Every user long-polls `baseUrl` on a new connection while `sender` sends the messages; returns
  * the figures once everyone has seen the last message, or GRACE_MS after it was sent.
  */
-async function messagePhase(label: string, baseUrl: string, users: MatrixUser[], sender: MatrixUser, room: string): Promise<PhaseResult> {
+async function messagePhase(
+  label: string,
+  baseUrl: string,
+  users: MatrixUser[],
+  sender: MatrixUser,
+  room: string,
+  onSending?: (seconds: number) => void,
+): Promise<PhaseResult> {
   const stop = new AbortController();
   const arrivals: Arrival[][] = users.map(() => []);
   const errors = new Map<string, number>();
@@ -258,6 +285,7 @@ async function messagePhase(label: string, baseUrl: string, users: MatrixUser[],
   await sleep(Math.max(3000, users.length * 5));
 
   const sent: { at: number; eventId: string }[] = [];
+  onSending?.(Math.ceil((MESSAGES * INTERVAL_MS) / 1000) + 3);
   const t0 = performance.now();
   for (let m = 0; m < MESSAGES; m++) {
     await sleep(t0 + m * INTERVAL_MS - performance.now());
@@ -351,7 +379,12 @@ export async function benchServer(postgresUrl: string): Promise<void> {
           if (phase === 'native') report('native', n, await messagePhase('native', hs.url, users, sender, room));
           else if (phase === 'proxy' && proxy) {
             const watched = watchMetrics(proxy.metricsUrl);
-            const result = await messagePhase('proxy', proxy.url, users, sender, room);
+            let profile: Promise<void> | undefined;
+            const { profileUrl } = proxy;
+            const result = await messagePhase('proxy', proxy.url, users, sender, room, (seconds) => {
+              if (profileUrl) profile = saveProfile(`${profileUrl}?seconds=${seconds}`, `server-proxy-${n}`);
+            });
+            await profile;
             const metrics = await watched();
             report('proxy', n, result);
             console.log(`         ${metrics}`);
