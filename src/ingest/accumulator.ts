@@ -51,6 +51,7 @@ import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
 import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
+import { createIngestQueue, type Lane, onlyRepeats } from './ingest-queue.js';
 import { KnownEvents } from './known-events.js';
 import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
@@ -116,14 +117,18 @@ export function createAccumulator(
   const chunkEvents = deps.chunkEvents ?? 1_000;
   const ctx: IngestContext = { bus: deps.bus, known: new KnownEvents(deps.knownEvents ?? 100_000), views: new PollerViews() };
   // Ingest transactions run one at a time (positions must commit in order, see stream-tracker),
-  // queued here rather than on a database lock, so a waiting ingest holds no pool connection.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn);
-    queue = run.catch(() => undefined);
-    return run;
-  };
-  const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean, since?: string | null) => {
+  // queued here rather than on a database lock, so a waiting ingest holds no pool connection;
+  // news before repeats of stored events (see ingest-queue.ts).
+  const queue = createIngestQueue();
+  const serially = <T>(fn: () => Promise<T>, lane?: Lane): Promise<T> => queue.run(fn, lane);
+  const storeChunk = async (
+    device: DeviceRef,
+    response: SyncResponse,
+    last: boolean,
+    initial: boolean,
+    since: string | null | undefined,
+    lane: Lane,
+  ) => {
     const committed: Published[] = [];
     // The transaction's bus messages, recorded as its publish steps run: a bus across processes
     // sends them inside the transaction, so the other processes hear of them on commit.
@@ -164,14 +169,15 @@ export function createAccumulator(
       deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
       deps.telemetry?.metrics.busLag.observe(secondsSince(done));
       return summary;
-    });
+    }, lane);
   };
   const store = async (device: DeviceRef, response: SyncResponse, opts: IngestOptions | undefined) => {
     const chunks = splitResponse(response, chunkEvents);
     const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
+    const lane = chunks.length === 1 && !opts?.initial && onlyRepeats(response, ctx.known, device.userId) ? 'repeats' : 'news';
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
-      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since);
+      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since, lane);
       total.pos = Math.max(total.pos, summary.pos);
       total.newEvents += summary.newEvents;
       total.rooms += summary.rooms;

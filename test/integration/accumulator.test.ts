@@ -381,6 +381,37 @@ describe('accumulator under load', () => {
     assert.equal(messages('room.changed').filter((m) => m.roomId === '!shared:x').length, 1);
     assert.equal(messages('user.rooms_changed').length, 31, "each user's own unread count is stored");
   });
+
+  it('stores news before queued responses that only repeat stored events, each kind in arrival order', async (t) => {
+    const { ingest, messages, devices } = await setup(t);
+    const first = ev('m.room.message', { body: 'first' });
+    const counts = (c: number) => ({ unread_notifications: { notification_count: c, highlight_count: 0 } });
+    const shared = (events: Ev[], c: number) => ({ rooms: { join: { '!shared:x': joined([], events, counts(c)) } } });
+    const user = (u: number) => ({ userId: `@u${u}:x`, deviceId: 'D' });
+    await ingest(user(0), { next_batch: 's0', ...shared([first], 0) });
+    // All queued at once, as pollers whose responses come back together: five repeat the stored
+    // message, then a repeat carrying a to-device message (the device's own news), then the
+    // first copy of the next message.
+    const done = [1, 2, 3, 4, 5].map((u) => ingest(user(u), { next_batch: `s${u}`, ...shared([first], u) }));
+    done.push(
+      ingest(devices.alice, {
+        next_batch: 's6',
+        ...shared([first], 6),
+        to_device: { events: [{ type: 'm.x', sender: '@o:x', content: {} }] },
+      }),
+    );
+    done.push(ingest(user(7), { next_batch: 's7', ...shared([ev('m.room.message', { body: 'second' })], 7) }));
+    await Promise.all(done);
+    // Commit order: each transaction's messages carry its position.
+    const byCommit = messages('user.rooms_changed')
+      .sort((x, y) => x.pos - y.pos)
+      .map((m) => m.userId);
+    // The first repeat was already running when the others arrived; the news goes next.
+    assert.deepEqual(byCommit, ['@u0:x', '@u1:x', '@alice:x', '@u7:x', '@u2:x', '@u3:x', '@u4:x', '@u5:x']);
+    const second = messages('room.changed').at(-1);
+    const repeat2 = messages('user.rooms_changed').find((m) => m.userId === '@u2:x');
+    assert.ok(second && repeat2 && second.pos < repeat2.pos, 'the second message is stored before the queued repeats');
+  });
 });
 
 describe('accumulator with several pollers of one user', () => {
