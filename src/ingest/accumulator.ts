@@ -4,7 +4,7 @@
 // After commit, the bus hears what changed (ids and positions only).
 import type { Bus, Envelope } from '../bus/bus.js';
 import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
-import { type Pool, withTransaction } from '../store/db.js';
+import { type Pool, serialTransactions, type withTransaction } from '../store/db.js';
 import {
   advanceSince,
   type DeviceRef,
@@ -119,7 +119,8 @@ export function createAccumulator(
   // Ingest transactions run one at a time (positions must commit in order, see stream-tracker),
   // queued here rather than on a database lock, so a waiting ingest holds no pool connection;
   // news before repeats of stored events (see ingest-queue.ts).
-  const queue = createIngestQueue();
+  const transactions = serialTransactions(deps.pool);
+  const queue = createIngestQueue(() => transactions.release());
   const serially = <T>(fn: () => Promise<T>, lane?: Lane): Promise<T> => queue.run(fn, lane);
   const storeChunk = async (
     device: DeviceRef,
@@ -145,7 +146,7 @@ export function createAccumulator(
       }
       const started = performance.now();
       const remember: Published[] = [];
-      const summary = await withTransaction(deps.pool, async (tx) => {
+      const summary = await transactions.run(async (tx) => {
         const s = await ingestInTransaction(
           tx,
           { ...ctx, bus: recorder },
@@ -202,7 +203,7 @@ export function createAccumulator(
     },
     forget(userId, roomId) {
       return serially(async () => {
-        const pos = await withTransaction(deps.pool, async (tx) => {
+        const pos = await transactions.run(async (tx) => {
           await lockIngest(tx);
           return (await forgetRoom(tx, userId, roomId)) ? nextPosition(tx) : undefined;
         });
@@ -214,7 +215,7 @@ export function createAccumulator(
     },
     storeHistory(device, chunk) {
       return serially(async () => {
-        const outcome = await withTransaction(deps.pool, (tx) => storeHistory(tx, device, chunk));
+        const outcome = await transactions.run((tx) => storeHistory(tx, device, chunk));
         // Moved events have new positions: what the memory held of them (here, and in the
         // read side's copies of the room's timeline, state and visibility) is stale.
         if (outcome.stored) {

@@ -16,11 +16,13 @@ export interface IngestQueue {
   run<T>(fn: () => Promise<T>, lane?: Lane): Promise<T>;
 }
 
-export function createIngestQueue(): IngestQueue {
+/** `onIdle` is called each time the last queued transaction is done. */
+export function createIngestQueue(onIdle?: () => void): IngestQueue {
   const waiting: Record<Lane, (() => Promise<void>)[]> = { news: [], repeats: [] };
   let busy = false;
   const next = () => {
     const job = waiting.news.shift() ?? waiting.repeats.shift();
+    if (!job && busy) onIdle?.();
     busy = job !== undefined;
     // A microtask later, as a promise chain would: the caller's own synchronous code runs first.
     if (job) void Promise.resolve().then(job).finally(next);

@@ -412,6 +412,27 @@ describe('accumulator under load', () => {
     const repeat2 = messages('user.rooms_changed').find((m) => m.userId === '@u2:x');
     assert.ok(second && repeat2 && second.pos < repeat2.pos, 'the second message is stored before the queued repeats');
   });
+
+  it('runs ingests queued back to back on one connection, handed back when the queue empties', async (t) => {
+    const { pool, ingest } = await setup(t);
+    let checkouts = 0;
+    const connect = pool.connect.bind(pool);
+    Object.assign(pool, {
+      connect: (...args: unknown[]) => {
+        if (!args.length) checkouts++;
+        return (connect as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const body = (u: number) => ({
+      next_batch: `s${u}`,
+      rooms: { join: { [`!r${u}:x`]: joined([create()], [ev('m.room.message', { body: `${u}` })]) } },
+    });
+    await Promise.all([1, 2, 3, 4, 5].map((u) => ingest({ userId: `@u${u}:x`, deviceId: 'D' }, body(u))));
+    assert.equal(checkouts, 1, 'one checkout for the five');
+    assert.equal(pool.totalCount, pool.idleCount, 'the connection is back in the pool');
+    await ingest({ userId: '@u6:x', deviceId: 'D' }, body(6));
+    assert.equal(checkouts, 2, 'a later ingest takes one again');
+  });
 });
 
 describe('accumulator with several pollers of one user', () => {
