@@ -7,7 +7,7 @@ import { type AccumulatorOptions, createAccumulator, type IngestOptions } from '
 import { ackToDevice, deviceListChangesSince, keyCounts, toDeviceAfter } from '../../src/store/device-inbox-table.js';
 import { insertToken } from '../../src/store/devices-table.js';
 import { receiptsSince } from '../../src/store/receipts-table.js';
-import { currentState, latestTimelines, stateAsOf } from '../../src/store/room-reads.js';
+import { currentState, latestTimelines, prevBatchFrom, stateAsOf } from '../../src/store/room-reads.js';
 import { userRooms } from '../../src/store/user-rooms-table.js';
 import { timelineWindow } from '../../src/sync/timeline-window.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
@@ -432,6 +432,27 @@ describe('accumulator under load', () => {
     assert.equal(pool.totalCount, pool.idleCount, 'the connection is back in the pool');
     await ingest({ userId: '@u6:x', deviceId: 'D' }, body(6));
     assert.equal(checkouts, 2, 'a later ingest takes one again');
+  });
+});
+
+describe('prev_batch of a served timeline', () => {
+  it('is read once for callers asking at the same time, and afresh after', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const msg = ev('m.room.message', { body: 'hi' });
+    await ingest(devices.alice, { next_batch: 's1', rooms: { join: { '!pb:x': joined([create()], [msg]) } } });
+    const { rows } = await pool.query(`SELECT nid FROM events WHERE event_id = $1`, [msg.event_id]);
+    let reads = 0;
+    const counting = {
+      query: (...args: unknown[]) => {
+        reads++;
+        return (pool.query as (...a: unknown[]) => unknown)(...args);
+      },
+    } as unknown as typeof pool;
+    const tokens = await Promise.all(Array.from({ length: 5 }, () => prevBatchFrom(counting, '!pb:x', rows[0].nid)));
+    assert.deepEqual(tokens, Array(5).fill('pb'));
+    assert.equal(reads, 1, 'one query for five callers');
+    assert.equal(await prevBatchFrom(counting, '!pb:x', rows[0].nid), 'pb');
+    assert.equal(reads, 2, 'nothing kept once answered');
   });
 });
 
