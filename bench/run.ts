@@ -1,6 +1,9 @@
-// `npm run bench -- [ingest|history|msc4186|fanout|load|notify]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|history|msc4186|fanout|load|notify|server]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
+// `server` runs against a real homeserver, side by side with its native endpoint, when
+// SYNCV3_BENCH_SERVER is set (`local`, or a URL with SYNCV3_BENCH_REGISTRATION_SECRET); its
+// knobs (BENCH_SERVER_USERS, _MESSAGES, _INTERVAL_MS, _PHASES) are described in bench/server.ts.
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
