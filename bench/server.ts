@@ -238,6 +238,8 @@ interface PhaseResult {
   missing: number;
   answers: number;
   errors: Map<string, number>;
+  /** How long each send request took (the homeserver's answer to the PUT). */
+  sendMs: number[];
 }
 
 /**
@@ -285,12 +287,14 @@ async function messagePhase(
   await sleep(Math.max(3000, users.length * 5));
 
   const sent: { at: number; eventId: string }[] = [];
+  const sendMs: number[] = [];
   onSending?.(Math.ceil((MESSAGES * INTERVAL_MS) / 1000) + 3);
   const t0 = performance.now();
   for (let m = 0; m < MESSAGES; m++) {
     await sleep(t0 + m * INTERVAL_MS - performance.now());
     const at = performance.now();
     sent.push({ at, eventId: await sender.sendMessage(room, `${label} message ${m}`) });
+    sendMs.push(ms(at));
   }
   const last = sent.at(-1)?.eventId;
   const deadline = performance.now() + GRACE_MS;
@@ -300,7 +304,7 @@ async function messagePhase(
   await Promise.all(loops);
 
   const index = new Map(sent.map((s, m) => [s.eventId, m]));
-  const result: PhaseResult = { latencies: [], own: 0, withLater: 0, overtaken: 0, missing: 0, answers, errors };
+  const result: PhaseResult = { latencies: [], own: 0, withLater: 0, overtaken: 0, missing: 0, answers, errors, sendMs };
   for (const xs of arrivals) {
     const firstAt = new Array<number>(MESSAGES).fill(Number.NaN);
     const alone = new Array<boolean>(MESSAGES).fill(false);
@@ -339,7 +343,7 @@ function report(label: string, users: number, r: PhaseResult) {
     `  ${label.padEnd(6)} send -> long-poll answered: p50 ${fmt(pct(lat, 50) / 1000)} s, p99 ${fmt(pct(lat, 99) / 1000)} s, ` +
       `max ${fmt(Math.max(0, ...lat) / 1000)} s; of ${total}: ${r.own} as their own update, ${r.withLater} together with a ` +
       `later message, ${r.overtaken} overtaken (never shown), ${r.missing} missing; ${within(1)} within 1 s, ${within(2)} within 2 s; ` +
-      `${r.answers} answers${errs ? `; errors: ${errs}` : ''}`,
+      `${r.answers} answers${errs ? `; errors: ${errs}` : ''}; the sends took p50 ${fmt(pct(r.sendMs, 50))} ms, max ${fmt(Math.max(...r.sendMs))} ms`,
   );
 }
 
