@@ -1,6 +1,9 @@
-// `npm run bench -- [ingest|history|msc4186|fanout|load|notify|tokens]...`: figures, not pass/fail. Every figure is printed with a
+// `npm run bench -- [ingest|history|msc4186|fanout|load|notify|tokens|server]...`: figures, not pass/fail. Every figure is printed with a
 // ratio to a baseline measured in the same run on the same machine (a bare PostgreSQL round trip
 // or a bare bulk insert), because absolute numbers on a shared machine mean little.
+// `server` runs against a real homeserver, side by side with its native endpoint, when
+// SYNCV3_BENCH_SERVER is set (`local`, or a URL with SYNCV3_BENCH_REGISTRATION_SECRET); its
+// knobs (BENCH_SERVER_USERS, _MESSAGES, _INTERVAL_MS, _PHASES) are described in bench/server.ts.
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -26,12 +29,11 @@ import { type RoomHistory, startFakeHomeserver } from '../test/support/fake-home
 import { freePort } from '../test/support/ports.js';
 import { waitFor } from '../test/support/processes.js';
 import { startTestPostgres } from '../test/support/test-postgres.js';
+import { ELEMENT_X_REQUIRED_STATE, fmt, ms, pct } from './figures.js';
 import { eventCount, fanOutInitialSync, initialSync, liveMessage, roomId, userId } from './generate.js';
+import { benchServer } from './server.js';
 
 const logger = createLogger({ level: 'warn', pretty: false });
-const ms = (t0: number) => performance.now() - t0;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0;
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 /**
  * BENCH_DB_PREFIX: prepended to every database name, so that runs sharing one PostgreSQL server
@@ -281,26 +283,6 @@ async function benchIngest(serverUrl: string) {
   );
   await pool.end();
 }
-
-const ELEMENT_X_REQUIRED_STATE: [string, string][] = [
-  ['m.room.name', ''],
-  ['m.room.encryption', ''],
-  ['m.room.member', '$LAZY'],
-  ['m.room.member', '$ME'],
-  ['m.room.topic', ''],
-  ['m.room.avatar', ''],
-  ['m.room.canonical_alias', ''],
-  ['m.room.power_levels', ''],
-  ['org.matrix.msc3401.call.member', '*'],
-  ['m.room.join_rules', ''],
-  ['m.room.tombstone', ''],
-  ['m.room.create', ''],
-  ['m.room.history_visibility', ''],
-  ['io.element.functional_members', ''],
-  ['m.space.parent', '*'],
-  ['m.space.child', '*'],
-  ['org.matrix.msc3672.beacon_info', '*'],
-];
 
 function roomListRequest(range: [number, number], pos: string | undefined, timeoutMs = 0): SyncRequest {
   return {
@@ -1146,6 +1128,7 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   fanout: benchFanOut,
   notify: benchNotify,
   tokens: benchTokenRotation,
+  server: benchServer,
 };
 
 const chosen = process.argv.slice(2).filter((a) => a in SCENARIOS);

@@ -4,7 +4,7 @@
 // After commit, the bus hears what changed (ids and positions only).
 import type { Bus, Envelope } from '../bus/bus.js';
 import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
-import { type Pool, withTransaction } from '../store/db.js';
+import { type Pool, serialTransactions, type withTransaction } from '../store/db.js';
 import {
   advanceSince,
   type DeviceRef,
@@ -51,6 +51,7 @@ import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
 import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
+import { createIngestQueue, type Lane, onlyRepeats } from './ingest-queue.js';
 import { KnownEvents } from './known-events.js';
 import { interleaveArrivals, membershipArrivals } from './membership-arrivals.js';
 import { PollerViews } from './poller-views.js';
@@ -117,14 +118,19 @@ export function createAccumulator(
   const chunkEvents = deps.chunkEvents ?? 1_000;
   const ctx: IngestContext = { bus: deps.bus, known: new KnownEvents(deps.knownEvents ?? 100_000), views: new PollerViews() };
   // Ingest transactions run one at a time (positions must commit in order, see stream-tracker),
-  // queued here rather than on a database lock, so a waiting ingest holds no pool connection.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn);
-    queue = run.catch(() => undefined);
-    return run;
-  };
-  const storeChunk = async (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean, since?: string | null) => {
+  // queued here rather than on a database lock, so a waiting ingest holds no pool connection;
+  // news before repeats of stored events (see ingest-queue.ts).
+  const transactions = serialTransactions(deps.pool);
+  const queue = createIngestQueue(() => transactions.release());
+  const serially = <T>(fn: () => Promise<T>, lane?: Lane): Promise<T> => queue.run(fn, lane);
+  const storeChunk = async (
+    device: DeviceRef,
+    response: SyncResponse,
+    last: boolean,
+    initial: boolean,
+    since: string | null | undefined,
+    lane: Lane,
+  ) => {
     const committed: Published[] = [];
     // The transaction's bus messages, recorded as its publish steps run: a bus across processes
     // sends them inside the transaction, so the other processes hear of them on commit.
@@ -141,7 +147,7 @@ export function createAccumulator(
       }
       const started = performance.now();
       const remember: Published[] = [];
-      const summary = await withTransaction(deps.pool, async (tx) => {
+      const summary = await transactions.run(async (tx) => {
         const s = await ingestInTransaction(
           tx,
           { ...ctx, bus: recorder },
@@ -165,14 +171,15 @@ export function createAccumulator(
       deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
       deps.telemetry?.metrics.busLag.observe(secondsSince(done));
       return summary;
-    });
+    }, lane);
   };
   const store = async (device: DeviceRef, response: SyncResponse, opts: IngestOptions | undefined) => {
     const chunks = splitResponse(response, chunkEvents);
     const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
+    const lane = chunks.length === 1 && !opts?.initial && onlyRepeats(response, ctx.known, device.userId) ? 'repeats' : 'news';
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
-      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since);
+      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since, lane);
       total.pos = Math.max(total.pos, summary.pos);
       total.newEvents += summary.newEvents;
       total.rooms += summary.rooms;
@@ -197,7 +204,7 @@ export function createAccumulator(
     },
     forget(userId, roomId) {
       return serially(async () => {
-        const pos = await withTransaction(deps.pool, async (tx) => {
+        const pos = await transactions.run(async (tx) => {
           await lockIngest(tx);
           return (await forgetRoom(tx, userId, roomId)) ? nextPosition(tx) : undefined;
         });
@@ -209,7 +216,7 @@ export function createAccumulator(
     },
     storeHistory(device, chunk) {
       return serially(async () => {
-        const outcome = await withTransaction(deps.pool, (tx) => storeHistory(tx, device, chunk));
+        const outcome = await transactions.run((tx) => storeHistory(tx, device, chunk));
         // Moved events have new positions: what the memory held of them (here, and in the
         // read side's copies of the room's timeline, state and visibility) is stale.
         if (outcome.stored) {

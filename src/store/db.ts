@@ -119,6 +119,44 @@ export async function openPool(
   }
 }
 
+/**
+ * Transactions that run one after another (the ingest queue's) on one pool connection, kept
+ * while they come back to back and handed back by `release()` when the run of them ends: taking
+ * a connection per transaction queued each of them again behind every query waiting for the pool
+ * (170 at once while 200 connections were answered), and those transactions hold up all ingest.
+ * Never two at once.
+ */
+export function serialTransactions(pool: pg.Pool) {
+  let held: pg.PoolClient | undefined;
+  return {
+    async run<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+      held ??= await pool.connect();
+      const client = held;
+      try {
+        await client.query('BEGIN');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        // A connection that cannot even roll back is broken: the pool drops it.
+        const usable = await client.query('ROLLBACK').then(
+          () => true,
+          () => false,
+        );
+        if (!usable) {
+          held = undefined;
+          client.release(err instanceof Error ? err : new Error(String(err)));
+        }
+        throw err;
+      }
+    },
+    release(): void {
+      held?.release();
+      held = undefined;
+    },
+  };
+}
+
 /** Runs fn in one transaction; rolls back and rethrows on any error. */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();

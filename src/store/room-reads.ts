@@ -87,7 +87,26 @@ export async function latestTimelines(db: Queryable, queries: TimelineQuery[]): 
  * prev_batch at or after it, else the sync token that ended the chunk containing it. Both point
  * at or after the event, so clients may see some events twice but never miss one.
  */
-export async function prevBatchFrom(db: Queryable, roomId: string, nid: number): Promise<string | undefined> {
+export function prevBatchFrom(db: Queryable, roomId: string, nid: number): Promise<string | undefined> {
+  // Callers asking at the same time for the same event share one query: a message in a room
+  // shared by 200 users is the oldest timeline event of 200 answers computed at once. Nothing is
+  // kept once it answers, so no caller gets an older answer than its own query would have given.
+  let flights = prevBatchFlights.get(db);
+  if (!flights) {
+    flights = new Map();
+    prevBatchFlights.set(db, flights);
+  }
+  const key = `${roomId}\0${nid}`;
+  const running = flights.get(key);
+  if (running) return running;
+  const query = readPrevBatch(db, roomId, nid).finally(() => flights.delete(key));
+  flights.set(key, query);
+  return query;
+}
+
+const prevBatchFlights = new WeakMap<Queryable, Map<string, Promise<string | undefined>>>();
+
+async function readPrevBatch(db: Queryable, roomId: string, nid: number): Promise<string | undefined> {
   const { rows } = await db.query<{ token: string | null }>(
     `SELECT COALESCE(
        (SELECT prev_batch FROM events WHERE room_id = $1 AND in_timeline AND nid >= $2 AND prev_batch IS NOT NULL ORDER BY nid LIMIT 1),

@@ -7,7 +7,7 @@ import { type AccumulatorOptions, createAccumulator, type IngestOptions } from '
 import { ackToDevice, deviceListChangesSince, keyCounts, toDeviceAfter } from '../../src/store/device-inbox-table.js';
 import { insertToken } from '../../src/store/devices-table.js';
 import { receiptsSince } from '../../src/store/receipts-table.js';
-import { currentState, latestTimelines, stateAsOf } from '../../src/store/room-reads.js';
+import { currentState, latestTimelines, prevBatchFrom, stateAsOf } from '../../src/store/room-reads.js';
 import { userRooms } from '../../src/store/user-rooms-table.js';
 import { timelineWindow } from '../../src/sync/timeline-window.js';
 import { parseSyncResponse } from '../../src/upstream/sync-response.js';
@@ -380,6 +380,79 @@ describe('accumulator under load', () => {
     );
     assert.equal(messages('room.changed').filter((m) => m.roomId === '!shared:x').length, 1);
     assert.equal(messages('user.rooms_changed').length, 31, "each user's own unread count is stored");
+  });
+
+  it('stores news before queued responses that only repeat stored events, each kind in arrival order', async (t) => {
+    const { ingest, messages, devices } = await setup(t);
+    const first = ev('m.room.message', { body: 'first' });
+    const counts = (c: number) => ({ unread_notifications: { notification_count: c, highlight_count: 0 } });
+    const shared = (events: Ev[], c: number) => ({ rooms: { join: { '!shared:x': joined([], events, counts(c)) } } });
+    const user = (u: number) => ({ userId: `@u${u}:x`, deviceId: 'D' });
+    await ingest(user(0), { next_batch: 's0', ...shared([first], 0) });
+    // All queued at once, as pollers whose responses come back together: five repeat the stored
+    // message, then a repeat carrying a to-device message (the device's own news), then the
+    // first copy of the next message.
+    const done = [1, 2, 3, 4, 5].map((u) => ingest(user(u), { next_batch: `s${u}`, ...shared([first], u) }));
+    done.push(
+      ingest(devices.alice, {
+        next_batch: 's6',
+        ...shared([first], 6),
+        to_device: { events: [{ type: 'm.x', sender: '@o:x', content: {} }] },
+      }),
+    );
+    done.push(ingest(user(7), { next_batch: 's7', ...shared([ev('m.room.message', { body: 'second' })], 7) }));
+    await Promise.all(done);
+    // Commit order: each transaction's messages carry its position.
+    const byCommit = messages('user.rooms_changed')
+      .sort((x, y) => x.pos - y.pos)
+      .map((m) => m.userId);
+    // The first repeat was already running when the others arrived; the news goes next.
+    assert.deepEqual(byCommit, ['@u0:x', '@u1:x', '@alice:x', '@u7:x', '@u2:x', '@u3:x', '@u4:x', '@u5:x']);
+    const second = messages('room.changed').at(-1);
+    const repeat2 = messages('user.rooms_changed').find((m) => m.userId === '@u2:x');
+    assert.ok(second && repeat2 && second.pos < repeat2.pos, 'the second message is stored before the queued repeats');
+  });
+
+  it('runs ingests queued back to back on one connection, handed back when the queue empties', async (t) => {
+    const { pool, ingest } = await setup(t);
+    let checkouts = 0;
+    const connect = pool.connect.bind(pool);
+    Object.assign(pool, {
+      connect: (...args: unknown[]) => {
+        if (!args.length) checkouts++;
+        return (connect as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const body = (u: number) => ({
+      next_batch: `s${u}`,
+      rooms: { join: { [`!r${u}:x`]: joined([create()], [ev('m.room.message', { body: `${u}` })]) } },
+    });
+    await Promise.all([1, 2, 3, 4, 5].map((u) => ingest({ userId: `@u${u}:x`, deviceId: 'D' }, body(u))));
+    assert.equal(checkouts, 1, 'one checkout for the five');
+    assert.equal(pool.totalCount, pool.idleCount, 'the connection is back in the pool');
+    await ingest({ userId: '@u6:x', deviceId: 'D' }, body(6));
+    assert.equal(checkouts, 2, 'a later ingest takes one again');
+  });
+});
+
+describe('prev_batch of a served timeline', () => {
+  it('is read once for callers asking at the same time, and afresh after', async (t) => {
+    const { pool, ingest, devices } = await setup(t);
+    const msg = ev('m.room.message', { body: 'hi' });
+    await ingest(devices.alice, { next_batch: 's1', rooms: { join: { '!pb:x': joined([create()], [msg]) } } });
+    const { rows } = await pool.query(`SELECT nid FROM events WHERE event_id = $1`, [msg.event_id]);
+    let reads = 0;
+    const counting = {
+      query: (...args: unknown[]) => {
+        reads++;
+        return (pool.query as (...a: unknown[]) => unknown)(...args);
+      },
+    } as unknown as typeof pool;
+    const tokens = await Promise.all(Array.from({ length: 5 }, () => prevBatchFrom(counting, '!pb:x', rows[0].nid)));
+    assert.deepEqual(tokens, Array(5).fill('pb'));
+    assert.equal(reads, 1, 'one query for five callers');
+    assert.equal(await prevBatchFrom(counting, '!pb:x', rows[0].nid), 'pb');
+    assert.equal(reads, 2, 'nothing kept once answered');
   });
 });
 

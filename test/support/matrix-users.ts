@@ -1,7 +1,7 @@
 // Raw Client-Server API calls against a real homeserver, for the end-to-end tier: users with
 // unique names, rooms, messages, state, membership, ephemeral data, account data, to-device
 // messages and keys, plus one sliding sync request (to the proxy or to Synapse's own endpoint).
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 export const SLIDING_SYNC_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
 
@@ -26,8 +26,9 @@ export type Json = any;
 export async function requestJson(
   method: string,
   url: string,
-  opts: { token?: string; body?: unknown; timeoutMs?: number } = {},
+  opts: { token?: string; body?: unknown; timeoutMs?: number; signal?: AbortSignal } = {},
 ): Promise<Json> {
+  const timeout = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
   const res = await fetch(url, {
     method,
     headers: {
@@ -35,7 +36,7 @@ export async function requestJson(
       ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
     },
     body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+    signal: opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout,
   });
   const text = await res.text();
   let parsed: Json = {};
@@ -54,6 +55,8 @@ export interface SlidingSyncOptions {
   timeout?: number;
   /** Extra ms the HTTP request may take beyond `timeout`. */
   slackMs?: number;
+  /** Ends the request early (a benchmark stopping its long-polls). */
+  signal?: AbortSignal;
 }
 
 /** One MSC4186 request to `baseUrl` (the proxy, or Synapse for its native answer). */
@@ -66,6 +69,7 @@ export function slidingSync(baseUrl: string, token: string, body: unknown, opts:
     token,
     body,
     timeoutMs: (opts.timeout ?? 0) + (opts.slackMs ?? 30_000),
+    signal: opts.signal,
   });
 }
 
@@ -252,6 +256,20 @@ export async function registerUser(hs: string, prefix = 'user'): Promise<MatrixU
   const res = await requestJson('POST', `${hs}/_matrix/client/v3/register`, {
     body: { username: localpart, password, auth: { type: 'm.login.dummy' }, initial_device_display_name: 'e2e' },
   });
+  return new MatrixUser(hs, res.user_id, res.access_token, res.device_id, localpart, password);
+}
+
+/**
+ * Registers `localpart` with Synapse's shared-secret admin API (GET a nonce, POST with an
+ * HMAC-SHA1 over nonce, user, password and admin flag), which works whether or not open
+ * registration is, for homeservers whose `registration_shared_secret` the caller knows.
+ */
+export async function registerWithSharedSecret(hs: string, secret: string, localpart: string): Promise<MatrixUser> {
+  const url = `${hs}/_synapse/admin/v1/register`;
+  const { nonce } = await requestJson('GET', url);
+  const password = randomBytes(12).toString('hex');
+  const mac = createHmac('sha1', secret).update(`${nonce}\0${localpart}\0${password}\0notadmin`).digest('hex');
+  const res = await requestJson('POST', url, { body: { nonce, username: localpart, password, admin: false, mac } });
   return new MatrixUser(hs, res.user_id, res.access_token, res.device_id, localpart, password);
 }
 

@@ -72,8 +72,20 @@ function lastLines(text: string, n: number): string {
     .join(' | ');
 }
 
-/** Starts a throwaway Synapse; resolves with its URL, or with why it could not. */
-async function startLocal(): Promise<Homeserver> {
+/**
+ * The shared secret of scripts/synapse.sh's homeservers, for the admin registration API (the
+ * script's documented default, or the same variable it reads).
+ */
+export const REGISTRATION_SECRET = process.env.SYNAPSE_REGISTRATION_SHARED_SECRET || 'syncv3-e2e-registration-secret';
+
+export type StartedSynapse = { url: string; stop(): void; skip?: undefined } | { url?: undefined; skip: string };
+
+/**
+ * Starts a throwaway Synapse; resolves with its URL and how to stop it (stop() also removes its
+ * data dir unless SYNCV3_E2E_KEEP_SYNAPSE=1), or with why it could not start. The caller stops it;
+ * an interrupted process (SIGINT, SIGTERM) stops it itself.
+ */
+export async function startSynapse(): Promise<StartedSynapse> {
   if (process.getuid?.() !== 0) return { skip: 'scripts/synapse.sh needs root (debootstrap, chroot, mount)' };
   let failure = '';
   // Another process may grab the free port before Synapse binds it: try a few.
@@ -82,15 +94,15 @@ async function startLocal(): Promise<Homeserver> {
     const res = await runScript(['start', '--port', String(port), '--fresh'], START_TIMEOUT_MS);
     const url = res.stdout.trim().split('\n').at(-1) ?? '';
     if (res.code === 0 && /^http:\/\/127\.0\.0\.1:\d+$/.test(url)) {
+      let stopped = false;
       const stop = () => {
-        const stopped = spawnSync('bash', [SCRIPT, 'stop', '--port', String(port)], { stdio: 'ignore', timeout: 30_000 });
+        if (stopped) return;
+        stopped = true;
+        const result = spawnSync('bash', [SCRIPT, 'stop', '--port', String(port)], { stdio: 'ignore', timeout: 30_000 });
         // Each start leaves a data dir (database, logs; a few MB) in the cached chroot: remove it
         // unless asked to keep it for reading synapse.log.
-        if (stopped.status === 0 && process.env.SYNCV3_E2E_KEEP_SYNAPSE !== '1') rmSync(dataDir(port), { recursive: true, force: true });
+        if (result.status === 0 && process.env.SYNCV3_E2E_KEEP_SYNAPSE !== '1') rmSync(dataDir(port), { recursive: true, force: true });
       };
-      after(() => {
-        stop();
-      });
       // A runner interrupted with Ctrl-C must not leave Synapse running (it was started with setsid).
       for (const signal of ['SIGINT', 'SIGTERM'] as const) {
         process.once(signal, () => {
@@ -98,12 +110,22 @@ async function startLocal(): Promise<Homeserver> {
           process.exit(130);
         });
       }
-      return { url };
+      return { url, stop };
     }
     failure = `scripts/synapse.sh start exited ${res.code}: ${lastLines(res.stderr, 3) || '(no output)'}`;
     if (!/already in use/.test(res.stderr)) break;
   }
   return { skip: failure };
+}
+
+/** A throwaway Synapse stopped after this test file's tests. */
+async function startLocal(): Promise<Homeserver> {
+  const started = await startSynapse();
+  if (started.skip !== undefined) return { skip: started.skip };
+  after(() => {
+    started.stop();
+  });
+  return { url: started.url };
 }
 
 let once: Promise<Homeserver> | undefined;
