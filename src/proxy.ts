@@ -27,6 +27,7 @@ import { startEmbeddedPostgres } from './store/embedded-postgres.js';
 import { InstanceLockTaken, takeInstanceLock } from './store/instance-lock.js';
 import { loadMigrations, migrate, migrationStatus } from './store/migrate.js';
 import { SslConfigError } from './store/pg-ssl.js';
+import { plannerStatistics } from './store/planner-statistics.js';
 import { prune } from './store/retention.js';
 import { createTokenCipher } from './store/token-cipher.js';
 import { createSyncService } from './sync/create-engine.js';
@@ -219,7 +220,7 @@ export async function startProxy(config: Config, rootLogger: Logger, opts: Proxy
     const forwarder = createForwarder(config.server, { headersTimeoutMs: config.httpTimeoutMs, trustedProxies: config.trustedProxies });
     lifecycle.onStop('forwarder', () => forwarder.close());
     const cipher = createTokenCipher(secret);
-    const accumulator = createAccumulator({ pool, bus, logger, telemetry });
+    const accumulator = createAccumulator({ pool, bus, logger, telemetry, statistics: plannerStatistics(pool, logger) });
     // The leases tell the pollers when the lease connection is lost; the pollers need the leases to start.
     let leasesLost = () => {};
     const leases = config.cluster

@@ -27,6 +27,7 @@ import {
   markInTimeline,
   storeRedacted,
 } from '../store/events-table.js';
+import type { PlannerStatistics } from '../store/planner-statistics.js';
 import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
 import {
   applyStateChanges,
@@ -105,6 +106,8 @@ export interface AccumulatorOptions {
   chunkEvents?: number;
   /** Events remembered as stored (for duplicates brought by many pollers). */
   knownEvents?: number;
+  /** Told how many events each response stored, to keep the planner's statistics in step. */
+  statistics?: Pick<PlannerStatistics, 'stored'>;
 }
 
 export function createAccumulator(
@@ -186,6 +189,7 @@ export function createAccumulator(
       total.toDevice += summary.toDevice;
     }
     if (opts?.roomsOmitted) ctx.views.blind(device);
+    if (total.newEvents) deps.statistics?.stored(total.newEvents);
     return total;
   };
   const tracer = deps.telemetry?.tracer;
