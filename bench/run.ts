@@ -1030,6 +1030,12 @@ async function benchNotify(serverUrl: string) {
 
 /** BENCH_TOKEN_ROTATIONS: how many refreshes the token scenario makes (default 10,000). */
 const TOKEN_ROTATIONS = Number(process.env.BENCH_TOKEN_ROTATIONS ?? 10_000);
+/**
+ * BENCH_TOKEN_SNAPSHOTS: a directory; each run then writes heap snapshots of its proxy half-way
+ * and at the end (`tokens-<run>-<requests>.heapsnapshot`), whose difference is what the second
+ * half of the requests left behind.
+ */
+const TOKEN_SNAPSHOTS = process.env.BENCH_TOKEN_SNAPSHOTS;
 
 /**
  * Token rotation (issue 16, bounded memory): one device whose access token is refreshed N times
@@ -1040,8 +1046,8 @@ const TOKEN_ROTATIONS = Number(process.env.BENCH_TOKEN_ROTATIONS ?? 10_000);
 async function benchTokenRotation(serverUrl: string) {
   console.log('\n== token rotation (one device, its access token refreshed again and again) ==');
   const n = TOKEN_ROTATIONS.toLocaleString('en');
-  const same = await rotationRun(serverUrl, () => 'token-0');
-  const rotated = await rotationRun(serverUrl, (i) => `token-${i + 1}`);
+  const same = await rotationRun(serverUrl, 'baseline', () => 'token-0');
+  const rotated = await rotationRun(serverUrl, 'rotation', (i) => `token-${i + 1}`);
   for (const [label, r] of [
     [`${n} requests with one token (baseline)`, same],
     [`${n} requests, a new token each`, rotated],
@@ -1057,7 +1063,7 @@ async function benchTokenRotation(serverUrl: string) {
   );
 }
 
-async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
+async function rotationRun(serverUrl: string, run: string, tokenOf: (i: number) => string) {
   const fake = await startFakeHomeserver({ maxWaitMs: 1_000 });
   const dbUrl = await freshDatabaseUrl(serverUrl, 'syncv3_bench_tokens');
   const [port, promPort, pprofPort] = [await freePort(), await freePort(), await freePort()];
@@ -1078,8 +1084,9 @@ async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
   const rss = async () => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
   // A heap snapshot (SYNCV3_PPROF) collects all garbage first, so the heap size the metrics
   // report right after it is what is really held. It inflates RSS, so it comes last.
+  const snapshot = async () => (await fetch(`http://127.0.0.1:${pprofPort}/debug/pprof/heap`)).arrayBuffer();
   const liveHeap = async () => {
-    await (await fetch(`http://127.0.0.1:${pprofPort}/debug/pprof/heap`)).arrayBuffer();
+    await snapshot();
     const metrics = await (await fetch(`http://127.0.0.1:${promPort}/metrics`)).text();
     return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(metrics)?.[1]) / 1024 / 1024;
   };
@@ -1105,7 +1112,12 @@ async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
     for (let i = 0; i < 500; i++) await request(tokenOf(0));
     const rssBefore = await rss();
     const t0 = performance.now();
-    for (let i = 0; i < TOKEN_ROTATIONS; i++) await request(tokenOf(i));
+    for (let i = 0; i < TOKEN_ROTATIONS; i++) {
+      await request(tokenOf(i));
+      const done = i + 1;
+      if (TOKEN_SNAPSHOTS && (done === Math.floor(TOKEN_ROTATIONS / 2) || done === TOKEN_ROTATIONS))
+        writeFileSync(`${TOKEN_SNAPSHOTS}/tokens-${run}-${done}.heapsnapshot`, Buffer.from(await snapshot()));
+    }
     const perRequest = ms(t0) / TOKEN_ROTATIONS;
     const rssAfter = await rss();
     const check = new pg.Client({ connectionString: dbUrl });
