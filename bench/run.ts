@@ -187,7 +187,7 @@ async function freshDatabaseUrl(serverUrl: string, name: string): Promise<string
   const pool = await freshDatabase(serverUrl, name);
   await pool.end();
   const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
+  url.pathname = `/${DB_PREFIX}${name}`;
   return url.href;
 }
 
