@@ -187,7 +187,7 @@ async function freshDatabaseUrl(serverUrl: string, name: string): Promise<string
   const pool = await freshDatabase(serverUrl, name);
   await pool.end();
   const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
+  url.pathname = `/${DB_PREFIX}${name}`;
   return url.href;
 }
 
@@ -1030,6 +1030,12 @@ async function benchNotify(serverUrl: string) {
 
 /** BENCH_TOKEN_ROTATIONS: how many refreshes the token scenario makes (default 10,000). */
 const TOKEN_ROTATIONS = Number(process.env.BENCH_TOKEN_ROTATIONS ?? 10_000);
+/**
+ * BENCH_TOKEN_SNAPSHOTS: a directory; each run then writes heap snapshots of its proxy half-way
+ * and at the end (`tokens-<run>-<requests>.heapsnapshot`), whose difference is what the second
+ * half of the requests left behind.
+ */
+const TOKEN_SNAPSHOTS = process.env.BENCH_TOKEN_SNAPSHOTS;
 
 /**
  * Token rotation (issue 16, bounded memory): one device whose access token is refreshed N times
@@ -1040,8 +1046,8 @@ const TOKEN_ROTATIONS = Number(process.env.BENCH_TOKEN_ROTATIONS ?? 10_000);
 async function benchTokenRotation(serverUrl: string) {
   console.log('\n== token rotation (one device, its access token refreshed again and again) ==');
   const n = TOKEN_ROTATIONS.toLocaleString('en');
-  const same = await rotationRun(serverUrl, () => 'token-0');
-  const rotated = await rotationRun(serverUrl, (i) => `token-${i + 1}`);
+  const same = await rotationRun(serverUrl, 'baseline', () => 'token-0');
+  const rotated = await rotationRun(serverUrl, 'rotation', (i) => `token-${i + 1}`);
   for (const [label, r] of [
     [`${n} requests with one token (baseline)`, same],
     [`${n} requests, a new token each`, rotated],
@@ -1057,7 +1063,16 @@ async function benchTokenRotation(serverUrl: string) {
   );
 }
 
-async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
+/** The bytes a V8 heap snapshot's objects hold: the sum of their self sizes. */
+function heldBytes(snapshotJson: string): number {
+  const snap = JSON.parse(snapshotJson) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] };
+  const fields = snap.snapshot.meta.node_fields;
+  let total = 0;
+  for (let i = fields.indexOf('self_size'); i < snap.nodes.length; i += fields.length) total += snap.nodes[i] as number;
+  return total;
+}
+
+async function rotationRun(serverUrl: string, run: string, tokenOf: (i: number) => string) {
   const fake = await startFakeHomeserver({ maxWaitMs: 1_000 });
   const dbUrl = await freshDatabaseUrl(serverUrl, 'syncv3_bench_tokens');
   const [port, promPort, pprofPort] = [await freePort(), await freePort(), await freePort()];
@@ -1076,13 +1091,11 @@ async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const rss = async () => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
-  // A heap snapshot (SYNCV3_PPROF) collects all garbage first, so the heap size the metrics
-  // report right after it is what is really held. It inflates RSS, so it comes last.
-  const liveHeap = async () => {
-    await (await fetch(`http://127.0.0.1:${pprofPort}/debug/pprof/heap`)).arrayBuffer();
-    const metrics = await (await fetch(`http://127.0.0.1:${promPort}/metrics`)).text();
-    return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(metrics)?.[1]) / 1024 / 1024;
-  };
+  // A heap snapshot (SYNCV3_PPROF) collects all garbage first: the sizes of the objects it lists
+  // are what is really held. (Not the heap size the metrics report after it: writing the
+  // snapshot out leaves tens of MiB of garbage of its own.) It inflates RSS, so it comes last.
+  const snapshot = async () => (await fetch(`http://127.0.0.1:${pprofPort}/debug/pprof/heap`)).arrayBuffer();
+  const liveHeap = async () => heldBytes(Buffer.from(await snapshot()).toString('utf8')) / 1024 / 1024;
   try {
     const url = `http://127.0.0.1:${port}`;
     await waitFor(`${url}/health`, 30_000);
@@ -1105,7 +1118,12 @@ async function rotationRun(serverUrl: string, tokenOf: (i: number) => string) {
     for (let i = 0; i < 500; i++) await request(tokenOf(0));
     const rssBefore = await rss();
     const t0 = performance.now();
-    for (let i = 0; i < TOKEN_ROTATIONS; i++) await request(tokenOf(i));
+    for (let i = 0; i < TOKEN_ROTATIONS; i++) {
+      await request(tokenOf(i));
+      const done = i + 1;
+      if (TOKEN_SNAPSHOTS && (done === Math.floor(TOKEN_ROTATIONS / 2) || done === TOKEN_ROTATIONS))
+        writeFileSync(`${TOKEN_SNAPSHOTS}/tokens-${run}-${done}.heapsnapshot`, Buffer.from(await snapshot()));
+    }
     const perRequest = ms(t0) / TOKEN_ROTATIONS;
     const rssAfter = await rss();
     const check = new pg.Client({ connectionString: dbUrl });

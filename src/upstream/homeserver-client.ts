@@ -5,6 +5,7 @@ import type { Upstream } from '../config.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import { homeserverAgent } from './agent.js';
+import { startDeadline } from './deadline.js';
 import { errorFromResponse, UpstreamError } from './errors.js';
 import { type ParseStats, parseRoomEvent, parseSyncResponse, type RoomEvent, type SyncResponse } from './sync-response.js';
 
@@ -103,25 +104,23 @@ export function createHomeserverClient(upstream: Upstream, telemetry?: Pick<Tele
     opts: RequestOptions,
     call: { headers: Record<string, string>; status: number },
   ): Promise<unknown> {
-    const timeout = AbortSignal.timeout(opts.timeoutMs);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const deadline = startDeadline(opts.timeoutMs, opts.signal);
     let res: Awaited<ReturnType<typeof request>>;
+    let text: string;
     try {
       res = await request(`${origin}${path}`, {
         dispatcher,
         method: 'GET',
         headers: { ...call.headers, authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, accept: 'application/json' },
-        signal,
+        signal: deadline.signal,
       });
-    } catch (err) {
-      throw transportError(err, timeout.aborted, opts.timeoutMs);
-    }
-    call.status = res.statusCode;
-    let text: string;
-    try {
+      call.status = res.statusCode;
       text = opts.onBodyBytes ? await countedText(res.body, opts.onBodyBytes) : await res.body.text();
     } catch (err) {
-      throw transportError(err, timeout.aborted, opts.timeoutMs);
+      throw transportError(err, deadline.timedOut, opts.timeoutMs);
+    } finally {
+      // The budget covers headers and body; once the body is read there is nothing left to abort.
+      deadline.release();
     }
     let body: unknown;
     try {

@@ -4,7 +4,7 @@
 // refreshes do not pile up in the store or in memory.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
+import { queryObjects, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import type { PollerManager } from '../../src/poller/poller-manager.js';
@@ -212,5 +212,30 @@ describe('token rotation', () => {
     t.diagnostic(
       `10,000 rotations: heap ${mib(before.heapUsed)} -> ${mib(after.heapUsed)}, rss ${mib(before.rss)} -> ${mib(after.rss)}; registry peak ${peak}`,
     );
+  });
+
+  it('leaves nothing behind per refresh once its requests are answered, through the whole proxy', async (t) => {
+    // Each refreshed token is a whoami to the homeserver, and the poller keeps polling; the
+    // signals those upstream requests were given (client disconnect, request timeout) must go
+    // when the requests end, not when their timeout (SYNCV3_HTTP_TIMEOUT_SECS) would have fired.
+    const stack = await startStack(t);
+    const user = await polledUser(stack, '@alice:fake', 'PHONE');
+    let pos: string | undefined;
+    const refresh = async (i: number) => {
+      const token = `refreshed-${i}`;
+      stack.fake.addToken(token, user.userId, user.deviceId);
+      const res = await slidingSync(stack.proxy, token, LIST, { pos });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      pos = res.body.pos;
+    };
+    // Counted after a full garbage collection: what is still held.
+    const liveSignals = () => queryObjects(AbortSignal, { format: 'count' });
+    for (let i = 0; i < 20; i++) await refresh(i);
+    const before = liveSignals();
+    const REFRESHES = 300;
+    for (let i = 20; i < 20 + REFRESHES; i++) await refresh(i);
+    const after = liveSignals();
+    t.diagnostic(`abort signals held: ${before} before ${REFRESHES} refreshes, ${after} after`);
+    assert.ok(after - before < REFRESHES / 10, `abort signals held: ${before} before ${REFRESHES} refreshes, ${after} after`);
   });
 });
