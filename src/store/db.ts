@@ -133,17 +133,9 @@ export function serialTransactions(pool: pg.Pool) {
       held ??= await pool.connect();
       const client = held;
       try {
-        await client.query('BEGIN');
-        const result = await fn(client);
-        await client.query('COMMIT');
-        return result;
+        return await inTransaction(client, fn);
       } catch (err) {
-        // A connection that cannot even roll back is broken: the pool drops it.
-        const usable = await client.query('ROLLBACK').then(
-          () => true,
-          () => false,
-        );
-        if (!usable) {
+        if (broken.has(client)) {
           held = undefined;
           client.release(err instanceof Error ? err : new Error(String(err)));
         }
@@ -160,16 +152,30 @@ export function serialTransactions(pool: pg.Pool) {
 /** Runs fn in one transaction; rolls back and rethrows on any error. */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let failure: Error | undefined;
+  try {
+    return await inTransaction(client, fn);
+  } catch (err) {
+    if (broken.has(client)) failure = err instanceof Error ? err : new Error(String(err));
+    throw err;
+  } finally {
+    client.release(failure);
+  }
+}
+
+/** Connections on which even a ROLLBACK failed: released with an error, the pool drops them. */
+const broken = new WeakSet<pg.PoolClient>();
+
+/** BEGIN, fn, COMMIT on `client`; on any error ROLLBACK (noting the connection when that fails too) and rethrow. */
+async function inTransaction<T>(client: pg.PoolClient, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   try {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    await client.query('ROLLBACK').catch(() => broken.add(client));
     throw err;
-  } finally {
-    client.release();
   }
 }
 
