@@ -305,20 +305,38 @@ function roomListRequest(range: [number, number], pos: string | undefined, timeo
  * BENCH_CPU_PROFILE=dir: one .cpuprofile per measured phase (open in Chrome DevTools), sampled
  * every BENCH_CPU_PROFILE_US microseconds (default 100: a fan-out's answers take well under a
  * millisecond each, so V8's default of 1,000 gives too few samples to tell them apart).
+ * BENCH_HEAP_PROFILE=dir: one .heapprofile per phase, V8's sampling of allocations (every 8 KiB
+ * allocated on average, kept even when collected since): where the garbage collector's work
+ * comes from.
  */
 async function profiled<T>(label: string, fn: () => Promise<T>): Promise<T> {
-  const dir = process.env.BENCH_CPU_PROFILE;
-  if (!dir) return fn();
+  const cpuDir = process.env.BENCH_CPU_PROFILE;
+  const heapDir = process.env.BENCH_HEAP_PROFILE;
+  if (!cpuDir && !heapDir) return fn();
   const session = new Session();
   session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.setSamplingInterval', { interval: Number(process.env.BENCH_CPU_PROFILE_US ?? 100) });
-  await session.post('Profiler.start');
+  if (cpuDir) {
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: Number(process.env.BENCH_CPU_PROFILE_US ?? 100) });
+    await session.post('Profiler.start');
+  }
+  if (heapDir)
+    await session.post('HeapProfiler.startSampling', {
+      samplingInterval: 8192,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
   try {
     return await fn();
   } finally {
-    const { profile } = await session.post('Profiler.stop');
-    writeFileSync(`${dir}/${label}.cpuprofile`, JSON.stringify(profile));
+    if (cpuDir) {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(`${cpuDir}/${label}.cpuprofile`, JSON.stringify(profile));
+    }
+    if (heapDir) {
+      const { profile } = await session.post('HeapProfiler.stopSampling');
+      writeFileSync(`${heapDir}/${label}.heapprofile`, JSON.stringify(profile));
+    }
     session.disconnect();
   }
 }

@@ -59,7 +59,10 @@ export interface ExtensionPositions {
   /** Key counts delivered as of. */
   keys?: number;
   subs?: [string, RoomConfig][];
-  /** required_state configs by key (see RoomSent.rs), stored once per connection. */
+  /**
+   * required_state configs by key (see RoomSent.rs), stored once per connection. They are only
+   * ever added: a pending response carries just the ones it adds, merged in when confirmed.
+   */
   configs?: Record<string, string[][]>;
   /**
    * The protocol's own memory, opaque here (MSC3575: the sticky request parameters, and per
@@ -129,6 +132,13 @@ function parsePending(row: ConnectionRow): Connection['pending'] {
   if (row.pendingPos === null || row.pending === null) return undefined;
   const p = JSON.parse(row.pending) as { rooms: [string, RoomSent][]; ext: ExtensionPositions };
   return { pos: row.pendingPos, stream: row.pendingStream ?? 0, rooms: new Map(p.rooms), ext: p.ext };
+}
+
+/** A confirmed response's positions over the connection's: every field replaced, the configs added to. */
+function mergeExtensions(confirmed: ExtensionPositions, pending: ExtensionPositions): ExtensionPositions {
+  const ext = { ...confirmed, ...pending };
+  if (pending.configs && confirmed.configs) ext.configs = { ...confirmed.configs, ...pending.configs };
+  return ext;
 }
 
 export class ConnectionManager {
@@ -358,7 +368,7 @@ export class ConnectionManager {
   async #confirm(conn: Connection): Promise<boolean> {
     const p = conn.pending;
     if (!p) return true;
-    const ext = { ...conn.ext, ...p.ext };
+    const ext = mergeExtensions(conn.ext, p.ext);
     const confirmed = await confirmPending(
       this.pool,
       conn.id,

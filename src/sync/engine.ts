@@ -374,13 +374,20 @@ export class SyncEngine {
       const base = sent.get(roomId) ?? conn.rooms.get(roomId);
       if (base) sent.set(roomId, { ...base, ...update });
     }
-    const usedConfigs = { ...conn.ext.configs };
-    for (const cfg of configs.values()) if (!usedConfigs[cfg.key]) usedConfigs[cfg.key] = serializeStateConfig(cfg.state);
+    // Only the configs this response adds: the pending record is written for every answer (a
+    // fan-out writes a thousand), and confirming merges them into the connection's.
+    let newConfigs: Record<string, string[][]> | undefined;
+    for (const cfg of configs.values()) {
+      if (conn.ext.configs?.[cfg.key] || newConfigs?.[cfg.key]) continue;
+      newConfigs ??= {};
+      newConfigs[cfg.key] = serializeStateConfig(cfg.state);
+    }
     if (memo) memo.touched = sent;
+    const { configs: _confirmed, ...positions } = ext.positions;
     return {
       response: { lists: windows.lists, rooms, extensions: ext.data },
       sent,
-      ext: { ...ext.positions, configs: usedConfigs, ...windows.memory },
+      ext: { ...positions, ...(newConfigs && { configs: newConfigs }), ...windows.memory },
       stream: upTo,
       hasData: Object.keys(rooms).length > 0 || ext.wakes || windows.changed,
       roomsToSend: plans.length,

@@ -164,6 +164,28 @@ describe('MSC4186 connections', () => {
     assert.equal(retry.status, 200);
   });
 
+  it('records in a pending response only the required_state configs it adds, and keeps them all across a restart', async (t) => {
+    const { fake, proxy } = await startStack(t);
+    const alice = addUser(fake, ME, 'A', initial());
+    const configsPending = async () => Object.keys((JSON.parse((await stored(proxy))?.diff ?? '{}').ext?.configs ?? {}) as object);
+    const first = await slidingSync(proxy, alice.token, REQ);
+    assert.equal((await configsPending()).length, 1, "the first response adds its list's config");
+    const second = await slidingSync(proxy, alice.token, REQ, { pos: first.body.pos, timeout: 0 });
+    assert.deepEqual(await configsPending(), [], 'the same config again is not written again');
+    const withTopic = { ...REQ, room_subscriptions: { '!a:fake': { timeline_limit: 1, required_state: [['m.room.topic', '']] } } };
+    const third = await slidingSync(proxy, alice.token, withTopic, { pos: second.body.pos, timeout: 0 });
+    assert.equal((await configsPending()).length, 1, 'only the merged config of the subscribed room is new');
+    await proxy.stop();
+    const next = await startTestProxy(t, { SYNCV3_SERVER: fake.url }, { db: proxy.db, poller: FAST_POLLER });
+    const fourth = await slidingSync(next, alice.token, withTopic, { pos: third.body.pos, timeout: 0 });
+    assert.equal(fourth.status, 200, JSON.stringify(fourth.body));
+    // Each room's last config must still be known to tell that the list's config asks for no more
+    // (a config missing would send the rooms' state again as expanded).
+    const fifth = await slidingSync(next, alice.token, REQ, { pos: fourth.body.pos, timeout: 0 });
+    assert.equal(fifth.status, 200, JSON.stringify(fifth.body));
+    assert.deepEqual(fifth.body.rooms, {}, 'nothing to send: both configs were kept');
+  });
+
   it('keeps SYNCV3_MAX_CONNECTIONS_PER_DEVICE connections per device, dropping the least recently used', async (t) => {
     const fake = await startFakeHomeserver({ maxWaitMs: 300 });
     t.after(() => fake.close());
