@@ -2,12 +2,16 @@
 // by one event in a shared room get their required_state and lazy members from memory: the
 // first to need a room loads it (one query), the others wait for that load. Kept while the
 // room's state position is where it was when the read started (any state change moves it),
-// dropped when its events are changed in place (a redacted state event). Only rooms with at
-// most `maxMembers` members and a room.changed since start are held; `maxRooms` bounds the rest.
+// dropped when its events are changed in place (a redacted state event). Only rooms with a
+// room.changed since start, of at most `maxMembers` members, are held; the least recently used
+// is dropped once the rooms held have more than `maxHeldMembers` members together or there are
+// more than `maxRooms` of them (so a room of 5,000 is held as well as a thousand small ones,
+// and memory stays bounded whichever rooms are busy).
 import type { Bus } from '../bus/bus.js';
 import type { Queryable } from '../store/db.js';
 import { currentMembers, currentState, type StateRow, type StateSelector } from '../store/room-reads.js';
 import type { RoomMetaCache } from './room-meta-cache.js';
+import { WeightedLru } from './weighted-lru.js';
 
 interface Loaded {
   rows: StateRow[];
@@ -61,16 +65,25 @@ function select(data: Loaded, sel: StateSelector, out: StateRow[]): void {
   for (const i of [...picked].sort((a, b) => a - b)) out.push(data.rows[i] as StateRow);
 }
 
+/**
+ * A bigger room is read from the store per request: every state change of a room (in a big
+ * room, joins come often) makes the next request that needs it read all of it again.
+ */
+const MAX_MEMBERS = 10_000;
+/** Members of all held rooms together: member events are most of a big room's state, about 1 KiB each. */
+const MAX_HELD_MEMBERS = 100_000;
+
 export class RoomStates {
   #live = new Set<string>();
-  #rooms = new Map<string, Entry>();
+  readonly #rooms: WeightedLru<string, Entry>;
 
   constructor(
     private readonly pool: Queryable,
     bus: Bus,
     private readonly metas: RoomMetaCache,
-    private readonly opts: { maxMembers?: number; maxRooms?: number } = {},
+    private readonly opts: { maxMembers?: number; maxHeldMembers?: number; maxRooms?: number } = {},
   ) {
+    this.#rooms = new WeightedLru(opts.maxHeldMembers ?? MAX_HELD_MEMBERS, opts.maxRooms ?? 1_000);
     bus.subscribe('room.changed', ({ roomId }) => {
       this.#live.add(roomId);
       if (this.#live.size > (this.opts.maxRooms ?? 1_000) * 4) this.#live.delete(this.#live.values().next().value as string);
@@ -129,22 +142,20 @@ export class RoomStates {
   #entry(roomId: string): Promise<Loaded | undefined> | undefined {
     if (!this.#live.has(roomId)) return undefined;
     const meta = this.metas.get(roomId);
-    if (!meta || (meta.joinedCount ?? 0) + (meta.invitedCount ?? 0) > (this.opts.maxMembers ?? 2_000)) return undefined;
-    let entry = this.#rooms.get(roomId);
-    if (entry && entry.statePos !== meta.statePos) entry = undefined;
-    if (!entry) {
-      const data = currentState(this.pool, [roomId], ALL).then(
-        (rows): Loaded => ({ rows, byKey: new Map(rows.map((r) => [`${r.type}\0${r.stateKey}`, r])) }),
-        () => undefined,
-      );
-      entry = { statePos: meta.statePos, data };
-      void data.then((d) => {
-        if (!d && this.#rooms.get(roomId) === entry) this.#rooms.delete(roomId);
-      });
-    }
-    this.#rooms.delete(roomId);
-    this.#rooms.set(roomId, entry);
-    if (this.#rooms.size > (this.opts.maxRooms ?? 1_000)) this.#rooms.delete(this.#rooms.keys().next().value as string);
+    if (!meta) return undefined;
+    const held = this.#rooms.get(roomId);
+    if (held && held.statePos === meta.statePos) return held.data;
+    const weight = 1 + (meta.joinedCount ?? 0) + (meta.invitedCount ?? 0);
+    if (weight > (this.opts.maxMembers ?? MAX_MEMBERS) || !this.#rooms.fits(weight)) return undefined;
+    const data = currentState(this.pool, [roomId], ALL).then(
+      (rows): Loaded => ({ rows, byKey: new Map(rows.map((r) => [`${r.type}\0${r.stateKey}`, r])) }),
+      () => undefined,
+    );
+    const entry: Entry = { statePos: meta.statePos, data };
+    this.#rooms.set(roomId, entry, weight);
+    void data.then((d) => {
+      if (!d && this.#rooms.holds(roomId, entry)) this.#rooms.delete(roomId);
+    });
     return entry.data;
   }
 }

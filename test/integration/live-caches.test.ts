@@ -49,10 +49,12 @@ async function setup(t: TestContext) {
   const acc = createAccumulator({ pool, bus, logger: testLogger });
   await insertToken(pool, { tokenHash: Buffer.alloc(32, 7), tokenEncrypted: Buffer.from('x'), ...DEVICE });
   let batch = 0;
-  const ingest = async (timeline: unknown[], state: unknown[] = []) => {
+  const ingest = async (timeline: unknown[], state: unknown[] = [], summary?: Record<string, unknown>) => {
     const parsed = parseSyncResponse({
       next_batch: `b${++batch}`,
-      rooms: { join: { [ROOM]: { state: { events: state }, timeline: { events: timeline, limited: false, prev_batch: `pb${batch}` } } } },
+      rooms: {
+        join: { [ROOM]: { state: { events: state }, timeline: { events: timeline, limited: false, prev_batch: `pb${batch}` }, summary } },
+      },
     });
     assert.ok('response' in parsed, 'error' in parsed ? parsed.error : '');
     await acc.ingest(DEVICE, parsed.response);
@@ -122,6 +124,30 @@ describe('live caches', () => {
     const next = await currentStreamPos(pool);
     await Promise.all(Array.from({ length: 50 }, () => ring.latest([{ roomId: ROOM, after: upTo, upTo: next, limit: 1 }])));
     assert.equal(queries() - before, 2, 'the new event is one more load');
+  });
+
+  it('holds rooms of thousands of members for every woken reader; a room past the bound is read per user', async (t) => {
+    const { ingest, metas, counted, queries, bus } = await setup(t);
+    const states = new RoomStates(counted, bus, metas);
+    const histories = new VisibilityHistories(counted, bus, metas);
+    const readers = Array.from({ length: 50 }, (_, i) => `@reader${i}:fake`);
+    const readAll = async () => {
+      const before = queries();
+      await Promise.all(readers.map((userId) => histories.get(userId, [ROOM])));
+      await Promise.all(readers.map((userId) => states.members([{ roomId: ROOM, userId }])));
+      return queries() - before;
+    };
+    // The homeserver's summary gives the member count (the members themselves need not be stored),
+    // here with a join, as it changes in a room.
+    await ingest([member('@bob:fake', 'join'), message('to five thousand')], [], { 'm.joined_member_count': 5_000 });
+    await metas.ensure([ROOM]);
+    assert.equal(metas.get(ROOM)?.joinedCount, 5_000);
+    assert.equal(await readAll(), 2, 'one load of the room for each cache, shared by the 50 readers');
+    assert.equal(await readAll(), 0, 'then held');
+    await ingest([member('@carol:fake', 'join'), message('to twenty thousand')], [], { 'm.joined_member_count': 20_000 });
+    await metas.ensure([ROOM]);
+    assert.equal(metas.get(ROOM)?.joinedCount, 20_000);
+    assert.equal(await readAll(), 100, 'too big to read whole at each state change: each reader reads its own');
   });
 
   it('room state and visibility histories from memory equal the store, through state changes and a redacted state event', async (t) => {
