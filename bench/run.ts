@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { type Bus, createInProcessBus } from '../src/bus/bus.js';
 import { createClusterBus } from '../src/bus/cluster-bus.js';
@@ -808,6 +808,12 @@ async function benchFanOut(serverUrl: string) {
       const queries = countQueries(pool);
       let ingested = 0;
       let cpu: NodeJS.CpuUsage = { user: 0, system: 0 };
+      // Garbage collection pauses on the main thread meanwhile (what allocation per answer costs).
+      let gcMs = 0;
+      const gc = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) gcMs += e.duration;
+      });
+      gc.observe({ entryTypes: ['gc'] });
       await profiled(`fanout-${users}-${round}`, async () => {
         lag.enable();
         const cpu0 = process.cpuUsage();
@@ -821,6 +827,7 @@ async function benchFanOut(serverUrl: string) {
         cpu = process.cpuUsage(cpu0);
         lag.disable();
       });
+      gc.disconnect();
       printSqlStats(`fan-out to ${users}`);
       const what =
         round === 1
@@ -830,7 +837,8 @@ async function benchFanOut(serverUrl: string) {
         `${users} users waiting (${what}): ` +
           `ingest ${fmt(ingested)} ms; every long-poll answered p50 ${fmt(pct(answered, 50))} ms, p99 ${fmt(pct(answered, 99))} ms, ` +
           `max ${fmt(Math.max(...answered))} ms; event-loop lag p99 ${fmt(lag.percentile(99) / 1e6)} ms, max ${fmt(lag.max / 1e6)} ms; ` +
-          `${fmt(queries.n / users)} queries per answer; process CPU ${fmt((cpu.user + cpu.system) / 1000 / users)} ms per answer ` +
+          `${fmt(queries.n / users)} queries per answer; process CPU ${fmt((cpu.user + cpu.system) / 1000 / users)} ms per answer, ` +
+          `garbage collection pauses ${fmt(gcMs / users)} ms per answer ` +
           '(user and system time of every thread, ingest included: less noisy than the latencies on a shared machine)',
       );
     }

@@ -82,6 +82,8 @@ const MEMBER = 'm.room.member';
 const PER_ROOM_CONCURRENCY = 8;
 
 async function mapConcurrent<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  // A live delta is usually one room: no workers to set up for it.
+  if (items.length <= 1) return items.length ? [await fn(items[0] as T)] : [];
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
