@@ -1,6 +1,6 @@
 // Persistence of sliding sync connections (see migration 0002 for the model).
 import type { Queryable } from './db.js';
-import { jsonTextsArray, numberArray } from './pg-arrays.js';
+import { jsonTextsArray, numberArray, textArray } from './pg-arrays.js';
 
 export interface ConnectionRow {
   id: number;
@@ -106,34 +106,50 @@ export async function setPendingMany(
   return new Map(rows.map((r) => [Number(r.id), Number(r.pos)]));
 }
 
+/** A connection's pending response to confirm: its rows of rooms sent, and its extension positions (JSON texts). */
+export interface Confirmation {
+  id: number;
+  pendingPos: number;
+  rooms: { roomId: string; sent: string }[];
+  extensions: string;
+}
+
 /**
- * The client used the pending pos `pendingPos`: it becomes the confirmed state. False when the
- * connection is gone (expired or dropped meanwhile) or its pending pos is no longer that one
- * (another request confirmed or replaced it first): nothing is written. One statement, so atomic without
- * a transaction's extra round trips: the row's update locks it against a concurrent delete and
- * tells whether it is there, and the rooms are written only when it is.
+ * The clients used these connections' pending positions: each becomes the confirmed state. Of the
+ * ids (distinct) returns those confirmed; one missing is gone (expired or dropped meanwhile) or
+ * its pending pos is no longer that one (another request confirmed or replaced it first), and
+ * nothing of it is written. One statement, so atomic without a transaction's extra round trips:
+ * the row's update locks it against a concurrent delete and tells whether it is there, and the
+ * rooms are written only for rows updated. A fan-out's thousand clients coming back at once then
+ * confirm in a few statements, not a thousand commits.
  */
-export async function confirmPending(
-  db: Queryable,
-  id: number,
-  pendingPos: number,
-  rooms: { roomId: string; sent: string }[],
-  extensions: string,
-): Promise<boolean> {
-  const { rows } = await db.query<{ found: boolean }>(
-    `WITH c AS (
-       UPDATE connections SET confirmed_pos = pending_pos, confirmed_stream = pending_stream, extensions = $2,
+export async function confirmPendingMany(db: Queryable, items: readonly Confirmation[]): Promise<Set<number>> {
+  const rooms = items.flatMap((i) => i.rooms.map((r) => ({ id: i.id, ...r })));
+  const { rows } = await db.query<{ id: string }>(
+    `WITH u AS (
+       SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::bigint[]), json_array_elements($3::json)) AS u(id, pending_pos, extensions)
+     ), c AS (
+       UPDATE connections SET confirmed_pos = connections.pending_pos, confirmed_stream = pending_stream, extensions = u.extensions::text,
          pending_pos = NULL, pending_stream = NULL, pending = NULL, last_used_at = now()
-       WHERE id = $1 AND pending_pos = $5 RETURNING id
+       FROM u WHERE connections.id = u.id AND connections.pending_pos = u.pending_pos RETURNING connections.id
      ), r AS (
        INSERT INTO connection_rooms (connection_id, room_id, sent)
-       SELECT c.id, u.room_id, u.sent FROM c, unnest($3::text[], $4::text[]) AS u(room_id, sent)
+       SELECT c.id, s.room_id, s.sent::text
+         FROM ROWS FROM (unnest($4::bigint[]), unnest($5::text[]), json_array_elements($6::json)) AS s(id, room_id, sent)
+         JOIN c ON c.id = s.id
        ON CONFLICT (connection_id, room_id) DO UPDATE SET sent = excluded.sent
      )
-     SELECT EXISTS (SELECT 1 FROM c) AS found`,
-    [id, extensions, rooms.map((r) => r.roomId), rooms.map((r) => r.sent), pendingPos],
+     SELECT id FROM c`,
+    [
+      numberArray(items.map((i) => i.id)),
+      numberArray(items.map((i) => i.pendingPos)),
+      jsonTextsArray(items.map((i) => i.extensions)),
+      numberArray(rooms.map((r) => r.id)),
+      textArray(rooms.map((r) => r.roomId)),
+      jsonTextsArray(rooms.map((r) => r.sent)),
+    ],
   );
-  return rows[0]?.found ?? false;
+  return new Set(rows.map((r) => Number(r.id)));
 }
 
 /**

@@ -5,10 +5,11 @@
 // positions valid, and in memory for speed.
 import { unknownPos, unknownToken } from '../matrix-error.js';
 import {
+  type Confirmation,
   type ConnectionKey,
   type ConnectionRow,
   clearPending,
-  confirmPending,
+  confirmPendingMany,
   connectionPositions,
   connectionRooms,
   createConnection,
@@ -150,6 +151,11 @@ export class ConnectionManager {
     { key: number; id: number; confirmedPos: number; pendingPos: number | null; stream: number; pending: string },
     number
   >((items) => setPendingMany(this.pool, items));
+  /** Clients coming back from those answers confirm them in shared statements too. */
+  readonly #confirms = new GroupCommit<Confirmation & { key: number }, true>(async (items) => {
+    const confirmed = await confirmPendingMany(this.pool, items);
+    return new Map([...confirmed].map((id) => [id, true]));
+  });
 
   constructor(
     private readonly pool: Pool,
@@ -369,13 +375,13 @@ export class ConnectionManager {
     const p = conn.pending;
     if (!p) return true;
     const ext = mergeExtensions(conn.ext, p.ext);
-    const confirmed = await confirmPending(
-      this.pool,
-      conn.id,
-      p.pos,
-      [...p.rooms].map(([roomId, sent]) => ({ roomId, sent: JSON.stringify(sent) })),
-      JSON.stringify(ext),
-    );
+    const confirmed = await this.#confirms.submit({
+      key: conn.id,
+      id: conn.id,
+      pendingPos: p.pos,
+      rooms: [...p.rooms].map(([roomId, sent]) => ({ roomId, sent: JSON.stringify(sent) })),
+      extensions: JSON.stringify(ext),
+    });
     if (!confirmed) return false;
     for (const [roomId, sent] of p.rooms) conn.rooms.set(roomId, sent);
     conn.pos = p.pos;

@@ -131,3 +131,39 @@ describe('ConnectionManager', () => {
     await assert.rejects(make().resolve(KEY, pending), isUnknownPos, 'a restarted proxy does not accept it');
   });
 });
+
+describe('ConnectionManager confirmations', () => {
+  it('confirms many connections coming back at once in a few shared statements, each with its own rooms', async (t) => {
+    const db = await createTestDatabase(t);
+    await insertToken(db.pool, { tokenHash: hashToken('token'), tokenEncrypted: Buffer.from('enc'), userId: ME, deviceId: 'D' });
+    let confirms = 0;
+    const counted = {
+      query: (text: string, values?: unknown[]) => {
+        if (text.includes('SET confirmed_pos')) confirms++;
+        return db.pool.query(text, values);
+      },
+    } as unknown as typeof db.pool;
+    const connections = new ConnectionManager(counted, { maxPerDevice: 100, maxInMemory: 100 });
+    const keys = Array.from({ length: 40 }, (_, i) => ({ ...KEY, connId: `c${i}` }));
+    const positions: string[] = [];
+    for (const [i, key] of keys.entries()) {
+      const conn = await connections.resolve(key, undefined);
+      positions.push(await connections.commit(conn, 0, new Map([[`!room${i}:x`, { pos: i, tl: 1, rs: '', m: 'join' }]]), {}));
+    }
+    const resumed = await Promise.all(keys.map((key, i) => connections.resolve(key, positions[i])));
+    assert.ok(confirms <= 5, `40 confirmations took ${confirms} statements`);
+    for (const [i, conn] of resumed.entries()) {
+      assert.equal(String(conn.pos), positions[i]);
+      assert.deepEqual([...conn.rooms.keys()], [`!room${i}:x`]);
+    }
+    // What the store holds is the same: a fresh manager resumes each from its row.
+    const restarted = new ConnectionManager(db.pool, { maxPerDevice: 100, maxInMemory: 100 });
+    for (const [i, key] of keys.entries()) {
+      const conn = await restarted.resolve(key, positions[i]);
+      assert.deepEqual(
+        [...conn.rooms].map(([id, s]) => [id, s.pos]),
+        [[`!room${i}:x`, i]],
+      );
+    }
+  });
+});
