@@ -1,6 +1,8 @@
 // Which user and device an access token is, and making sure that device is polled. Tokens are
 // looked up by SHA-256 in the store on every request (no positive cache in memory, so a token
-// stored by another process is recognised at once); an unknown one is asked of the homeserver
+// stored by another process is recognised at once, and one deleted is refused at once); lookups
+// made while others are in flight share a statement (a thousand clients answered by one message
+// come back at once, and one statement each queued them behind each other for the pool); an unknown one is asked of the homeserver
 // (whoami) once, then stored encrypted. A token the homeserver rejects is remembered briefly, so a client (or attacker)
 // repeating it cannot turn each request into a homeserver round trip.
 //
@@ -13,13 +15,15 @@ import type { InitialSyncFailure, InitialSyncProgress } from '../initial-sync.js
 import { homeserverSyncFailing, MatrixError, unknownToken, upstreamTimeout, upstreamUnavailable } from '../matrix-error.js';
 import type { Pool } from '../store/db.js';
 import {
+  type DeviceRow,
   deleteToken,
   deleteTokensOfDevices,
-  findByTokenHash,
+  findByTokenHashes,
   insertToken,
   pruneTokensOfDevice,
   touchToken,
 } from '../store/devices-table.js';
+import { GroupCommit } from '../store/group-commit.js';
 import { hashToken, type TokenCipher } from '../store/token-cipher.js';
 import type { Logger } from '../telemetry/logger.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -56,11 +60,32 @@ export const DEFAULT_AUTH_OPTIONS: AuthOptions = {
 export class Authenticator {
   #rejected = new Map<string, { until: number; softLogout: boolean }>();
   #touched = new Map<string, number>();
+  /** Token lookups, each keyed by its own number (the same token asked twice at once is two lookups). */
+  readonly #lookups: GroupCommit<{ key: number; hex: string }, DeviceRow>;
+  #lookupSeq = 0;
 
   constructor(
     private readonly deps: { pool: Pool; homeserver: Homeserver; cipher: TokenCipher; pollers: DevicePolling; logger: Logger },
     private readonly opts: AuthOptions = DEFAULT_AUTH_OPTIONS,
-  ) {}
+  ) {
+    this.#lookups = new GroupCommit(async (items) => {
+      const found = await findByTokenHashes(
+        this.deps.pool,
+        items.map((i) => i.hex),
+      );
+      const out = new Map<number, DeviceRow>();
+      for (const { key, hex } of items) {
+        const device = found.get(hex);
+        if (device) out.set(key, device);
+      }
+      return out;
+    });
+  }
+
+  /** The stored device of a token (by its hash in hex), read in turn with the lookups made meanwhile. */
+  #find(hex: string): Promise<DeviceRow | undefined> {
+    return this.#lookups.submit({ key: this.#lookupSeq++, hex });
+  }
 
   /** Resolves the token to its device and makes sure the device is polled; throws MatrixError. */
   async authenticate(token: string, signal?: AbortSignal): Promise<AuthenticatedDevice> {
@@ -69,7 +94,7 @@ export class Authenticator {
     const rejected = this.#rejected.get(hex);
     if (rejected && rejected.until > Date.now()) throw unknownToken(rejected.softLogout);
 
-    let device = await findByTokenHash(this.deps.pool, hash);
+    let device = await this.#find(hex);
     if (!device) {
       const who = await this.#whoami(token, hex, signal);
       device = await insertToken(this.deps.pool, { tokenHash: hash, tokenEncrypted: this.deps.cipher.encrypt(token), ...who });
@@ -90,7 +115,7 @@ export class Authenticator {
 
   /** The device of a token the store holds (stored by any process); no homeserver call. */
   async known(token: string): Promise<AuthenticatedDevice | undefined> {
-    const device = await findByTokenHash(this.deps.pool, hashToken(token));
+    const device = await this.#find(hashToken(token).toString('hex'));
     return device && { userId: device.userId, deviceId: device.deviceId };
   }
 

@@ -1,6 +1,7 @@
 // Devices and their access tokens. A device keeps its poller position (`since`) across token
 // refreshes: a new token for a known device continues where the old one stopped.
 import type { Queryable } from './db.js';
+import { textArray } from './pg-arrays.js';
 
 export interface DeviceRow {
   userId: string;
@@ -15,12 +16,17 @@ export interface DeviceWithToken extends DeviceRow {
 
 const DEVICE_COLUMNS = `d.user_id AS "userId", d.device_id AS "deviceId", d.since, d.initial_sync_at IS NOT NULL AS "initialSyncDone"`;
 
-export async function findByTokenHash(db: Queryable, tokenHash: Buffer): Promise<DeviceRow | undefined> {
-  const { rows } = await db.query<DeviceRow>(
-    `SELECT ${DEVICE_COLUMNS} FROM tokens t JOIN devices d USING (user_id, device_id) WHERE t.token_hash = $1`,
-    [tokenHash],
+/**
+ * The devices of several tokens in one statement, by the tokens' hashes in hex (one row per
+ * token stored; a hash asked twice is answered once).
+ */
+export async function findByTokenHashes(db: Queryable, tokenHashes: readonly string[]): Promise<Map<string, DeviceRow>> {
+  const { rows } = await db.query<DeviceRow & { hash: string }>(
+    `SELECT encode(t.token_hash, 'hex') AS hash, ${DEVICE_COLUMNS} FROM tokens t JOIN devices d USING (user_id, device_id)
+      WHERE t.token_hash = ANY (SELECT decode(h, 'hex') FROM unnest($1::text[]) AS h)`,
+    [textArray(tokenHashes)],
   );
-  return rows[0];
+  return new Map(rows.map(({ hash, ...device }) => [hash, device]));
 }
 
 /** Records a token seen for the first time; creates its device if new. */

@@ -22,7 +22,7 @@ import {
 } from '../store/connections-table.js';
 import type { Pool } from '../store/db.js';
 import { latestToken } from '../store/devices-table.js';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { ResponseMemo } from './incremental.js';
 import type { RoomConfig } from './types.js';
 

@@ -16,7 +16,8 @@ function oneProcess(pool: Pool) {
   const homeserver = {
     whoami: async (token: string) => {
       whoamis.push(token);
-      return { userId: '@alice:fake', deviceId: 'PHONE' };
+      // Tokens named dev-N are devices of their own.
+      return { userId: '@alice:fake', deviceId: token.startsWith('dev-') ? token : 'PHONE' };
     },
   } as unknown as Homeserver;
   const pollers = {
@@ -38,5 +39,31 @@ describe('auth across processes', () => {
     assert.deepEqual(second.polled, ['@alice:fake/PHONE'], 'and polls the device it serves');
     assert.deepEqual(await second.auth.known('tok'), { userId: '@alice:fake', deviceId: 'PHONE' });
     assert.equal(await second.auth.known('other'), undefined);
+  });
+});
+
+describe('auth under a burst', () => {
+  it('looks up tokens arriving together in shared statements, each answered with its own device, a deleted one refused', async (t) => {
+    const { pool } = await createTestDatabase(t);
+    const tokens = Array.from({ length: 60 }, (_, i) => `dev-${i}`);
+    const { auth: storing } = oneProcess(pool);
+    for (const token of tokens) await storing.authenticate(token);
+    let lookups = 0;
+    const counted = {
+      query: (text: string, values?: unknown[]) => {
+        if (/FROM tokens t JOIN devices/.test(text)) lookups++;
+        return pool.query(text, values);
+      },
+    } as unknown as Pool;
+    const { auth, whoamis } = oneProcess(counted);
+    const devices = await Promise.all(tokens.map((token) => auth.authenticate(token)));
+    assert.deepEqual(
+      devices.map((d) => d.deviceId),
+      tokens,
+    );
+    assert.deepEqual(whoamis, [], 'every token was found in the store');
+    assert.ok(lookups <= 5, `60 tokens took ${lookups} lookups`);
+    await pool.query(`DELETE FROM tokens WHERE user_id = '@alice:fake' AND device_id = 'dev-7'`);
+    assert.equal(await auth.known('dev-7'), undefined, 'a token deleted (by another process) is not served from memory');
   });
 });

@@ -1,4 +1,4 @@
-// Group commit: writes that arrive while batches are in flight go together in the next one.
+// Group commit: writes (or reads) that arrive while batches are in flight go together in the next one.
 // A lone write runs at once (no added delay); when a thousand long-polls are answered at once,
 // their position writes take a few statements instead of a thousand, and each caller still
 // hears of its own write only after the statement carrying it returned. A few batches run at

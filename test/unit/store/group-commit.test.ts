@@ -3,7 +3,7 @@
 // in flight together, and a failed batch fails its own callers only.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GroupCommit } from '../../../src/sync/group-commit.js';
+import { GroupCommit } from '../../../src/store/group-commit.js';
 
 interface Item {
   key: number;
