@@ -4,7 +4,7 @@
 // After commit, the bus hears what changed (ids and positions only).
 import type { Bus, Envelope } from '../bus/bus.js';
 import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
-import { type Pool, serialTransactions, type withTransaction } from '../store/db.js';
+import { isStatementError, type Pool, serialTransactions, type withTransaction } from '../store/db.js';
 import {
   advanceSince,
   type DeviceRef,
@@ -178,7 +178,7 @@ export function createAccumulator(
       ingestInTransaction(tx, { ...ctx, bus: recorder }, device, response, cached, { last, initial, since }, publish, remember),
     );
   };
-  const storeBatch = async (batch: (PlainRepeat & { settle: Settle })[]) => {
+  const storeBatch = async (batch: (PlainRepeat & { settle: Settle })[]): Promise<void> => {
     if (batch.length === 0) return;
     try {
       const { results } = await transact(async (tx, recorder, publish, remember) => {
@@ -193,7 +193,11 @@ export function createAccumulator(
         else r.settle.resolve({ pos: result.pos, newEvents: 0, rooms: r.blocks.length, toDevice: 0 });
       });
     } catch (err) {
-      for (const r of batch) r.settle.reject(err);
+      // Nothing of the batch is stored. A statement that failed for one repeat's own data must
+      // not fail the others with it, as it did not when each had its own transaction: they are
+      // stored again one at a time. A lost connection fails them all (their pollers retry).
+      if (batch.length === 1 || !isStatementError(err)) for (const r of batch) r.settle.reject(err);
+      else for (const r of batch) await storeBatch([r]);
     }
   };
   // Repeats taken from the queue together: runs of plain ones (one device each) are stored in one
@@ -225,16 +229,22 @@ export function createAccumulator(
   const serially = <T>(fn: () => Promise<T>): Promise<T> => queue.run(fn);
   const store = async (device: DeviceRef, response: SyncResponse, opts: IngestOptions | undefined) => {
     const chunks = splitResponse(response, chunkEvents);
-    if (chunks.length === 1 && !opts?.initial && !opts?.roomsOmitted && onlyRepeats(response, ctx.known, device.userId)) {
-      return new Promise<IngestSummary>((resolve, reject) =>
-        queue.repeat({ device, response, since: opts?.since, settle: { resolve, reject } }),
-      );
-    }
+    // A response may become a repeat while it waits: the copies that 1,000 pollers bring at once
+    // are all news until the first of them is stored. Checked again when its turn comes, it
+    // then goes behind the queued news, with the repeats.
+    const mayRepeat = chunks.length === 1 && !opts?.initial && !opts?.roomsOmitted;
+    const repeats = () => mayRepeat && onlyRepeats(response, ctx.known, device.userId);
+    const asRepeat = () =>
+      new Promise<IngestSummary>((resolve, reject) => queue.repeat({ device, response, since: opts?.since, settle: { resolve, reject } }));
+    if (repeats()) return asRepeat();
     const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
       const chunk = chunks[i] as SyncResponse;
-      const summary = await serially(() => chunkInTurn(device, chunk, last, opts?.initial ?? false, opts?.since));
+      const summary = await serially(async () =>
+        repeats() ? undefined : chunkInTurn(device, chunk, last, opts?.initial ?? false, opts?.since),
+      );
+      if (summary === undefined) return asRepeat();
       total.pos = Math.max(total.pos, summary.pos);
       total.newEvents += summary.newEvents;
       total.rooms += summary.rooms;
