@@ -204,22 +204,22 @@ export function createAccumulator(
   // transaction; any other goes through the full ingest on its own, in its place in the order.
   const storeQueuedRepeats = async (items: QueuedRepeat[]) => {
     let batch: (PlainRepeat & { settle: Settle })[] = [];
-    const inBatch = new Set<string>();
+    const flush = async () => {
+      await storeBatch(batch);
+      batch = [];
+    };
     for (const item of items) {
+      // (A device's responses come one at a time; were one to come twice, the second waits for the first's commit.)
+      if (batch.some((r) => deviceKey(r.device) === deviceKey(item.device))) await flush();
       const plain = plainRepeat(item.device, item.response, item.since, cachedOf(item.response), ctx.views);
-      if (!plain || inBatch.has(deviceKey(item.device))) {
-        await storeBatch(batch);
-        batch = [];
-        inBatch.clear();
-      }
       if (plain) {
         batch.push({ ...plain, settle: item.settle });
-        inBatch.add(deviceKey(item.device));
         continue;
       }
+      await flush();
       await chunkInTurn(item.device, item.response, true, false, item.since).then(item.settle.resolve, item.settle.reject);
     }
-    await storeBatch(batch);
+    await flush();
   };
   const queue = createIngestQueue<QueuedRepeat>({
     onIdle: () => transactions.release(),
