@@ -568,7 +568,9 @@ async function benchIngestLoad(serverUrl: string) {
     const bus = createInProcessBus(logger);
     // BENCH_LOAD_CHUNK_EVENTS: the accumulator's part size for big responses (its default when unset).
     const chunkEvents = process.env.BENCH_LOAD_CHUNK_EVENTS ? Number(process.env.BENCH_LOAD_CHUNK_EVENTS) : undefined;
-    const acc = createAccumulator({ pool, bus, logger, chunkEvents });
+    // BENCH_LOAD_REPEAT_BATCH: the accumulator's batch of repeats (its default when unset).
+    const repeatBatch = process.env.BENCH_LOAD_REPEAT_BATCH ? Number(process.env.BENCH_LOAD_REPEAT_BATCH) : undefined;
+    const acc = createAccumulator({ pool, bus, logger, chunkEvents, repeatBatch });
     const everyone = Array.from({ length: users }, (_, u) => userId(u));
     const devices: Device[] = [];
     // Each device's stored `since`: (c)'s copies are ingested from it, as pollers do (the arbitration between pollers).
