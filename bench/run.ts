@@ -174,6 +174,21 @@ function printTransactions(label: string, txs: TxTiming[], since: number) {
   }
 }
 
+/** (c)'s cost per copy of the event: ingest time, and with BENCH_TX the transactions and statements behind it. */
+function printRepeats(users: number, ingestAll: number[], txs: TxTiming[] | undefined, since: number) {
+  if (!ingestAll.length) return;
+  const copies = users * ingestAll.length;
+  const total = ingestAll.reduce((a, b) => a + b, 0);
+  let line = `  (c) per copy: ${fmt((total / copies) * 1000)} µs of ingest wall time (${copies} copies)`;
+  const mine = txs?.filter((t) => t.started >= since);
+  if (mine?.length) {
+    const statements = mine.reduce((n, t) => n + t.statements.length, 0);
+    const txMs = mine.reduce((n, t) => n + t.ms, 0);
+    line += `; ${mine.length} transactions, ${fmt(statements / copies)} statements and ${fmt((txMs / copies) * 1000)} µs of transaction time per copy`;
+  }
+  console.log(line);
+}
+
 function printSqlStats(phase: string) {
   if (!sqlStats.size) return;
   console.log(`  SQL of ${phase} by total time (calls, ms, parameter KiB):`);
@@ -571,9 +586,13 @@ async function benchIngestLoad(serverUrl: string) {
     const bus = createInProcessBus(logger);
     // BENCH_LOAD_CHUNK_EVENTS: the accumulator's part size for big responses (its default when unset).
     const chunkEvents = process.env.BENCH_LOAD_CHUNK_EVENTS ? Number(process.env.BENCH_LOAD_CHUNK_EVENTS) : undefined;
-    const acc = createAccumulator({ pool, bus, logger, chunkEvents });
+    // BENCH_LOAD_REPEAT_BATCH: the accumulator's batch of repeats (its default when unset).
+    const repeatBatch = process.env.BENCH_LOAD_REPEAT_BATCH ? Number(process.env.BENCH_LOAD_REPEAT_BATCH) : undefined;
+    const acc = createAccumulator({ pool, bus, logger, chunkEvents, repeatBatch });
     const everyone = Array.from({ length: users }, (_, u) => userId(u));
     const devices: Device[] = [];
+    // Each device's stored `since`: (c)'s copies are ingested from it, as pollers do (the arbitration between pollers).
+    const since = new Map<number, string>();
     const t0 = performance.now();
     for (let u = 0; u < users; u++) {
       const d = await device(pool, userId(u));
@@ -583,7 +602,9 @@ async function benchIngestLoad(serverUrl: string) {
         members: [userId(u), userId((u + 1) % users)],
       }));
       const own = { index: privateRoom(u), members: [userId(u), userId((u + 1) % users)] };
-      await acc.ingest(d, parse(initialSync([...mine, own, { index: shared, members: everyone.slice(0, 8) }], 1)), { initial: true });
+      const first = parse(initialSync([...mine, own, { index: shared, members: everyone.slice(0, 8) }], 1));
+      await acc.ingest(d, first, { initial: true });
+      since.set(u, first.next_batch);
     }
     await pool.query('ANALYZE');
     const setup = ms(t0);
@@ -620,6 +641,7 @@ async function benchIngestLoad(serverUrl: string) {
     // (c) every poller brings the same event.
     const answered: number[] = [];
     const ingestAll: number[] = [];
+    const cStarted = performance.now();
     for (let m = 0; parts.includes('c') && m < 5; m++) {
       const waiting = await everyoneWaiting();
       const message = liveMessage(shared, userId(0), `to all ${m}`);
@@ -631,7 +653,10 @@ async function benchIngestLoad(serverUrl: string) {
             notification_count: m + (u % 3),
             highlight_count: 0,
           };
-          return acc.ingest(d, parse(body));
+          // As Synapse sends with every response: the same key counts, a change for one device in ten.
+          Object.assign(body, { device_one_time_keys_count: { signed_curve25519: u % 10 === m ? 49 : 50 } });
+          const response = parse(body);
+          return acc.ingest(d, response, { since: since.get(u) }).then(() => since.set(u, response.next_batch));
         }),
       );
       ingestAll.push(ms(t1));
@@ -643,6 +668,7 @@ async function benchIngestLoad(serverUrl: string) {
         `  (c) one event brought by all ${users} pollers -> every long-poll answered: p50 ${fmt(pct(answered, 50))} ms, ` +
           `p99 ${fmt(pct(answered, 99))} ms, max ${fmt(Math.max(...answered))} ms; ingest of all copies p50 ${fmt(pct(ingestAll, 50))} ms`,
       );
+    printRepeats(users, ingestAll, transactionsOf.get(pool), cStarted);
 
     // (b) runs at 1,000 users and up, or at any size when BENCH_LOAD_PARTS asks for it.
     if ((users >= 1_000 || process.env.BENCH_LOAD_PARTS) && parts.includes('b')) {

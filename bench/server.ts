@@ -215,7 +215,8 @@ function watchMetrics(url: string) {
     const count = (name: string) => a(`${name}_count`) - b(`${name}_count`);
     return (
       `proxy metrics during the messages: pool waiting clients max ${peaks.poolWaiting}, outstanding v2 long-polls min ` +
-      `${peaks.outstandingMin} (${peaks.samples} samples); ${count('syncv3_ingest_duration_seconds')} ingests, mean ` +
+      `${peaks.outstandingMin} (${peaks.samples} samples); ${count('sliding_sync_poller_process_duration_secs')} v2 responses stored in ` +
+      `${count('syncv3_ingest_duration_seconds')} ingest transactions, mean ` +
       `${fmt(mean('syncv3_ingest_duration_seconds'))} ms; ${count('sliding_sync_api_process_duration_secs')} sliding sync ` +
       `answers, mean ${fmt(mean('sliding_sync_api_process_duration_secs'))} ms (long-poll waits included); bus lag mean ` +
       `${fmt(mean('syncv3_bus_lag_seconds'))} ms`

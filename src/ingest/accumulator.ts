@@ -4,14 +4,16 @@
 // After commit, the bus hears what changed (ids and positions only).
 import type { Bus, Envelope } from '../bus/bus.js';
 import { type AccountDataRow, upsertAccountData } from '../store/account-data-table.js';
-import { type Pool, serialTransactions, type withTransaction } from '../store/db.js';
+import { isStatementError, type Pool, serialTransactions, type withTransaction } from '../store/db.js';
 import {
   advanceSince,
   type DeviceRef,
+  deviceKey,
   insertToDevice,
   lockIngest,
   nextPosition,
   reservePositions,
+  SinceMoved,
   updateKeyCounts,
   upsertDeviceListChanges,
 } from '../store/device-inbox-table.js';
@@ -28,7 +30,7 @@ import {
   storeRedacted,
 } from '../store/events-table.js';
 import type { PlannerStatistics } from '../store/planner-statistics.js';
-import { type ReceiptRow, upsertReceipts } from '../store/receipts-table.js';
+import { upsertReceipts } from '../store/receipts-table.js';
 import {
   applyStateChanges,
   currentStateOf,
@@ -38,25 +40,31 @@ import {
   stateKeyOf,
   upsertRooms,
 } from '../store/room-state-table.js';
-import {
-  currentMemberships,
-  forgetRoom,
-  type Membership,
-  type MembershipUpdate,
-  type RoomCountsUpdate,
-  updateRoomCounts,
-  upsertMemberships,
-} from '../store/user-rooms-table.js';
+import { currentMemberships, forgetRoom, updateRoomCounts, upsertMemberships } from '../store/user-rooms-table.js';
 import type { Logger } from '../telemetry/logger.js';
 import { secondsSince } from '../telemetry/metrics.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 import type { RoomEvent, SyncResponse } from '../upstream/sync-response.js';
 import { type HistoryChunk, type HistoryOutcome, storeHistory } from './backfill.js';
-import { createIngestQueue, type Lane, onlyRepeats } from './ingest-queue.js';
+import { createIngestQueue, onlyRepeats } from './ingest-queue.js';
 import { KnownEvents } from './known-events.js';
 import { interleaveArrivals, membershipArrivals } from './membership-arrivals.js';
 import { PollerViews } from './poller-views.js';
 import { redactEvent, redactionTarget } from './redact.js';
+import { type PlainRepeat, plainRepeat, storeRepeats } from './repeats.js';
+import {
+  anchorProofs,
+  changesRoom,
+  eventIdsOf,
+  gapFollowers,
+  membershipRoomIds,
+  membershipUpdates,
+  receiptRows,
+  roomBlocks,
+  roomCountUpdates,
+  roomUpsert,
+  typingOf,
+} from './response-rows.js';
 import { planEvents, planStateChanges, type RoomBlock } from './room-events.js';
 
 export interface IngestSummary {
@@ -93,6 +101,7 @@ export interface Accumulator {
 }
 
 type Published = () => void;
+type Transaction = Parameters<Parameters<typeof withTransaction>[1]>[0];
 
 export interface AccumulatorOptions {
   /**
@@ -106,6 +115,13 @@ export interface AccumulatorOptions {
   chunkEvents?: number;
   /** Events remembered as stored (for duplicates brought by many pollers). */
   knownEvents?: number;
+  /**
+   * Repeats stored together at most (see repeats.ts); news queued meanwhile waits for one such
+   * transaction at most. Default 100: in the load bench (1,000 pollers bringing one message)
+   * 25-100 cost the same per repeat and answered the long-polls sooner than 250 did, whose
+   * transactions of up to 90 ms held the commits of the answers' positions behind their WAL.
+   */
+  repeatBatch?: number;
   /** Told how many events each response stored, to keep the planner's statistics in step. */
   statistics?: Pick<PlannerStatistics, 'stored'>;
 }
@@ -124,65 +140,113 @@ export function createAccumulator(
   // queued here rather than on a database lock, so a waiting ingest holds no pool connection;
   // news before repeats of stored events (see ingest-queue.ts).
   const transactions = serialTransactions(deps.pool);
-  const queue = createIngestQueue(() => transactions.release());
-  const serially = <T>(fn: () => Promise<T>, lane?: Lane): Promise<T> => queue.run(fn, lane);
-  const storeChunk = async (
-    device: DeviceRef,
-    response: SyncResponse,
-    last: boolean,
-    initial: boolean,
-    since: string | null | undefined,
-    lane: Lane,
-  ) => {
-    const committed: Published[] = [];
-    // The transaction's bus messages, recorded as its publish steps run: a bus across processes
-    // sends them inside the transaction, so the other processes hear of them on commit.
+  // The transaction's bus messages are recorded as its publish steps run: a bus across processes
+  // sends them inside the transaction, so the other processes hear of them on commit. After the
+  // commit, still in turn, the memory is updated (the next ingest sees this one's events and
+  // anchors) and the messages go out, in commit order.
+  const transact = async <T>(work: (tx: Transaction, recorder: Bus, publish: Published[], remember: Published[]) => Promise<T>) => {
     const messages: Envelope[] = [];
     const recorder: Bus = { publish: (topic, message) => messages.push({ topic, message } as Envelope), subscribe: () => () => false };
-    const bus = deps.bus;
-    return serially(async () => {
-      // Events many pollers bring are recognised here, in memory, when this response's turn
-      // comes (so also those that the responses queued before it stored), before any database work.
-      const cached = new Map<string, KnownEvent>();
-      for (const id of eventIdsOf(response)) {
-        const known = ctx.known.get(id);
-        if (known) cached.set(id, known);
-      }
-      const started = performance.now();
-      const remember: Published[] = [];
-      const summary = await transactions.run(async (tx) => {
-        const s = await ingestInTransaction(
-          tx,
-          { ...ctx, bus: recorder },
-          device,
-          response,
-          cached,
-          { last, initial, since },
-          committed,
-          remember,
-        );
-        for (const p of committed) p();
-        await bus.sendInTransaction?.(tx, messages);
-        return s;
-      });
-      const done = performance.now();
-      // Still in turn: the next ingest sees this one's events and anchors, and bus messages
-      // go out in commit order.
-      for (const p of remember) p();
-      if (bus.deliverLocal) bus.deliverLocal(messages);
-      else for (const m of messages) bus.publish(m.topic, m.message as never);
-      deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
-      deps.telemetry?.metrics.busLag.observe(secondsSince(done));
-      return summary;
-    }, lane);
+    const publish: Published[] = [];
+    const remember: Published[] = [];
+    const started = performance.now();
+    const result = await transactions.run(async (tx) => {
+      const r = await work(tx, recorder, publish, remember);
+      for (const p of publish) p();
+      await deps.bus.sendInTransaction?.(tx, messages);
+      return r;
+    });
+    const done = performance.now();
+    for (const p of remember) p();
+    if (deps.bus.deliverLocal) deps.bus.deliverLocal(messages);
+    else for (const m of messages) deps.bus.publish(m.topic, m.message as never);
+    deps.telemetry?.metrics.ingestDuration.observe((done - started) / 1000);
+    deps.telemetry?.metrics.busLag.observe(secondsSince(done));
+    return result;
   };
+  // Events many pollers bring are recognised here, in memory, when a response's turn comes (so
+  // also those that the responses queued before it stored), before any database work.
+  const cachedOf = (response: SyncResponse) => {
+    const cached = new Map<string, KnownEvent>();
+    for (const id of eventIdsOf(response)) {
+      const known = ctx.known.get(id);
+      if (known) cached.set(id, known);
+    }
+    return cached;
+  };
+  const chunkInTurn = (device: DeviceRef, response: SyncResponse, last: boolean, initial: boolean, since: string | null | undefined) => {
+    const cached = cachedOf(response);
+    return transact((tx, recorder, publish, remember) =>
+      ingestInTransaction(tx, { ...ctx, bus: recorder }, device, response, cached, { last, initial, since }, publish, remember),
+    );
+  };
+  const storeBatch = async (batch: (PlainRepeat & { settle: Settle })[]): Promise<void> => {
+    if (batch.length === 0) return;
+    try {
+      const { results } = await transact(async (tx, recorder, publish, remember) => {
+        const outcome = await storeRepeats(tx, recorder, ctx.views, batch);
+        publish.push(...outcome.publish);
+        remember.push(...outcome.remember);
+        return outcome;
+      });
+      batch.forEach((r, i) => {
+        const result = results[i] as { pos: number } | SinceMoved;
+        if (result instanceof SinceMoved) r.settle.reject(result);
+        else r.settle.resolve({ pos: result.pos, newEvents: 0, rooms: r.blocks.length, toDevice: 0 });
+      });
+    } catch (err) {
+      // Nothing of the batch is stored. A statement that failed for one repeat's own data must
+      // not fail the others with it, as it did not when each had its own transaction: they are
+      // stored again one at a time. A lost connection fails them all (their pollers retry).
+      if (batch.length === 1 || !isStatementError(err)) for (const r of batch) r.settle.reject(err);
+      else for (const r of batch) await storeBatch([r]);
+    }
+  };
+  // Repeats taken from the queue together: runs of plain ones (one device each) are stored in one
+  // transaction; any other goes through the full ingest on its own, in its place in the order.
+  const storeQueuedRepeats = async (items: QueuedRepeat[]) => {
+    let batch: (PlainRepeat & { settle: Settle })[] = [];
+    const flush = async () => {
+      await storeBatch(batch);
+      batch = [];
+    };
+    for (const item of items) {
+      // (A device's responses come one at a time; were one to come twice, the second waits for the first's commit.)
+      if (batch.some((r) => deviceKey(r.device) === deviceKey(item.device))) await flush();
+      const plain = plainRepeat(item.device, item.response, item.since, cachedOf(item.response), ctx.views);
+      if (plain) {
+        batch.push({ ...plain, settle: item.settle });
+        continue;
+      }
+      await flush();
+      await chunkInTurn(item.device, item.response, true, false, item.since).then(item.settle.resolve, item.settle.reject);
+    }
+    await flush();
+  };
+  const queue = createIngestQueue<QueuedRepeat>({
+    onIdle: () => transactions.release(),
+    repeats: storeQueuedRepeats,
+    batch: deps.repeatBatch ?? 100,
+  });
+  const serially = <T>(fn: () => Promise<T>): Promise<T> => queue.run(fn);
   const store = async (device: DeviceRef, response: SyncResponse, opts: IngestOptions | undefined) => {
     const chunks = splitResponse(response, chunkEvents);
+    // A response may become a repeat while it waits: the copies that 1,000 pollers bring at once
+    // are all news until the first of them is stored. Checked again when its turn comes, it
+    // then goes behind the queued news, with the repeats.
+    const mayRepeat = chunks.length === 1 && !opts?.initial && !opts?.roomsOmitted;
+    const repeats = () => mayRepeat && onlyRepeats(response, ctx.known, device.userId);
+    const asRepeat = () =>
+      new Promise<IngestSummary>((resolve, reject) => queue.repeat({ device, response, since: opts?.since, settle: { resolve, reject } }));
+    if (repeats()) return asRepeat();
     const total: IngestSummary = { pos: 0, newEvents: 0, rooms: 0, toDevice: 0 };
-    const lane = chunks.length === 1 && !opts?.initial && onlyRepeats(response, ctx.known, device.userId) ? 'repeats' : 'news';
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
-      const summary = await storeChunk(device, chunks[i] as SyncResponse, last, opts?.initial ?? false, opts?.since, lane);
+      const chunk = chunks[i] as SyncResponse;
+      const summary = await serially(async () =>
+        repeats() ? undefined : chunkInTurn(device, chunk, last, opts?.initial ?? false, opts?.since),
+      );
+      if (summary === undefined) return asRepeat();
       total.pos = Math.max(total.pos, summary.pos);
       total.newEvents += summary.newEvents;
       total.rooms += summary.rooms;
@@ -233,36 +297,22 @@ export function createAccumulator(
   };
 }
 
+interface Settle {
+  resolve: (summary: IngestSummary) => void;
+  reject: (err: unknown) => void;
+}
+
+interface QueuedRepeat {
+  device: DeviceRef;
+  response: SyncResponse;
+  since: string | null | undefined;
+  settle: Settle;
+}
+
 interface IngestContext {
   bus: Bus;
   known: KnownEvents;
   views: PollerViews;
-}
-
-/**
- * Rooms in the order their latest events happened: a response lists rooms in no particular
- * order, and positions (hence recency order) are handed out as rooms are stored.
- */
-function roomBlocks(response: SyncResponse): RoomBlock[] {
-  const keyed: { block: RoomBlock; ts: number }[] = [];
-  for (const rooms of [response.rooms.join, response.rooms.leave]) {
-    for (const roomId in rooms) {
-      const room = rooms[roomId] as RoomBlock['room'];
-      const events = room.timeline.events;
-      keyed.push({ block: { roomId, room }, ts: events.length ? (events[events.length - 1] as RoomEvent).origin_server_ts : 0 });
-    }
-  }
-  return keyed.sort((a, b) => a.ts - b.ts).map((k) => k.block);
-}
-
-function* eventIdsOf(response: SyncResponse) {
-  for (const rooms of [response.rooms.join, response.rooms.leave]) {
-    for (const roomId in rooms) {
-      const room = rooms[roomId] as RoomBlock['room'];
-      for (const e of room.state) yield e.event_id;
-      for (const e of room.timeline.events) yield e.event_id;
-    }
-  }
 }
 
 /**
@@ -298,13 +348,8 @@ function splitResponse(response: SyncResponse, maxEvents: number): SyncResponse[
   });
 }
 
-const membershipOf = (event: RoomEvent): Membership | undefined => {
-  const m = event.content.membership;
-  return m === 'join' || m === 'invite' || m === 'knock' || m === 'leave' || m === 'ban' ? m : undefined;
-};
-
 async function ingestInTransaction(
-  tx: Parameters<Parameters<typeof withTransaction>[1]>[0],
+  tx: Transaction,
   ctx: IngestContext,
   device: DeviceRef,
   response: SyncResponse,
@@ -359,16 +404,7 @@ async function ingestInTransaction(
   // when that predecessor is in the stored timeline; nor has the first, when it directly
   // follows the last stored event this poller brought.
   const inTimeline = new Set([...plan.inserts.filter((e) => e.inTimeline).map((e) => e.eventId), ...plan.promote.map((p) => p.eventId)]);
-  // (Only stored events that may carry a mark: new ones were inserted with the right one.)
-  const mayHaveGap = (id: string) => knownBefore.has(id) && knownBefore.get(id)?.gapBefore !== false;
-  const followers = blocks.flatMap(({ room }) =>
-    room.timeline.events
-      .filter((e, i) => {
-        const before = room.timeline.events[i - 1]?.event_id;
-        return mayHaveGap(e.event_id) && before !== undefined && (inTimeline.has(before) || knownBefore.get(before)?.inTimeline === true);
-      })
-      .map((e) => e.event_id),
-  );
+  const followers = gapFollowers(blocks, knownBefore, inTimeline);
   await healGaps(tx, followers);
   const proofs = anchorProofs(ctx.views, device, blocks, knownBefore);
   await healGapsAfterAnchors(tx, proofs);
@@ -464,11 +500,8 @@ async function ingestInTransaction(
       const bump = row.bumpNid ? { nid: row.bumpNid, ts: row.bumpTs } : undefined;
       publish.push(() => bus.publish('room.changed', { roomId, pos, newEvents, statePos, latestNid: row.latestNid, bump }));
     }
-    const typing = room.ephemeral.find((e) => e.type === 'm.typing');
-    if (typing && Array.isArray(typing.content.user_ids)) {
-      const userIds = typing.content.user_ids.filter((u): u is string => typeof u === 'string');
-      publish.push(() => bus.publish('room.typing', { roomId, userIds }));
-    }
+    const userIds = typingOf(room);
+    if (userIds) publish.push(() => bus.publish('room.typing', { roomId, userIds }));
   });
   for (const roomId of new Set(receipts.map((r) => r.roomId))) publish.push(() => bus.publish('room.receipts', { roomId, pos }));
   const userRooms = new Set([...membershipChanged, ...countsChanged, ...accountData.filter((a) => a.roomId).map((a) => a.roomId)]);
@@ -491,65 +524,6 @@ async function ingestInTransaction(
   // First, so subscribers reading the store for the messages below may read up to maxPos.
   publish.unshift(() => bus.publish('stream.advanced', { pos: maxPos }));
   return { pos: maxPos, newEvents: inserted.size, rooms: blocks.length, toDevice: response.to_device.length };
-}
-
-/**
- * Rooms whose chunk starts with an event already in the stored timeline, for a poller that
- * brought an event there before: if that last event is the stored one just before, the gap
- * mark on the first one (if any) is disproved.
- */
-function anchorProofs(views: PollerViews, device: DeviceRef, blocks: RoomBlock[], known: Map<string, KnownEvent>) {
-  const proofs: { eventId: string; anchor: number }[] = [];
-  for (const { roomId, room } of blocks) {
-    const first = room.timeline.events[0];
-    const anchor = views.last(device, roomId);
-    // (An event remembered without a gap mark needs no healing.)
-    const stored = first && known.get(first.event_id);
-    if (stored && anchor !== undefined && !room.timeline.limited && stored.inTimeline && stored.gapBefore !== false)
-      proofs.push({ eventId: first.event_id, anchor });
-  }
-  return proofs;
-}
-
-const changesRoom = (r: RoomUpsert) =>
-  r.latestNid > 0 || r.statePos > 0 || r.roomVersion !== undefined || r.joined !== undefined || r.invited !== undefined;
-
-/** MSC4186's fixed bump types: what makes a room jump up the list (not reactions, edits of state, ...). */
-const BUMP_EVENT_TYPES = new Set([
-  'm.room.create',
-  'm.room.message',
-  'm.room.encrypted',
-  'm.sticker',
-  'm.call.invite',
-  'm.poll.start',
-  'm.beacon_info',
-]);
-
-function roomUpsert(roomId: string, room: RoomBlock['room'], newNid: (e: RoomEvent) => number | undefined, statePos: number): RoomUpsert {
-  const isCreate = (e: RoomEvent) => e.type === 'm.room.create' && e.state_key === '';
-  const create = room.state.find(isCreate) ?? room.timeline.events.find(isCreate);
-  let latestNid = 0;
-  let bumpNid = 0;
-  let bumpTs = 0;
-  for (const e of room.timeline.events) {
-    const nid = newNid(e);
-    if (nid === undefined) continue;
-    latestNid = Math.max(latestNid, nid);
-    if (BUMP_EVENT_TYPES.has(e.type) && nid > bumpNid) {
-      bumpNid = nid;
-      bumpTs = e.origin_server_ts;
-    }
-  }
-  return {
-    roomId,
-    roomVersion: create ? String(create.content.room_version ?? '1') : undefined,
-    joined: room.summary?.['m.joined_member_count'],
-    invited: room.summary?.['m.invited_member_count'],
-    latestNid,
-    bumpNid,
-    bumpTs,
-    statePos,
-  };
 }
 
 async function applyRedactions(
@@ -590,66 +564,16 @@ async function storeMemberships(
   arrivalPos: Map<string, number>,
   pos: number,
 ): Promise<string[]> {
-  const { join, leave, invite, knock } = response.rooms;
-  const ids = [...Object.keys(join), ...Object.keys(leave), ...Object.keys(invite), ...Object.keys(knock)];
+  const ids = membershipRoomIds(response);
   if (ids.length === 0) return [];
   const before = await currentMemberships(tx, userId, ids);
-  const updates: MembershipUpdate[] = [];
-  const isOwn = (e: RoomEvent) => e.type === 'm.room.member' && e.state_key === userId;
-  const ownMemberEvent = (block: RoomBlock) => block.room.timeline.events.findLast(isOwn) ?? block.room.state.findLast(isOwn);
-
-  for (const block of blocks) {
-    const isLeave = block.roomId in leave;
-    const own = ownMemberEvent(block);
-    const membership: Membership = isLeave ? (own && membershipOf(own) === 'ban' ? 'ban' : 'leave') : 'join';
-    if (before.get(block.roomId) === membership) continue;
-    // Leaves take effect at the leave event, so nothing after it is ever served.
-    const at = own && membershipOf(own) === membership ? nidOf(own.event_id) : undefined;
-    const kicked = membership === 'leave' && own !== undefined && own.sender !== userId;
-    updates.push({ userId, roomId: block.roomId, membership, pos: at ?? pos, inviteState: null, kicked });
-  }
-  for (const [roomId, room] of Object.entries(invite)) {
-    if (before.get(roomId) !== 'invite')
-      updates.push({
-        userId,
-        roomId,
-        membership: 'invite',
-        pos: arrivalPos.get(roomId) ?? pos,
-        inviteState: JSON.stringify(room.invite_state),
-        kicked: false,
-      });
-  }
-  for (const [roomId, room] of Object.entries(knock)) {
-    if (before.get(roomId) !== 'knock')
-      updates.push({
-        userId,
-        roomId,
-        membership: 'knock',
-        pos: arrivalPos.get(roomId) ?? pos,
-        inviteState: JSON.stringify(room.knock_state),
-        kicked: false,
-      });
-  }
+  const updates = membershipUpdates(userId, response, blocks, nidOf, arrivalPos, pos, before);
   await upsertMemberships(tx, updates);
   return updates.map((u) => u.roomId);
 }
 
 async function storeRoomCounts(tx: Parameters<typeof updateRoomCounts>[0], userId: string, response: SyncResponse, pos: number) {
-  const updates: RoomCountsUpdate[] = [];
-  for (const [roomId, room] of Object.entries(response.rooms.join)) {
-    const unread = room.unread_notifications;
-    const heroes = room.summary?.['m.heroes'];
-    if (!unread && !heroes && !room.unread_thread_notifications) continue;
-    updates.push({
-      userId,
-      roomId,
-      notificationCount: unread?.notification_count,
-      highlightCount: unread?.highlight_count,
-      threadCounts: room.unread_thread_notifications && JSON.stringify(room.unread_thread_notifications),
-      heroes: heroes && JSON.stringify(heroes),
-      pos,
-    });
-  }
+  const updates = roomCountUpdates(userId, response, pos);
   await updateRoomCounts(tx, updates);
   return updates.map((u) => u.roomId);
 }
@@ -658,28 +582,6 @@ function accountDataRows(userId: string, response: SyncResponse, pos: number): A
   const rows: AccountDataRow[] = response.account_data.map((e) => ({ userId, roomId: '', type: e.type, json: JSON.stringify(e), pos }));
   for (const [roomId, room] of Object.entries(response.rooms.join)) {
     for (const e of room.account_data) rows.push({ userId, roomId, type: e.type, json: JSON.stringify(e), pos });
-  }
-  return rows;
-}
-
-/** m.receipt content: { eventId: { receiptType: { userId: { ts, thread_id? } } } } */
-function receiptRows(response: SyncResponse, pos: number): ReceiptRow[] {
-  const rows: ReceiptRow[] = [];
-  for (const [roomId, room] of Object.entries(response.rooms.join)) {
-    for (const edu of room.ephemeral) {
-      if (edu.type !== 'm.receipt') continue;
-      for (const [eventId, byType] of Object.entries(edu.content)) {
-        if (typeof byType !== 'object' || byType === null) continue;
-        for (const [receiptType, byUser] of Object.entries(byType as Record<string, unknown>)) {
-          if (typeof byUser !== 'object' || byUser === null) continue;
-          for (const [userId, data] of Object.entries(byUser as Record<string, unknown>)) {
-            const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
-            const threadId = typeof d.thread_id === 'string' ? d.thread_id : '';
-            rows.push({ roomId, receiptType, userId, threadId, eventId, data: JSON.stringify(d), pos });
-          }
-        }
-      }
-    }
   }
   return rows;
 }

@@ -179,6 +179,15 @@ async function inTransaction<T>(client: pg.PoolClient, fn: (client: pg.PoolClien
   }
 }
 
+/**
+ * An error PostgreSQL raised for the statement itself (a constraint, a value out of range): the
+ * connection and the server are fine. Not one of SQLSTATE classes 08 (connection), 53
+ * (resources) or 57 (operator intervention: shutdown, cancel), nor a socket error.
+ */
+export function isStatementError(err: unknown): boolean {
+  return err instanceof pg.DatabaseError && typeof err.code === 'string' && !/^(08|53|57)/.test(err.code);
+}
+
 export async function ping(db: Queryable): Promise<void> {
   await db.query('SELECT 1');
 }

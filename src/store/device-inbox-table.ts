@@ -2,6 +2,7 @@
 // changes, one-time-key counts. Losing any of it breaks encryption for that device, so it is
 // written in the same transaction as the `since` that acknowledged it upstream.
 import type { Queryable } from './db.js';
+import { boolArray, columns } from './pg-arrays.js';
 
 export interface DeviceRef {
   userId: string;
@@ -99,6 +100,32 @@ export async function updateKeyCounts(
   return (res.rowCount ?? 0) > 0;
 }
 
+export interface KeyCountsUpdate extends DeviceRef {
+  otkCounts: string | undefined;
+  fallbackKeyTypes: string | undefined;
+  pos: number;
+}
+
+/**
+ * `updateKeyCounts` for several devices (one update each) in one statement; returns the
+ * devices whose counts differed from what was stored, as `userId\0deviceId`.
+ */
+export async function updateKeyCountsOf(db: Queryable, updates: KeyCountsUpdate[]): Promise<Set<string>> {
+  const rows = updates.filter((u) => u.otkCounts !== undefined || u.fallbackKeyTypes !== undefined);
+  if (rows.length === 0) return new Set();
+  const res = await db.query<{ user_id: string; device_id: string }>(
+    `UPDATE devices d SET otk_counts = COALESCE(u.otk, d.otk_counts), fallback_key_types = COALESCE(u.fb, d.fallback_key_types), keys_pos = u.pos
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(uid, did, otk, fb, pos)
+      WHERE d.user_id = u.uid AND d.device_id = u.did
+        AND (d.otk_counts IS DISTINCT FROM COALESCE(u.otk, d.otk_counts) OR d.fallback_key_types IS DISTINCT FROM COALESCE(u.fb, d.fallback_key_types))
+      RETURNING d.user_id, d.device_id`,
+    columns(rows, { userId: 'text', deviceId: 'text', otkCounts: 'text', fallbackKeyTypes: 'text', pos: 'number' }),
+  );
+  return new Set(res.rows.map((r) => deviceKey({ userId: r.user_id, deviceId: r.device_id })));
+}
+
+export const deviceKey = (device: DeviceRef) => `${device.userId}\u0000${device.deviceId}`;
+
 export async function keyCounts(
   db: Queryable,
   device: DeviceRef,
@@ -132,6 +159,42 @@ export async function advanceSince(db: Queryable, device: DeviceRef, since: stri
     device.deviceId,
   ]);
   throw new SinceMoved(from, rows[0]?.since ?? null);
+}
+
+export interface SinceAdvance extends DeviceRef {
+  since: string;
+  /** As `advanceSince`'s `from`: undefined advances whatever is stored. */
+  from?: string | null;
+}
+
+/**
+ * `advanceSince` for several devices (one advance each) in one statement. Returns, per device
+ * (`deviceKey`) whose stored `since` was not its `from`, the SinceMoved it gets; the others advanced.
+ */
+export async function advanceSinceOf(db: Queryable, advances: SinceAdvance[]): Promise<Map<string, SinceMoved>> {
+  const moved = new Map<string, SinceMoved>();
+  if (advances.length === 0) return moved;
+  const { rows } = await db.query<{ user_id: string; device_id: string }>(
+    `UPDATE devices d SET since = u.since, initial_sync_at = COALESCE(d.initial_sync_at, now())
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[]) AS u(uid, did, since, from_since, checked)
+      WHERE d.user_id = u.uid AND d.device_id = u.did AND (NOT u.checked OR d.since IS NOT DISTINCT FROM u.from_since)
+      RETURNING d.user_id, d.device_id`,
+    [
+      ...columns(advances, { userId: 'text', deviceId: 'text', since: 'text', from: 'text' }),
+      boolArray(advances.map((a) => a.from !== undefined)),
+    ],
+  );
+  const advanced = new Set(rows.map((r) => deviceKey({ userId: r.user_id, deviceId: r.device_id })));
+  const stale = advances.filter((a) => a.from !== undefined && !advanced.has(deviceKey(a)));
+  if (stale.length === 0) return moved;
+  const current = await db.query<{ user_id: string; device_id: string; since: string | null }>(
+    `SELECT d.user_id, d.device_id, d.since FROM unnest($1::text[], $2::text[]) AS u(uid, did)
+       JOIN devices d ON d.user_id = u.uid AND d.device_id = u.did`,
+    columns(stale, { userId: 'text', deviceId: 'text' }),
+  );
+  const now = new Map(current.rows.map((r) => [deviceKey({ userId: r.user_id, deviceId: r.device_id }), r.since]));
+  for (const a of stale) moved.set(deviceKey(a), new SinceMoved(a.from ?? null, now.get(deviceKey(a)) ?? null));
+  return moved;
 }
 
 /** The device's stored `since` is no longer the one a poll started from: its response is not stored. */

@@ -56,7 +56,30 @@ export async function upsertMemberships(db: Queryable, updates: MembershipUpdate
   );
 }
 
-/** Unread counts and heroes; absent values keep what is stored. Rows must exist (joined rooms). */
+/** Each (user, room) pair's stored membership, in one query (pairs without a row are absent). */
+export async function currentMembershipsOf(
+  db: Queryable,
+  pairs: { userId: string; roomId: string }[],
+): Promise<Map<string, Map<string, Membership>>> {
+  const out = new Map<string, Map<string, Membership>>();
+  if (pairs.length === 0) return out;
+  const { rows } = await db.query<{ user_id: string; room_id: string; membership: Membership }>(
+    `SELECT ur.user_id, ur.room_id, ur.membership FROM unnest($1::text[], $2::text[]) AS p(uid, rid)
+       JOIN user_rooms ur ON ur.user_id = p.uid AND ur.room_id = p.rid`,
+    columns(pairs, { userId: 'text', roomId: 'text' }),
+  );
+  for (const r of rows) {
+    const ofUser = out.get(r.user_id) ?? new Map<string, Membership>();
+    out.set(r.user_id, ofUser.set(r.room_id, r.membership));
+  }
+  return out;
+}
+
+/**
+ * Unread counts and heroes; absent values keep what is stored. Rows must exist (joined rooms),
+ * one update per (user, room). A row whose values are all as stored is not rewritten (nor its
+ * position moved): 200 pollers bringing one message mostly repeat counts already stored.
+ */
 export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[]): Promise<void> {
   if (updates.length === 0) return;
   await db.query(
@@ -67,7 +90,11 @@ export async function updateRoomCounts(db: Queryable, updates: RoomCountsUpdate[
        heroes = COALESCE(u.he, ur.heroes),
        counts_pos = u.pos
       FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::bigint[]) AS u(uid, rid, n, h, tc, he, pos)
-     WHERE ur.user_id = u.uid AND ur.room_id = u.rid`,
+     WHERE ur.user_id = u.uid AND ur.room_id = u.rid
+       AND (ur.notification_count IS DISTINCT FROM COALESCE(u.n, ur.notification_count)
+         OR ur.highlight_count IS DISTINCT FROM COALESCE(u.h, ur.highlight_count)
+         OR ur.thread_counts IS DISTINCT FROM COALESCE(u.tc, ur.thread_counts)
+         OR ur.heroes IS DISTINCT FROM COALESCE(u.he, ur.heroes))`,
     columns(updates, {
       userId: 'text',
       roomId: 'text',

@@ -41,7 +41,7 @@ export interface Metrics {
   busLag: Histogram;
   /** syncv3_bus_remote_lag_seconds (SYNCV3_CLUSTER): from another process sending a bus message until it arrives here. */
   busRemoteLag: Histogram;
-  /** syncv3_ingest_duration_seconds: the accumulator's transaction for one v2 response. */
+  /** syncv3_ingest_duration_seconds: the accumulator's transaction for one v2 response (or several devices' repeats). */
   ingestDuration: Histogram;
   /** sliding_sync_api_setup_duration_secs: authentication and waiting for the device's initial sync. */
   apiSetupDuration: Histogram<'initial'>;
@@ -222,7 +222,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   });
   const ingestDuration = new Histogram({
     name: 'syncv3_ingest_duration_seconds',
-    help: 'Duration of the ingest transaction storing one sync v2 response',
+    help: "Duration of the ingest transaction storing one sync v2 response (or several devices' repeats together)",
     buckets: WORK_BUCKETS,
     registers,
   });

@@ -512,3 +512,197 @@ describe('retention', () => {
     assert.equal(state.length, 2, 'state events are kept');
   });
 });
+
+describe('repeats stored together', () => {
+  const ROOM = '!shared:x';
+  // Five devices bring the second message after @u0:x's stored it; @u1:x has two of them.
+  const devs = ['@u0:x', '@u1:x', '@u1:x', '@u2:x', '@u3:x', '@u4:x'].map((userId, i) => ({ userId, deviceId: i === 2 ? 'E' : 'D' }));
+  const repeaters = devs.slice(1);
+  // Device i's copy in round r: its own unread count; one-time-key counts that change in round 2 for odd i.
+  const copy = (events: Ev[], i: number, round: number, ephemeral: unknown[] = []) => ({
+    next_batch: `s${round}-${i}`,
+    rooms: {
+      join: {
+        [ROOM]: joined([], events, {
+          unread_notifications: { notification_count: 10 * round + i, highlight_count: 0 },
+          ephemeral: { events: ephemeral },
+        }),
+      },
+    },
+    device_one_time_keys_count: { signed_curve25519: round === 2 && i % 2 === 1 ? 49 : 50 },
+  });
+
+  /** Round 1 stored one device after the other; round 2's message stored by @u0:x; returns it and its repeats' EDUs. */
+  async function twoRounds(t: TestContext) {
+    const s = await setup(t);
+    for (const d of devs)
+      await insertToken(s.pool, { tokenHash: Buffer.alloc(32, `${d.userId}/${d.deviceId}`), tokenEncrypted: Buffer.from('x'), ...d });
+    const first = ev('m.room.message', { body: 'first' });
+    for (const [i, d] of devs.entries()) await s.ingest(d, copy([first], i, 1), { since: null });
+    const second = ev('m.room.message', { body: 'second' });
+    await s.ingest(devs[0] as (typeof devs)[0], copy([second], 0, 2), { since: 's1-0' });
+    const edus = [
+      { type: 'm.receipt', content: { [second.event_id]: { 'm.read': { '@u0:x': { ts: 1 } } } } },
+      { type: 'm.typing', content: { user_ids: ['@u0:x'] } },
+    ];
+    /** Every repeater's copy at once (queued together), each from its device's since. */
+    const repeatAll = (which = repeaters) =>
+      Promise.allSettled(which.map((d) => s.ingest(d, copy([second], devs.indexOf(d), 2, edus), { since: `s1-${devs.indexOf(d)}` })));
+    const stored = async () => {
+      const { rows } = await s.pool.query(
+        `SELECT d.user_id, d.device_id, d.since, d.otk_counts, ur.notification_count
+           FROM devices d JOIN user_rooms ur ON ur.user_id = d.user_id AND ur.room_id = $1 ORDER BY d.user_id, d.device_id`,
+        [ROOM],
+      );
+      return new Map(
+        rows.map((r) => [`${r.user_id}/${r.device_id}`, [r.since, JSON.parse(r.otk_counts).signed_curve25519, r.notification_count]]),
+      );
+    };
+    const mark = { statements: 0, seen: new Map<BusTopic, number>() };
+    const since = () => {
+      mark.statements = s.statements.length;
+      for (const topic of ['room.changed', 'user.rooms_changed', 'device.data', 'room.typing', 'room.receipts'] as BusTopic[])
+        mark.seen.set(topic, s.messages(topic).length);
+    };
+    const newMessages = <T extends BusTopic>(topic: T) => s.messages(topic).slice(mark.seen.get(topic));
+    const newStatements = (text: string) => s.statements.slice(mark.statements).filter((q) => q === text).length;
+    since();
+    return { ...s, repeatAll, stored, newMessages, newStatements };
+  }
+  const key = (d: (typeof devs)[0]) => `${d.userId}/${d.deviceId}`;
+
+  it("stores many devices' repeats in one transaction: each its since, counts and keys, announced as one by one", async (t) => {
+    const { repeatAll, stored, newMessages, newStatements } = await twoRounds(t);
+    const results = await repeatAll();
+    assert.deepEqual(
+      results.map((r) => r.status),
+      repeaters.map(() => 'fulfilled'),
+    );
+    // The first repeat may start alone (the queue was idle); the others queued behind it go together.
+    const transactions = newStatements('BEGIN');
+    assert.ok(transactions <= 2, `${transactions} transactions for ${repeaters.length} repeats`);
+    const rows = await stored();
+    for (const [i, d] of devs.entries()) {
+      // @u1:x's two devices store one row of counts: the later copy's.
+      const count = d.userId === '@u1:x' ? 22 : 20 + i;
+      assert.deepEqual(rows.get(key(d)), [`s2-${i}`, i % 2 === 1 ? 49 : 50, count], key(d));
+    }
+    // What one ingest after the other announces: per repeat its user's counts, its receipts and
+    // typing, its device's keys when they changed; positions in arrival order; the room itself once, earlier.
+    assert.deepEqual(newMessages('room.changed'), []);
+    const users = newMessages('user.rooms_changed');
+    assert.deepEqual(
+      users.map((m) => [m.userId, m.roomIds]),
+      repeaters.map((d) => [d.userId, [ROOM]]),
+    );
+    const positions = users.map((m) => m.pos);
+    assert.deepEqual(
+      positions,
+      [...new Set(positions)].sort((a, b) => a - b),
+      'one position each, in order',
+    );
+    assert.deepEqual(
+      newMessages('device.data'),
+      repeaters
+        .map((d, j) => ({ ...d, pos: positions[j], toDevice: 0, deviceLists: false, keys: true }))
+        .filter((_, j) => (j + 1) % 2 === 1),
+    );
+    assert.deepEqual(
+      newMessages('room.receipts'),
+      positions.map((pos) => ({ roomId: ROOM, pos })),
+    );
+    assert.deepEqual(
+      newMessages('room.typing'),
+      repeaters.map(() => ({ roomId: ROOM, userIds: ['@u0:x'] })),
+    );
+  });
+
+  it('batches the copies that arrive together with the first, once it is stored', async (t) => {
+    const { ingest, pool, newStatements, newMessages } = await twoRounds(t);
+    for (const d of devs) await pool.query('UPDATE devices SET since = NULL WHERE user_id = $1 AND device_id = $2', [d.userId, d.deviceId]);
+    const third = ev('m.room.message', { body: 'third' });
+    // Every poller's copy at once: none of them is a repeat yet when it is queued.
+    const results = await Promise.allSettled(devs.map((d, i) => ingest(d, copy([third], i, 3), { since: null })));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      devs.map(() => 'fulfilled'),
+    );
+    const transactions = newStatements('BEGIN');
+    assert.ok(transactions <= 3, `${transactions} transactions for ${devs.length} copies`);
+    assert.equal(newMessages('room.changed').length, 1, 'the message announced once');
+    assert.equal(newMessages('user.rooms_changed').length, devs.length);
+  });
+
+  it('leaves out of the batch a device whose since moved: it gets SinceMoved, the others are stored', async (t) => {
+    const { pool, repeatAll, stored, newMessages, newStatements } = await twoRounds(t);
+    // Another process polled @u2:x's device on meanwhile.
+    await pool.query(`UPDATE devices SET since = 'elsewhere' WHERE user_id = '@u2:x'`);
+    const results = await repeatAll();
+    assert.ok(newStatements('BEGIN') <= 2);
+    const moved = results[2];
+    assert.equal(moved?.status, 'rejected');
+    assert.equal((moved as PromiseRejectedResult).reason.name, 'SinceMoved');
+    assert.equal((moved as PromiseRejectedResult).reason.current, 'elsewhere');
+    assert.deepEqual(
+      results.filter((_, j) => j !== 2).map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'],
+    );
+    const rows = await stored();
+    assert.deepEqual(rows.get('@u2:x/D'), ['elsewhere', 50, 13], 'nothing of its response stored');
+    assert.deepEqual(rows.get('@u4:x/D'), ['s2-5', 49, 25]);
+    assert.deepEqual(
+      newMessages('user.rooms_changed').map((m) => m.userId),
+      ['@u1:x', '@u1:x', '@u3:x', '@u4:x'],
+    );
+    assert.ok(!newMessages('device.data').some((m) => m.userId === '@u2:x'));
+  });
+
+  it("rolls back the whole batch when a statement fails, then stores the others alone; the failed one's retry is stored", async (t) => {
+    const { pool, repeatAll, stored, newMessages, newStatements } = await twoRounds(t);
+    // @u4:x's new key counts are refused (a fault of its own data): the batch's key statement fails.
+    await pool.query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$`);
+    await pool.query(
+      `CREATE TRIGGER refuse BEFORE UPDATE OF otk_counts ON devices FOR EACH ROW
+         WHEN (NEW.user_id = '@u4:x' AND NEW.otk_counts IS DISTINCT FROM OLD.otk_counts) EXECUTE FUNCTION refuse()`,
+    );
+    const results = await repeatAll();
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected'],
+    );
+    assert.equal(newStatements('ROLLBACK'), 2, "the batch's transaction, then @u4:x's own");
+    const rows = await stored();
+    assert.deepEqual(rows.get('@u4:x/D'), ['s1-5', 50, 15], 'nothing of it stored');
+    assert.deepEqual(rows.get('@u3:x/D'), ['s2-4', 50, 24]);
+    assert.ok(!newMessages('user.rooms_changed').some((m) => m.userId === '@u4:x'), 'nothing announced of it');
+    // Its poller fetches the same response again and stores it.
+    await pool.query('DROP TRIGGER refuse ON devices');
+    const [retry] = await repeatAll(repeaters.slice(4));
+    assert.equal(retry?.status, 'fulfilled');
+    assert.deepEqual((await stored()).get('@u4:x/D'), ['s2-5', 49, 25]);
+  });
+
+  it("stores nothing of any repeat when the batch's statement fails for all, and each is stored when fetched again", async (t) => {
+    const { pool, repeatAll, stored, newMessages } = await twoRounds(t);
+    await pool.query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$`);
+    await pool.query(
+      `CREATE TRIGGER refuse BEFORE UPDATE OF since ON devices FOR EACH ROW WHEN (NEW.since LIKE 's2-%') EXECUTE FUNCTION refuse()`,
+    );
+    const before = await stored();
+    const results = await repeatAll();
+    assert.deepEqual(
+      results.map((r) => r.status),
+      repeaters.map(() => 'rejected'),
+    );
+    assert.deepEqual(await stored(), before, 'no since, count or key stored');
+    assert.deepEqual(newMessages('user.rooms_changed'), []);
+    await pool.query('DROP TRIGGER refuse ON devices');
+    const again = await repeatAll();
+    assert.deepEqual(
+      again.map((r) => r.status),
+      repeaters.map(() => 'fulfilled'),
+    );
+    const rows = await stored();
+    for (const d of repeaters) assert.equal(rows.get(key(d))?.[0], `s2-${devs.indexOf(d)}`);
+  });
+});
