@@ -159,27 +159,14 @@ export function membershipUpdates(
     const kicked = membership === 'leave' && own !== undefined && own.sender !== userId;
     updates.push({ userId, roomId: block.roomId, membership, pos: at ?? pos, inviteState: null, kicked });
   }
-  for (const [roomId, room] of Object.entries(invite)) {
-    if (before.get(roomId) !== 'invite')
-      updates.push({
-        userId,
-        roomId,
-        membership: 'invite',
-        pos: arrivalPos.get(roomId) ?? pos,
-        inviteState: JSON.stringify(room.invite_state),
-        kicked: false,
-      });
-  }
-  for (const [roomId, room] of Object.entries(knock)) {
-    if (before.get(roomId) !== 'knock')
-      updates.push({
-        userId,
-        roomId,
-        membership: 'knock',
-        pos: arrivalPos.get(roomId) ?? pos,
-        inviteState: JSON.stringify(room.knock_state),
-        kicked: false,
-      });
+  // Invites and knocks keep the stripped state they came with.
+  const pending = [
+    ...Object.entries(invite).map(([roomId, room]) => ({ roomId, membership: 'invite' as const, state: room.invite_state })),
+    ...Object.entries(knock).map(([roomId, room]) => ({ roomId, membership: 'knock' as const, state: room.knock_state })),
+  ];
+  for (const { roomId, membership, state } of pending) {
+    if (before.get(roomId) !== membership)
+      updates.push({ userId, roomId, membership, pos: arrivalPos.get(roomId) ?? pos, inviteState: JSON.stringify(state), kicked: false });
   }
   return updates;
 }
